@@ -1,0 +1,148 @@
+"""``ec4srec train | evaluate | explain``.
+
+Bad input (unknown dataset, malformed data line, invalid config key or value, missing
+checkpoint) prints one ``error: ...`` line and exits with status 2, without a traceback and
+without writing into the output directory.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error the CLI reports in one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ec4srec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one model and test it once")
+    train.add_argument("--config", help="YAML config (e.g. a config.yaml a run or the search wrote)")
+    train.add_argument("--dataset", help="beauty | sports | clothing | ml-1m | synthetic | PATH")
+    train.add_argument("--data-dir", help="directory holding the datasets (default: "
+                       "$EC4SREC_DATA_DIR, else ~/.cache/ec4srec)")
+    train.add_argument("--backbone", choices=["sasrec", "gru4rec", "caser"])
+    train.add_argument("--method", choices=["sasrec", "cl4srec", "duorec", "ec4srec_ssl",
+                                            "ec4srec_sl", "ec4srec"])
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=50 (repeatable)")
+    train.add_argument("--output", required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run's best weights")
+    ev.add_argument("--checkpoint", required=True, help="run directory (or its checkpoint.pt)")
+    ev.add_argument("--split", choices=["valid", "test"], default="test")
+    ev.add_argument("--data-dir")
+
+    ex = sub.add_parser("explain", help="write item importance scores of users' latest histories")
+    ex.add_argument("--checkpoint", required=True, help="run directory (or its checkpoint.pt)")
+    ex.add_argument("--users", nargs="*", type=int, help="user ids (default: all)")
+    ex.add_argument("--explainer", help="override the run's method.explainer")
+    ex.add_argument("--output", required=True, help="CSV file: user,position,item,score")
+    ex.add_argument("--data-dir")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Precedence: defaults < --config file < --dataset/--backbone/... flags < --set."""
+    config = load_config(args.config) if args.config else Config()
+    for flag, section, key in (("dataset", "data", "dataset"), ("data_dir", "data", "data_dir"),
+                               ("backbone", "model", "backbone"), ("method", "method", "name")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    return config.with_overrides(args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .trainer import CHECKPOINT, Trainer
+
+    config = resolve_config(args)
+    output = Path(args.output)
+    ckpt = output / CHECKPOINT
+    if args.resume and not ckpt.is_file():
+        raise CLIError(f"--resume: no checkpoint at {ckpt}")
+    if not args.resume and (output / "metrics.json").exists():
+        raise CLIError(f"{output} already holds a finished run (metrics.json); "
+                       "choose another --output or pass --resume")
+    dataset = load_dataset(config.data)      # all input is validated before anything is written
+    started = time.perf_counter()
+    trainer = Trainer(config, dataset, output_dir=output)
+    if args.resume:
+        trainer.load_checkpoint(ckpt)
+        print(f"resumed from {ckpt} after epoch {trainer.state.epoch}", flush=True)
+    record = trainer.fit()
+    print(f"best epoch {record['best_epoch']}  valid ndcg@10 {record['valid']['ndcg@10']:.4f}  "
+          f"test ndcg@10 {record['test']['ndcg@10']:.4f} hr@10 {record['test']['hr@10']:.4f}  "
+          f"({time.perf_counter() - started:.0f}s) -> {output}/metrics.json", flush=True)
+    return 0
+
+
+def _load_run(path: str, data_dir: str | None):
+    from .checkpoint import load_torch
+    from .data import load_dataset
+    from .trainer import CHECKPOINT, Trainer
+
+    ckpt_path = Path(path)
+    if ckpt_path.is_dir():
+        ckpt_path = ckpt_path / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise CLIError(f"no checkpoint at {ckpt_path}")
+    ckpt = load_torch(ckpt_path)
+    config = Config.from_dict(ckpt["config"])
+    if data_dir:
+        config.data.data_dir = data_dir
+    trainer = Trainer(config, load_dataset(config.data), log=lambda m: None)
+    trainer.load_checkpoint(ckpt_path)
+    if trainer.best_weights is not None:
+        trainer.model.load_state_dict(trainer.best_weights)
+    return trainer
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate
+
+    trainer = _load_run(args.checkpoint, args.data_dir)
+    examples = trainer.data.test if args.split == "test" else trainer.data.valid
+    metrics = evaluate(trainer.model, trainer.data, examples, trainer.config.train.eval_batch_size,
+                       trainer.config.train.mask_history, trainer.device)
+    print(json.dumps({"split": args.split, **metrics}, indent=2))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain_cli import write_explanations
+    trainer = _load_run(args.checkpoint, args.data_dir)
+    count = write_explanations(trainer, args.users, args.explainer, Path(args.output))
+    print(f"wrote {count} rows to {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "explain": cmd_explain}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DataError, CLIError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

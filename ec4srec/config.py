@@ -1,0 +1,276 @@
+"""Typed configuration: one dataclass per component, YAML round-trip, dotted overrides.
+
+Contract:
+- Every section has defaults; ``Config()`` is a valid SASRec run on Beauty.
+- Unknown keys are rejected with the closest valid name; values are type-checked and
+  range-checked. Every failure raises :class:`ConfigError` naming the dotted key.
+- ``Config.to_dict()`` -> ``Config.from_dict()`` is the identity, so the ``config.yaml`` a run
+  writes is loadable again with ``ec4srec train --config``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the dotted key."""
+
+
+BACKBONES = ("sasrec", "gru4rec", "caser")
+METHODS = ("sasrec", "cl4srec", "duorec", "ec4srec_ssl", "ec4srec_sl", "ec4srec")
+EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
+AUGMENTATIONS = ("crop", "mask", "reorder")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "beauty"          # beauty | sports | clothing | ml-1m | synthetic | a file path
+    data_dir: str | None = None      # else $EC4SREC_DATA_DIR, else the per-user cache dir
+    max_len: int = 50                # histories keep their last max_len items
+    short_users: str = "skip"        # users with < 3 items: "skip" (counted) or "error"
+    synthetic_seed: int = 0          # seed of the Section 3.3 generator (dataset=synthetic)
+
+    def validate(self) -> None:
+        _check(self.max_len >= 1, "data.max_len", "must be >= 1")
+        _check(self.short_users in ("skip", "error"), "data.short_users", "must be 'skip' or 'error'")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "sasrec"
+    hidden_size: int = 64
+    dropout: float = 0.5             # SASRec hidden and embedding dropout
+    # SASRec
+    num_layers: int = 2
+    num_heads: int = 2
+    inner_size: int = 256
+    attn_dropout: float = 0.5
+    init_std: float = 0.02
+    fast_dropout: bool = True        # bank-window dropout masks (models/base.py)
+    # GRU4Rec
+    gru_hidden_size: int = 128
+    gru_dropout: float = 0.3
+    # Caser
+    caser_window: int = 5            # L: the last L items form Caser's "image"
+    caser_nv: int = 8
+    caser_nh: int = 16
+    caser_dropout: float = 0.4
+
+    def validate(self) -> None:
+        _check(self.backbone in BACKBONES, "model.backbone", f"must be one of {BACKBONES}")
+        _check(self.hidden_size >= 1, "model.hidden_size", "must be >= 1")
+        _check(self.hidden_size % self.num_heads == 0, "model.num_heads",
+               "must divide model.hidden_size")
+        for key in ("dropout", "attn_dropout", "gru_dropout", "caser_dropout"):
+            _check(0.0 <= getattr(self, key) < 1.0, f"model.{key}", "must be in [0, 1)")
+        _check(self.caser_window >= 1, "model.caser_window", "must be >= 1")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "sasrec"
+    tau: float = 1.0                 # temperature of every contrastive term
+    similarity: str = "dot"          # dot | cosine
+    lambda_cl: float = 0.1           # CL4SRec's lambda and the EC4SRec warm-up phase's
+    lambda_sl: float = 0.1           # DuoRec's lambda and the EC4SRec warm-up phase's
+    lambda_cl_pos: float = 0.1       # EC4SRec lambda_cl+
+    lambda_cl_neg: float = 0.1       # EC4SRec lambda_cl-
+    lambda_sl_pos: float = 0.1       # EC4SRec lambda_sl+
+    # random augmentations (CL4SRec)
+    augmentations: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
+    crop_ratio: float = 0.6          # eta_c: share of the sequence KEPT by crop (DuoRec code)
+    mask_ratio: float = 0.3          # gamma: share of items masked
+    reorder_ratio: float = 0.6       # beta: share of items in the shuffled window
+    # explanation guidance
+    mu_e: float = 0.5                # share of a sequence's items that are "important"
+    k_rounding: str = "floor"        # floor (paper) | ceil: k = round(mu_e * |s|)
+    updates: int = 5                 # p: importance updates over the epoch budget
+    update_epochs: list[int] | None = None   # explicit epochs (upstream used [15, 30])
+    explainer: str = "occlusion"
+    explain_target: str = "predicted"    # predicted (paper's y_u) | target (ground truth)
+    ig_steps: int = 20
+    explain_batch_size: int = 1024
+    neg_loss: str = "paper"          # paper (Eq. L_cl-) | upstream (SupCon, tau_neg)
+    neg_tau: float = 0.1             # temperature of the upstream-style negative loss
+    warmup_loss: str = "paper"       # paper: L_rec + CL + SL before the first update | rec_only
+
+    def validate(self) -> None:
+        _check(self.name in METHODS, "method.name", f"must be one of {METHODS}")
+        _check(self.tau > 0, "method.tau", "must be > 0")
+        _check(self.neg_tau > 0, "method.neg_tau", "must be > 0")
+        _check(self.similarity in ("dot", "cosine"), "method.similarity", "must be 'dot' or 'cosine'")
+        _check(len(self.augmentations) >= 2 and set(self.augmentations) <= set(AUGMENTATIONS)
+               and len(set(self.augmentations)) == len(self.augmentations),
+               "method.augmentations", f"must be >= 2 distinct names from {AUGMENTATIONS}")
+        for key in ("crop_ratio", "mu_e"):
+            _check(0.0 < getattr(self, key) <= 1.0, f"method.{key}", "must be in (0, 1]")
+        for key in ("mask_ratio", "reorder_ratio"):
+            _check(0.0 <= getattr(self, key) <= 1.0, f"method.{key}", "must be in [0, 1]")
+        for key in ("lambda_cl", "lambda_sl", "lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos"):
+            _check(getattr(self, key) >= 0.0, f"method.{key}", "must be >= 0")
+        _check(self.k_rounding in ("floor", "ceil"), "method.k_rounding", "must be 'floor' or 'ceil'")
+        _check(self.updates >= 1, "method.updates", "must be >= 1")
+        _check(self.explainer in EXPLAINERS, "method.explainer", f"must be one of {EXPLAINERS}")
+        _check(self.explain_target in ("predicted", "target"), "method.explain_target",
+               "must be 'predicted' or 'target'")
+        _check(self.ig_steps >= 1, "method.ig_steps", "must be >= 1")
+        _check(self.explain_batch_size >= 1, "method.explain_batch_size", "must be >= 1")
+        _check(self.neg_loss in ("paper", "upstream"), "method.neg_loss", "must be 'paper' or 'upstream'")
+        _check(self.warmup_loss in ("paper", "rec_only"), "method.warmup_loss",
+               "must be 'paper' or 'rec_only'")
+        if self.update_epochs is not None:
+            _check(all(e >= 1 for e in self.update_epochs), "method.update_epochs", "must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200                # N: the epoch budget (also sets the update schedule)
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10               # early stopping on validation NDCG@10
+    min_epochs: int = 0              # never stop before this epoch
+    seed: int = 2020
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    threads: int = 0                 # torch intra-op threads; 0 = all cores
+    bucket_batches: int = 64         # length-bucketing window, in batches (1 = no bucketing)
+    mask_history: bool = False       # exclude history items from the ranking (paper: off)
+    tensorboard: bool = True
+    progress: str = "auto"           # auto (on for a terminal) | on | off
+    checkpoint_every: int = 1        # epochs between checkpoints (plus every update epoch)
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "bucket_batches"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.patience >= 1, "train.patience", "must be >= 1")
+        _check(self.threads >= 0, "train.threads", "must be >= 0")
+        _check(self.progress in ("auto", "on", "off"), "train.progress", "must be auto, on or off")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "train.device", "must be auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        for section in (self.data, self.model, self.method, self.train):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
+        return _build(cls, raw or {}, prefix="").validate()
+
+    def with_overrides(self, assignments: list[str]) -> "Config":
+        """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists)."""
+        raw = self.to_dict()
+        for item in assignments:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or "." not in key:
+                raise ConfigError(f"override {item!r}: expected section.key=value")
+            section, _, name = key.partition(".")
+            if section not in raw:
+                raise ConfigError(f"unknown config section {section!r}{_suggest(section, raw)}")
+            if name not in raw[section]:
+                raise ConfigError(f"unknown config key {key!r}{_suggest(name, raw[section], section + '.')}")
+            try:
+                raw[section][name] = yaml.safe_load(text) if text.strip() else None
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{key}: cannot parse value {text!r}: {exc}") from None
+        return Config.from_dict(raw)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file; errors name the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Config.from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- helpers
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+def _suggest(name: str, valid: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {prefix}{close[0]!r}?" if close else ""
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}"
+                              f"{_suggest(str(key), names, prefix)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value or {}, prefix + key + ".")
+        else:
+            values[key] = _coerce(value, hint, prefix + key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -1,0 +1,64 @@
+"""Full-ranking evaluation: HR@K and NDCG@K over all items, batched.
+
+Rank definition (pessimistic, deterministic): rank = 1 + #{items scored strictly higher than
+the target} + #{other items scored exactly equal}. A model that scores everything equally
+therefore gets the worst rank, never a lucky one. Padding and the [mask] token are never
+candidates. ``mask_history`` (off by default, as in the paper) removes the history items from
+the candidates. HR@K = 1[rank <= K]; NDCG@K = 1[rank <= K] / log2(rank + 1) (one target).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data.batches import eval_order, make_batch
+from .data.split import Examples, SplitData
+from .models import SequenceEncoder
+
+KS = (5, 10, 20)
+
+
+def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """scores [B, N] over items 1..N (column j = item j+1), targets [B] item ids -> ranks [B]."""
+    target_scores = scores.gather(1, (targets - 1).view(-1, 1))               # [B, 1]
+    higher = (scores > target_scores).sum(1)
+    ties = (scores == target_scores).sum(1) - 1
+    return 1 + higher + ties
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
+    ranks = ranks.double()
+    out = {}
+    for k in ks:
+        hit = ranks <= k
+        out[f"hr@{k}"] = hit.double().mean().item()
+        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(ranks + 1), 0.0).mean().item()
+    return out
+
+
+@torch.no_grad()
+def compute_ranks(model: SequenceEncoder, data: SplitData, examples: Examples,
+                  batch_size: int = 1024, mask_history: bool = False,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Rank of every example's target, in example order."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    ranks = np.empty(len(examples), dtype=np.int64)
+    for rows in eval_order(examples.length, batch_size):
+        batch = make_batch(data.items, examples, rows).to(device)
+        scores = model.scores(model(batch.items, batch.lengths))             # [B, N]
+        if mask_history:
+            seen = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
+                               device=scores.device)
+            seen.scatter_(1, batch.items, True)                              # column 0 = padding
+            scores.masked_fill_(seen[:, 1:], float("-inf"))
+        ranks[rows] = ranks_from_scores(scores, batch.targets).cpu().numpy()
+    model.train(was_training)
+    return ranks
+
+
+def evaluate(model: SequenceEncoder, data: SplitData, examples: Examples, batch_size: int = 1024,
+             mask_history: bool = False, device: torch.device | str = "cpu", ks=KS) -> dict[str, float]:
+    ranks = compute_ranks(model, data, examples, batch_size, mask_history, device)
+    return metrics_from_ranks(torch.from_numpy(ranks), ks)

@@ -1,0 +1,54 @@
+"""The method interface and the plain recommendation objective (Eq. 2, full softmax)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from ..config import Config
+from ..data.batches import Batch
+from ..data.split import SplitData
+
+
+def rec_loss(model, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: cross-entropy of the target against all items (full softmax, mean over batch)."""
+    return F.cross_entropy(model.scores(h), targets - 1)
+
+
+class Method:
+    """Base: L_rec only. Subclasses add contrastive terms and state."""
+
+    def __init__(self, config: Config, data: SplitData, model):
+        self.config = config
+        self.data = data
+        self.model = model
+        self.device = torch.device("cpu")
+
+    # schedule ----------------------------------------------------------------------------
+    @property
+    def update_epochs(self) -> list[int]:
+        """Epochs (1-based) at whose start importance is recomputed; none for plain methods."""
+        return []
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        """Hook before epoch ``epoch`` trains; returns True when it changed method state."""
+        return False
+
+    # objective ---------------------------------------------------------------------------
+    def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its detached parts (summed per epoch by the trainer)."""
+        h = self.model(batch.items, batch.lengths)                      # [B, d]
+        loss = rec_loss(self.model, h, batch.targets)
+        return loss, {"rec": loss.detach()}
+
+    # state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class RecOnly(Method):
+    """``--method sasrec``: the backbone trained with L_rec alone."""

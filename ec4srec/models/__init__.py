@@ -1,0 +1,25 @@
+"""Backbones behind one interface: see :class:`SequenceEncoder`."""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from .base import FastDropout, SequenceEncoder, refresh_dropout_banks
+from .caser import Caser
+from .gru4rec import GRU4Rec
+from .sasrec import SASRec
+
+__all__ = ["Caser", "FastDropout", "GRU4Rec", "SASRec", "SequenceEncoder", "build_model",
+           "refresh_dropout_banks"]
+
+
+def build_model(config: ModelConfig, num_items: int, max_len: int) -> SequenceEncoder:
+    if config.backbone == "sasrec":
+        return SASRec(num_items, max_len, config.hidden_size, config.num_layers, config.num_heads,
+                      config.inner_size, config.dropout, config.attn_dropout, config.init_std,
+                      config.fast_dropout)
+    if config.backbone == "gru4rec":
+        return GRU4Rec(num_items, config.hidden_size, config.gru_hidden_size, config.gru_dropout,
+                       config.init_std, config.fast_dropout)
+    if config.backbone == "caser":
+        return Caser(num_items, config.hidden_size, config.caser_window, config.caser_nv,
+                     config.caser_nh, config.caser_dropout, config.init_std, config.fast_dropout)
+    raise ValueError(f"unknown backbone {config.backbone!r}")

@@ -1,0 +1,45 @@
+"""Caser (Tang & Wang 2018): horizontal and vertical convolutions over the last L items.
+
+Differences from the original, both documented in docs/models.md: the "image" is the last
+``window`` real items of the history (left-padded with the padding row when shorter), and
+there is no user embedding, so the representation depends on the sequence only (contrastive
+views and importance scores are per sequence, not per user).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import FastDropout, SequenceEncoder
+
+
+class Caser(SequenceEncoder):
+    def __init__(self, num_items: int, hidden_size: int = 64, window: int = 5, nv: int = 8,
+                 nh: int = 16, dropout: float = 0.4, init_std: float = 0.02,
+                 fast_dropout: bool = True):
+        super().__init__(num_items, hidden_size, init_std)
+        self.window = window
+        self.conv_v = nn.Conv2d(1, nv, (window, 1))
+        self.conv_h = nn.ModuleList(nn.Conv2d(1, nh, (h, hidden_size)) for h in range(1, window + 1))
+        self.fc1 = nn.Linear(nv * hidden_size + nh * window, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size)   # RecBole's fc2, without the user half
+        self.drop = FastDropout(dropout, fast_dropout)
+        self.init_weights()
+
+    def last_window(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L, d] right-padded -> [B, window, d]: the last `window` real positions, oldest
+        first, zero rows where the history is shorter."""
+        B, L, d = emb.shape
+        offs = torch.arange(self.window, device=emb.device) - self.window        # [-W..-1]
+        idx = lengths.view(-1, 1) + offs.view(1, -1)                              # [B, W]
+        valid = idx >= 0
+        picked = emb.gather(1, idx.clamp(min=0).unsqueeze(-1).expand(-1, -1, d))
+        return picked * valid.unsqueeze(-1)
+
+    def encode_embedded(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        img = self.last_window(emb, lengths).unsqueeze(1)                        # [B, 1, W, d]
+        out_v = self.conv_v(img).flatten(1)                                       # [B, nv * d]
+        out_h = [F.relu(conv(img)).squeeze(3).amax(dim=2) for conv in self.conv_h]  # W x [B, nh]
+        z = torch.cat([out_v, *out_h], dim=1)
+        return self.fc2(F.relu(self.fc1(self.drop(z))))                           # [B, d]

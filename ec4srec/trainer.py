@@ -1,0 +1,244 @@
+"""The training loop, top to bottom: epochs of trimmed batches, validation every epoch, early
+stopping on validation NDCG@10, best state restored, test evaluated once at the end.
+
+Contracts:
+- The test split is read only by :meth:`Trainer.test`, which ``fit`` calls once after
+  training (``fit(run_test=False)`` never touches it: the search uses that).
+- A checkpoint holds everything the loop depends on (model, optimizer, RNG states, epoch,
+  early-stopping state, best weights, method state such as importance scores), written
+  atomically; resuming from it reproduces the uninterrupted run exactly on CPU.
+- Epoch-end callbacks ``cb(trainer, epoch, metrics) -> bool | None`` may save checkpoints or
+  ask to stop (return True). This module never imports Ray.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_json, atomic_write_text, capture_rng, load_torch, restore_rng, save_torch
+from .config import Config, dump_config
+from .data import Dataset
+from .data.batches import make_batch, train_order
+from .evaluate import evaluate
+from .methods import build_method
+from .models import build_model, refresh_dropout_banks
+
+CHECKPOINT = "checkpoint.pt"
+SELECT_METRIC = "ndcg@10"
+Callback = Callable[["Trainer", int, dict], "bool | None"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class LoopState:
+    """Everything besides model/optimizer/method that the loop carries across epochs."""
+
+    epoch: int = 0                   # last completed epoch (1-based)
+    best_score: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def hardware() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class Trainer:
+    def __init__(self, config: Config, dataset: Dataset, output_dir: str | Path | None = None,
+                 callbacks: list[Callback] | None = None, log: Callable[[str], None] | None = None):
+        self.config = config
+        self.dataset = dataset
+        self.data = dataset.split
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.callbacks = list(callbacks or [])
+        self.log = log or (lambda msg: print(msg, flush=True))
+        tc = config.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        self.rng = np.random.default_rng(tc.seed)
+        self.model = build_model(config.model, self.data.num_items, self.data.max_len).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr,
+                                          weight_decay=tc.weight_decay, fused=True)
+        self.method = build_method(config, self.data, self.model)
+        self.method.device = self.device
+        self.state = LoopState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self._writer = None
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, run_test: bool = True) -> dict[str, Any]:
+        """Train until the epoch budget or early stopping; then restore the best weights and
+        (if ``run_test``) evaluate the test split once. Returns the metrics record."""
+        tc = self.config.train
+        self._write_config()
+        while self.state.epoch < tc.epochs and not self.state.stopped_early:
+            epoch = self.state.epoch + 1
+            started = time.perf_counter()
+            updated = self.method.on_epoch_start(epoch)
+            train_stats = self.train_epoch(epoch)
+            valid = self.validate()
+            self.state.train_seconds += time.perf_counter() - started
+            stop = self._end_epoch(epoch, train_stats, valid)
+            if self._checkpoint_due(epoch, updated) or stop:
+                self.save_checkpoint()
+            for callback in self.callbacks:
+                stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
+            if stop:
+                self.state.stopped_early = True
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        record = self.metrics_record(test=self.test() if run_test else None)
+        if self.output_dir:
+            self.save_checkpoint()
+            atomic_write_json(self.output_dir / "metrics.json", record)
+        self._close_writer()
+        return record
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over all training rows in length-bucketed, shuffled batches."""
+        tc = self.config.train
+        self.model.train()
+        refresh_dropout_banks(self.model)
+        order = train_order(self.data.train.length, tc.batch_size, self.rng, tc.bucket_batches)
+        totals: dict[str, torch.Tensor] = {}
+        for rows in self._progress(order, epoch):
+            batch = make_batch(self.data.items, self.data.train, rows).to(self.device)
+            loss, parts = self.method.loss(batch, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for key, value in {"loss": loss.detach(), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + value
+        stats = {f"train/{k}": float(v) / len(order) for k, v in totals.items()}
+        if not np.isfinite(stats["train/loss"]):
+            raise NonFiniteLossError(f"epoch {epoch}: training loss is {stats['train/loss']}")
+        return stats
+
+    def validate(self) -> dict[str, float]:
+        m = evaluate(self.model, self.data, self.data.valid, self.config.train.eval_batch_size,
+                     self.config.train.mask_history, self.device)
+        return {f"valid/{k}": v for k, v in m.items()}
+
+    def test(self) -> dict[str, float]:
+        """The single read of the test split (after model selection on validation)."""
+        return evaluate(self.model, self.data, self.data.test, self.config.train.eval_batch_size,
+                        self.config.train.mask_history, self.device)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _end_epoch(self, epoch: int, train_stats: dict, valid: dict) -> bool:
+        """Record the epoch, update early stopping; True when patience has run out."""
+        st, tc = self.state, self.config.train
+        st.epoch = epoch
+        score = valid[f"valid/{SELECT_METRIC}"]
+        st.history.append({"epoch": epoch, **train_stats, **valid})
+        if score > st.best_score:
+            st.best_score, st.best_epoch, st.bad_epochs = score, epoch, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        elif epoch >= self._patience_starts():
+            st.bad_epochs += 1
+        self._tensorboard(epoch, {**train_stats, **valid})
+        self.log(f"epoch {epoch:4d}  loss {train_stats['train/loss']:.4f}  "
+                 f"valid ndcg@10 {score:.4f} hr@10 {valid['valid/hr@10']:.4f}  "
+                 f"best {st.best_score:.4f}@{st.best_epoch}  ({st.train_seconds:.0f}s)")
+        return st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
+
+    def _patience_starts(self) -> int:
+        """Early stopping counts only from the first importance update on, so an
+        explanation-guided method is never stopped before its guided phase has begun."""
+        updates = self.method.update_epochs
+        return updates[0] if updates else 0
+
+    def _checkpoint_due(self, epoch: int, updated: bool) -> bool:
+        return self.output_dir is not None and (
+            updated or epoch % self.config.train.checkpoint_every == 0)
+
+    def metrics_record(self, test: dict | None) -> dict[str, Any]:
+        st = self.state
+        best = next((h for h in st.history if h["epoch"] == st.best_epoch), {})
+        return {
+            "method": self.config.method.name, "backbone": self.config.model.backbone,
+            "dataset": self.dataset.name, "best_epoch": st.best_epoch, "epochs_run": st.epoch,
+            "stopped_early": st.stopped_early,
+            "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
+            "test": test, "wall_time_s": round(st.train_seconds, 2),
+            "seconds_per_epoch": round(st.train_seconds / max(st.epoch, 1), 3),
+            "update_epochs": self.method.update_epochs, "data": self.dataset.stats(),
+            "hardware": hardware(), "device": str(self.device),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng(self.rng), "loop": asdict(self.state),
+                "best_weights": self.best_weights, "method": self.method.state_dict(),
+                "config": self.config.to_dict()}
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        path = Path(path) if path else self.output_dir / CHECKPOINT
+        save_torch(path, self.checkpoint_state())
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything :meth:`checkpoint_state` saved; training continues after
+        the checkpoint's epoch exactly as the uninterrupted run would have."""
+        ckpt = load_torch(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt["rng"], self.rng)
+        self.state = LoopState(**ckpt["loop"])
+        self.best_weights = ckpt["best_weights"]
+        self.method.load_state_dict(ckpt["method"])
+
+    # ------------------------------------------------------------------ output
+    def _write_config(self) -> None:
+        if self.output_dir:
+            atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
+
+    def _tensorboard(self, epoch: int, scalars: dict[str, float]) -> None:
+        if not (self.output_dir and self.config.train.tensorboard):
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=epoch)
+        for key, value in scalars.items():
+            self._writer.add_scalar(key, value, epoch)
+        self._writer.flush()
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _progress(self, batches: list, epoch: int):
+        mode = self.config.train.progress
+        if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
+            return batches
+        from tqdm import tqdm
+        return tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
