@@ -71,9 +71,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = output / CHECKPOINT
     if args.resume and not ckpt.is_file():
         raise CLIError(f"--resume: no checkpoint at {ckpt}")
-    if not args.resume and (output / "metrics.json").exists():
-        raise CLIError(f"{output} already holds a finished run (metrics.json); "
-                       "choose another --output or pass --resume")
+    if not args.resume and ((output / "metrics.json").exists() or ckpt.exists()):
+        raise CLIError(f"{output} already holds a run ({'metrics.json' if (output / 'metrics.json').exists() else CHECKPOINT}); "
+                       "choose another --output, or pass --resume to continue it")
     dataset = load_dataset(config.data)      # all input is validated before anything is written
     started = time.perf_counter()
     trainer = Trainer(config, dataset, output_dir=output)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class MethodConfig:
     # explanation guidance
     mu_e: float = 0.5                # share of a sequence's items that are "important"
     k_rounding: str = "floor"        # floor (paper) | ceil: k = round(mu_e * |s|)
+    k_counts: str = "unimportant"    # k = floor(mu_e*|s|) counts the lowest-scored items (paper
+                                     # Sec. 4.3) | "important": mu_e = share of top items (upstream)
+    ssl_weighting: str = "flat"      # flat: l_cl+ L_cl+ + l_cl- L_cl- (Eq. 9) | nested (Eq. 6)
+    retrieval_candidates: int = 256  # ertrl+: util() over at most this many same-target rows
     updates: int = 5                 # p: importance updates over the epoch budget
     update_epochs: list[int] | None = None   # explicit epochs (upstream used [15, 30])
     explainer: str = "occlusion"
@@ -117,6 +122,11 @@ class MethodConfig:
         for key in ("lambda_cl", "lambda_sl", "lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos"):
             _check(getattr(self, key) >= 0.0, f"method.{key}", "must be >= 0")
         _check(self.k_rounding in ("floor", "ceil"), "method.k_rounding", "must be 'floor' or 'ceil'")
+        _check(self.k_counts in ("unimportant", "important"), "method.k_counts",
+               "must be 'unimportant' or 'important'")
+        _check(self.ssl_weighting in ("flat", "nested"), "method.ssl_weighting",
+               "must be 'flat' or 'nested'")
+        _check(self.retrieval_candidates >= 1, "method.retrieval_candidates", "must be >= 1")
         _check(self.updates >= 1, "method.updates", "must be >= 1")
         _check(self.explainer in EXPLAINERS, "method.explainer", f"must be one of {EXPLAINERS}")
         _check(self.explain_target in ("predicted", "target"), "method.explain_target",
@@ -169,6 +179,16 @@ class Config:
     def validate(self) -> "Config":
         for section in (self.data, self.model, self.method, self.train):
             section.validate()
+        if self.method.name.startswith("ec4srec"):
+            from .methods.schedule import update_epochs
+            try:
+                update_epochs(self.train.epochs, self.method.updates, self.method.update_epochs)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.method.explainer == "attention" and self.model.backbone != "sasrec" \
+                and self.method.name.startswith("ec4srec"):
+            raise ConfigError(f"method.explainer=attention needs model.backbone=sasrec "
+                              f"({self.model.backbone} has no attention weights)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,9 +212,13 @@ class Config:
             if name not in raw[section]:
                 raise ConfigError(f"unknown config key {key!r}{_suggest(name, raw[section], section + '.')}")
             try:
-                raw[section][name] = yaml.safe_load(text) if text.strip() else None
+                value = yaml.safe_load(text) if text.strip() else None
             except yaml.YAMLError as exc:
-                raise ConfigError(f"{key}: cannot parse value {text!r}: {exc}") from None
+                raise ConfigError(f"{key}: cannot parse value {text!r}: {_yaml_problem(exc)}") from None
+            # A string field takes the text as typed: YAML 1.1 would turn e.g. ``off`` into False.
+            if isinstance(value, bool) and _is_str_field(section, name):
+                value = text.strip()
+            raw[section][name] = value
         return Config.from_dict(raw)
 
 
@@ -206,7 +230,7 @@ def load_config(path: str | Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     try:
@@ -220,6 +244,22 @@ def dump_config(config: Config) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line (the CLI prints errors as a single line)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def _is_str_field(section: str, name: str) -> bool:
+    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
+    return hint is str or str in typing.get_args(hint)
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
@@ -227,7 +267,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 def _suggest(name: str, valid: Any, prefix: str = "") -> str:
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {prefix}{close[0]!r}?" if close else ""
+    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -270,7 +310,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        # YAML 1.1 (PyYAML) reads exponent floats without a dot, e.g. ``1e-3``, as strings.
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
     elif hint is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
+    quote = (" (quote it: YAML reads on/off/yes/no as booleans)"
+             if hint is str and isinstance(value, bool) else "")
+    raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}{quote}")

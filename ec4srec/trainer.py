@@ -91,12 +91,17 @@ class Trainer:
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self._writer = None
+        # Training draws from torch's global RNG; keep its post-init state so that building
+        # another Trainer before fit() cannot change this run's numbers.
+        self._initial_rng = capture_rng(self.rng)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, run_test: bool = True) -> dict[str, Any]:
         """Train until the epoch budget or early stopping; then restore the best weights and
         (if ``run_test``) evaluate the test split once. Returns the metrics record."""
         tc = self.config.train
+        if self.state.epoch == 0:
+            restore_rng(self._initial_rng, self.rng)
         self._write_config()
         while self.state.epoch < tc.epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
@@ -106,7 +111,7 @@ class Trainer:
             valid = self.validate()
             self.state.train_seconds += time.perf_counter() - started
             stop = self._end_epoch(epoch, train_stats, valid)
-            if self._checkpoint_due(epoch, updated) or stop:
+            if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
                 self.save_checkpoint()
             for callback in self.callbacks:
                 stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
@@ -176,8 +181,7 @@ class Trainer:
         return updates[0] if updates else 0
 
     def _checkpoint_due(self, epoch: int, updated: bool) -> bool:
-        return self.output_dir is not None and (
-            updated or epoch % self.config.train.checkpoint_every == 0)
+        return updated or epoch % self.config.train.checkpoint_every == 0
 
     def metrics_record(self, test: dict | None) -> dict[str, Any]:
         st = self.state

@@ -12,7 +12,19 @@ from ..data.split import SplitData
 
 
 def rec_loss(model, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: cross-entropy of the target against all items (full softmax, mean over batch)."""
+    """Eq. 2: cross-entropy of the target against all items (full softmax, mean over batch).
+
+    Equal to ``F.cross_entropy(model.scores(h), targets - 1)``; for a model that keeps the
+    default :meth:`SequenceEncoder.scores` it runs the chunked kernel
+    :func:`ec4srec.models.fast_ops.full_softmax_ce` (no ``[B, N]`` logits kept for backward).
+    """
+    from ..models.base import SequenceEncoder
+    from ..models.fast_ops import full_softmax_ce
+
+    if (type(model).scores is SequenceEncoder.scores
+            and type(model).item_matrix is SequenceEncoder.item_matrix):
+        return full_softmax_ce(h, model.item_emb.weight, targets - 1, offset=1,
+                               num=model.num_items)
     return F.cross_entropy(model.scores(h), targets - 1)
 
 

@@ -1,0 +1,176 @@
+"""CL4SRec, DuoRec and the three EC4SRec variants (Eqs. 1-9) on any backbone.
+
+| method      | before first update           | after (explanation-guided)                      |
+|-------------|-------------------------------|-------------------------------------------------|
+| cl4srec     | L_rec + l_cl L_cl (random)    | (no updates)                                    |
+| duorec      | L_rec + l_sl L_sl (rtrl)      | (no updates)                                    |
+| ec4srec_ssl | L_rec + l_cl L_cl + l_sl L_sl | L_rec + l_cl+ L_cl+ + l_cl- L_cl-   (Eq. 6)     |
+| ec4srec_sl  | L_rec + l_cl L_cl + l_sl L_sl | L_rec + l_sl+ L_sl+                 (Eq. 7)     |
+| ec4srec     | L_rec + l_cl L_cl + l_sl L_sl | L_rec + l_cl+ L_cl+ + l_cl- L_cl- + l_sl+ L_sl+ (Eq. 9) |
+
+The warm-up column is Section 4.1 ("we combine the losses of CL4SRec and DuoRec");
+``method.warmup_loss=rec_only`` gives upstream's L_rec-only warm-up. Importance scores are
+recomputed at the start of each scheduled epoch (schedule.py) by the configured explainer, in
+eval mode, over all training rows, and kept as method state (so every checkpoint has them).
+All views of a batch (anchor, augmented views, retrieved sequences) go through the encoder in
+ONE forward pass: per-op overhead dominates at these sizes, so this is what keeps EC4SRec
+within a small multiple of SASRec's epoch time.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..data.batches import Batch
+from ..data.split import SplitData
+from . import augment
+from .base import Method, rec_loss
+from .losses import negative_view_loss, negative_view_supcon, pair_nce
+from .retrieval import SameTargetIndex
+from .schedule import update_epochs
+
+GUIDED = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
+
+
+def build_contrastive(config: Config, data: SplitData, model) -> Method:
+    if config.method.name not in ("cl4srec", "duorec", *GUIDED):
+        raise ValueError(f"unknown method {config.method.name!r}")
+    return Contrastive(config, data, model)
+
+
+def encode_together(model, views: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Encode several right-padded [B_i, L_i] batches in one forward; returns [B_i, d] each."""
+    width = max(items.shape[1] for items, _ in views)
+    items = torch.cat([F.pad(v, (0, width - v.shape[1])) for v, _ in views])
+    lengths = torch.cat([l for _, l in views])
+    h = model(items, lengths)
+    return list(h.split([v.shape[0] for v, _ in views]))
+
+
+class Contrastive(Method):
+    def __init__(self, config: Config, data: SplitData, model):
+        super().__init__(config, data, model)
+        mc = config.method
+        self.name = mc.name
+        self.guided = mc.name in GUIDED
+        self._updates = (update_epochs(config.train.epochs, mc.updates, mc.update_epochs)
+                         if self.guided else [])
+        self.importance: torch.Tensor | None = None          # [R, max_len] float32, CPU
+        self._importance_device: torch.Tensor | None = None  # its copy on the training device
+        self._index: SameTargetIndex | None = None
+
+    # ------------------------------------------------------------------ schedule and state
+    @property
+    def update_epochs(self) -> list[int]:
+        return self._updates
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        if epoch not in self._updates:
+            return False
+        from ..explain import compute_importance
+        mc = self.config.method
+        scores = compute_importance(
+            self.model, self.data.items, self.data.train, mc.explainer, mc.explain_target,
+            max_len=self.data.max_len, batch_size=mc.explain_batch_size, ig_steps=mc.ig_steps,
+            device=self.device)
+        self.importance = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+        self._importance_device = None
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"importance": self.importance}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.importance = state.get("importance")
+        self._importance_device = None
+
+    # ------------------------------------------------------------------ the objective
+    def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mc = self.config.method
+        guided_phase = self.guided and self.importance is not None
+        use_cl = self.name == "cl4srec" or (self.guided and not guided_phase and mc.warmup_loss == "paper")
+        use_sl = self.name == "duorec" or (self.guided and not guided_phase and mc.warmup_loss == "paper")
+        use_ssl_plus = guided_phase and self.name in ("ec4srec_ssl", "ec4srec")
+        use_sl_plus = guided_phase and self.name in ("ec4srec_sl", "ec4srec")
+
+        items, lengths = batch.items, batch.lengths
+        views: list[tuple[torch.Tensor, torch.Tensor]] = [(items, lengths)]
+        mask_token = self.model.mask_token
+        if use_cl:
+            v1, l1, v2, l2 = augment.two_random_views(
+                items, lengths, mc.augmentations, mc.crop_ratio, mc.mask_ratio, mc.reorder_ratio,
+                mask_token)
+            views += [(v1, l1), (v2, l2)]
+        if use_sl:
+            views.append(self.index.histories(self.index.random_partner(batch.rows)))
+        if use_ssl_plus or use_sl_plus:
+            scores = self._batch_importance(batch)                                  # [B, L]
+        if use_ssl_plus:
+            k = self.num_lowest(lengths)
+            p1, pl1, p2, pl2 = augment.two_guided_views(items, lengths, scores, k, mask_token=mask_token)
+            k_high = lengths - k if mc.k_counts == "important" else k
+            neg, neg_len = augment.one_negative_view(items, lengths, scores, k, mask_token=mask_token,
+                                                     k_high=k_high)
+            views += [(p1, pl1), (p2, pl2), (neg, neg_len)]
+        if use_sl_plus:
+            partner = self.index.guided_partner(batch.rows, items, lengths, scores, self.data.num_items,
+                                                mc.retrieval_candidates)
+            views.append(self.index.histories(partner))
+
+        h, *rest = encode_together(self.model, views)
+        l_rec = rec_loss(self.model, h, batch.targets)
+        total, parts = l_rec, {"rec": l_rec.detach()}
+        tau, sim = mc.tau, mc.similarity
+        if use_cl:
+            l_cl = pair_nce(rest.pop(0), rest.pop(0), tau, sim)
+            total = total + mc.lambda_cl * l_cl
+            parts["cl"] = l_cl.detach()
+        if use_sl:
+            l_sl = pair_nce(h, rest.pop(0), tau, sim)
+            total = total + mc.lambda_sl * l_sl
+            parts["sl"] = l_sl.detach()
+        if use_ssl_plus:
+            z1, z2, zn = rest.pop(0), rest.pop(0), rest.pop(0)
+            l_pos = pair_nce(z1, z2, tau, sim)
+            positives = torch.cat([z1, z2])
+            l_neg = (negative_view_loss(zn, positives, tau, sim) if mc.neg_loss == "paper"
+                     else negative_view_supcon(zn, positives, mc.neg_tau, sim))
+            if mc.ssl_weighting == "nested":      # Eq. 6 as printed: l_cl+ (L_cl+ + l_cl- L_cl-)
+                total = total + mc.lambda_cl_pos * (l_pos + mc.lambda_cl_neg * l_neg)
+            else:                                  # Eq. 9's flat weighting
+                total = total + mc.lambda_cl_pos * l_pos + mc.lambda_cl_neg * l_neg
+            parts["cl+"], parts["cl-"] = l_pos.detach(), l_neg.detach()
+        if use_sl_plus:
+            l_slp = pair_nce(h, rest.pop(0), tau, sim)
+            total = total + mc.lambda_sl_pos * l_slp
+            parts["sl+"] = l_slp.detach()
+        return total, parts
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def index(self) -> SameTargetIndex:
+        if self._index is None:
+            self._index = SameTargetIndex(self.data.items, self.data.train, self.device)
+        return self._index
+
+    def _batch_importance(self, batch: Batch) -> torch.Tensor:
+        if self._importance_device is None:
+            self._importance_device = self.importance.to(self.device)
+        return self._importance_device[batch.rows, :batch.items.shape[1]]
+
+    def num_lowest(self, lengths: torch.Tensor) -> torch.Tensor:
+        """k, the number of lowest-importance items the positive ops act on (Sec. 4.3).
+
+        ``k_counts=unimportant`` (default, the equations): k = floor(mu_e * |s|).
+        ``k_counts=important`` (upstream): mu_e is the share of important (top) items, so
+        k = |s| - floor(mu_e * |s|). ``k_rounding=ceil`` rounds mu_e * |s| up instead.
+        """
+        mc = self.config.method
+        share = mc.mu_e * lengths.double()
+        m = torch.ceil(share - 1e-9) if mc.k_rounding == "ceil" else torch.floor(share + 1e-9)
+        m = m.long()
+        return lengths - m if mc.k_counts == "important" else m

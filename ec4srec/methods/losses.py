@@ -1,0 +1,74 @@
+"""Contrastive losses of Eqs. 3, 4, 6 and 8, batched, with in-batch negatives.
+
+Shared conventions (docs/methods.md):
+- sim(a, b) is a raw dot product by default (upstream), cosine optionally; every term is divided
+  by the temperature tau (the issue's choice; Eq. 3 and L_cl+ print no tau, Eqs. 4 and 8 do).
+- ``pair_nce`` is the symmetric InfoNCE over 2B views: each of the 2B views has one positive
+  (its partner) and 2B - 2 negatives (all other views in the batch). Per-view terms are
+  averaged, i.e. L = (1 / 2B) * sum over views, which is Eq. 3 averaged over both directions and
+  Eqs. 4/8 (a sum of two directions) divided by 2. The constant factor is absorbed in lambda.
+  Same-target sequences are not removed from the negatives (as upstream).
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: str = "dot") -> torch.Tensor:
+    """[n, d] x [m, d] -> [n, m]."""
+    if kind == "cosine":
+        a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    return a @ b.T
+
+
+def pair_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float = 1.0, kind: str = "dot") -> torch.Tensor:
+    """Symmetric InfoNCE for positive pairs (z1[i], z2[i]); z1, z2: [B, d] -> scalar.
+
+    Used for L_cl (Eq. 3, CL4SRec), L_cl+ (two explanation-guided positive views), L_sl (Eq. 4,
+    anchor vs retrieved) and L_sl+ (Eq. 8, anchor vs ertrl+ view).
+    """
+    B = z1.shape[0]
+    z = torch.cat([z1, z2], dim=0)                                    # [2B, d]
+    logits = similarity(z, z, kind) / tau                             # [2B, 2B]
+    logits = logits.masked_fill(torch.eye(2 * B, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(z.device)
+    return F.cross_entropy(logits, partner)
+
+
+def negative_view_loss(neg: torch.Tensor, pos: torch.Tensor, tau: float = 1.0,
+                       kind: str = "dot") -> torch.Tensor:
+    """L_cl- of Section 4.4.1; neg: [B, d] negative views, pos: [P, d] all positive views (S+).
+
+    For each negative view n_u and each other negative view n_u' (u' != u):
+        -log exp(sim(n_u, n_u')/tau) / (exp(sim(n_u, n_u')/tau) + sum_{s in S+} exp(sim(n_u, s)/tau))
+    averaged over u' (the 1/(|S-| - 1) of the equation) and then over u. Negative views are
+    pulled together and pushed away from every positive view. Needs B >= 2 (else returns 0).
+    """
+    B = neg.shape[0]
+    if B < 2:
+        return neg.sum() * 0.0
+    nn_logits = similarity(neg, neg, kind) / tau                      # [B, B]
+    pos_lse = torch.logsumexp(similarity(neg, pos, kind) / tau, dim=1, keepdim=True)   # [B, 1]
+    log_prob = nn_logits - torch.logaddexp(nn_logits, pos_lse)        # [B, B]
+    off_diag = ~torch.eye(B, dtype=torch.bool, device=neg.device)
+    return -(log_prob * off_diag).sum() / (B * (B - 1))
+
+
+def negative_view_supcon(neg: torch.Tensor, pos: torch.Tensor, tau: float = 0.1,
+                         kind: str = "dot") -> torch.Tensor:
+    """Upstream's variant of L_cl- (``method.neg_loss=upstream``): supervised contrastive loss
+    in which the B negative views form one class. For each negative view, every other negative
+    view is a positive and the denominator runs over ALL other views (the other negative views
+    and all positive views), at temperature ``neg_tau`` (0.1 upstream)."""
+    B = neg.shape[0]
+    if B < 2:
+        return neg.sum() * 0.0
+    z = torch.cat([neg, pos], dim=0)                                  # [B + P, d]
+    logits = similarity(neg, z, kind) / tau                           # [B, B + P]
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[:, :B] = torch.eye(B, dtype=torch.bool, device=neg.device)
+    log_prob = logits - torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), 1, keepdim=True)
+    same_class = torch.zeros_like(self_mask)
+    same_class[:, :B] = ~torch.eye(B, dtype=torch.bool, device=neg.device)
+    return -(log_prob * same_class).sum() / (B * (B - 1))

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ec4srec.cli import main
+from ec4srec.config import dump_config, load_config
+from ec4srec.trainer import CHECKPOINT, Trainer
+from ec4srec.data import load_dataset
+
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_FILES = {"config.yaml", "metrics.json", CHECKPOINT}
+
+
+@pytest.fixture
+def config_file(tiny_file, tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(dump_config(tiny_config(tiny_file, train__epochs=2)))
+    return path
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    # Errors are exactly one "error: ..." line, never a traceback.
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def test_train_then_evaluate(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    # A tiny custom-file run trains and exits 0.
+    assert main(["train", "--config", str(config_file), "--output", str(out)]) == 0
+    # It writes the config, the metrics and the checkpoint.
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+
+    # evaluate prints JSON equal to the run's own test metrics (best weights reloaded).
+    assert main(["evaluate", "--checkpoint", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed.pop("split") == "test" and printed == pytest.approx(metrics["test"])
+    # --split valid reproduces the best epoch's validation metrics; a checkpoint file path works.
+    assert main(["evaluate", "--checkpoint", str(out / CHECKPOINT), "--split", "valid"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed.pop("split") == "valid" and printed == pytest.approx(metrics["valid"])
+
+
+def test_flags_and_set_override_config(config_file, tiny_file, tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config_file), "--dataset", str(tiny_file),
+                 "--backbone", "gru4rec", "--set", "train.epochs=1", "--set", "train.lr=3e-3",
+                 "--output", str(out)])
+    saved = load_config(out / "config.yaml")
+    # Precedence: --config < --backbone/--dataset flags < --set; the run uses the result.
+    assert code == 0 and saved.model.backbone == "gru4rec"
+    assert (saved.train.epochs, saved.train.lr) == (1, 3e-3)
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("case", ["malformed", "bad_key", "bad_value", "unknown_dataset",
+                                  "bad_yaml"])
+def test_errors_exit_2_with_one_line_and_write_nothing(case, config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 1 2 3\n2 4 x 6\n")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train: {epochs: [1\n")
+    args, expected = {
+        "malformed": (["--dataset", str(bad)], f"{bad}:2:"),
+        "bad_key": (["--set", "train.epoch=3"], "'train.epochs'"),
+        "bad_value": (["--set", "model.dropout=1.5"], "model.dropout"),
+        "unknown_dataset": (["--dataset", "nosuchset"], "beauty, sports, clothing, ml-1m, synthetic"),
+        "bad_yaml": (["--config", str(bad_yaml)], str(bad_yaml)),
+    }[case]
+    if case != "bad_yaml":
+        args = ["--config", str(config_file), *args]
+    code = main(["train", *args, "--output", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    # Exit status 2 and the message names the file:line, the key (with suggestion) or the choices.
+    assert code == 2 and expected in line
+    # Nothing is written into --output.
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite_finished_run(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    # The first run finishes normally.
+    assert main(["train", "--config", str(config_file), "--output", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    code = main(["train", "--config", str(config_file), "--output", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    # A second train into a finished run is refused with exit 2 ...
+    assert code == 2 and "already holds a run" in line
+    # ... and leaves the finished run's files untouched.
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_without_checkpoint_is_error(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config_file), "--output", str(out), "--resume"])
+    line = one_error_line(capsys.readouterr().err)
+    # --resume with no checkpoint is a usage error naming the expected checkpoint path.
+    assert code == 2 and str(out / CHECKPOINT) in line and not out.exists()
+
+
+def test_resume_continues_interrupted_run(config_file, tmp_path, capsys):
+    config = load_config(config_file)
+
+    def stop(trainer, epoch, metrics):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, load_dataset(config.data), tmp_path / "run", callbacks=[stop],
+                log=lambda m: None).fit()
+    code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "run"), "--resume"])
+    out = capsys.readouterr().out
+    # --resume picks up after the saved epoch and finishes the run.
+    assert code == 0 and "after epoch 1" in out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_evaluate_missing_checkpoint(tmp_path, capsys):
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "nothing")])
+    line = one_error_line(capsys.readouterr().err)
+    # evaluate on a directory without a checkpoint is a one-line usage error.
+    assert code == 2 and "no checkpoint" in line
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 1 2 3\n1 4 5 6\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "ec4srec.cli", "train", "--dataset", str(bad),
+                           "--output", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    line = one_error_line(proc.stderr)
+    # A real process exits 2 with one error line naming file:line, and no traceback.
+    assert proc.returncode == 2 and f"{bad}:2:" in line and "Traceback" not in proc.stderr
+    # Nothing was written.
+    assert not (tmp_path / "run").exists()
