@@ -19,11 +19,14 @@ KS = (5, 10, 20)
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """scores [B, N] over items 1..N (column j = item j+1), targets [B] item ids -> ranks [B]."""
+    """scores [B, N] over items 1..N (column j = item j+1), targets [B] item ids -> ranks [B].
+
+    1 + #{strictly higher} + #{equal, other than the target} is #{scores >= target score}
+    (the target counts itself once): one comparison pass instead of two. A NaN target score
+    gives 0 either way.
+    """
     target_scores = scores.gather(1, (targets - 1).view(-1, 1))               # [B, 1]
-    higher = (scores > target_scores).sum(1)
-    ties = (scores == target_scores).sum(1) - 1
-    return 1 + higher + ties
+    return (scores >= target_scores).sum(1)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
@@ -36,25 +39,40 @@ def metrics_from_ranks(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
+SCORE_CHUNK = 64       # rows whose [chunk, N] scores are ranked while still in cache
+
+
+@torch.inference_mode()
 def compute_ranks(model: SequenceEncoder, data: SplitData, examples: Examples,
                   batch_size: int = 1024, mask_history: bool = False,
                   device: torch.device | str = "cpu") -> np.ndarray:
-    """Rank of every example's target, in example order."""
+    """Rank of every example's target, in example order.
+
+    The encoder runs on ``batch_size`` rows at a time; scores are then formed and ranked
+    ``SCORE_CHUNK`` rows at a time, so no ``[batch_size, N]`` score matrix is materialised.
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     ranks = np.empty(len(examples), dtype=np.int64)
-    for rows in eval_order(examples.length, batch_size):
-        batch = make_batch(data.items, examples, rows).to(device)
-        scores = model.scores(model(batch.items, batch.lengths))             # [B, N]
-        if mask_history:
-            seen = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
-                               device=scores.device)
-            seen.scatter_(1, batch.items, True)                              # column 0 = padding
-            scores.masked_fill_(seen[:, 1:], float("-inf"))
-        ranks[rows] = ranks_from_scores(scores, batch.targets).cpu().numpy()
-    model.train(was_training)
+    try:
+        for rows in eval_order(examples.length, batch_size):
+            batch = make_batch(data.items, examples, rows).to(device)
+            h = model(batch.items, batch.lengths)                             # [B, d]
+            out = torch.empty(len(rows), dtype=torch.int64, device=device)
+            for start in range(0, len(rows), SCORE_CHUNK):
+                stop = start + SCORE_CHUNK
+                scores = model.scores(h[start:stop])                          # [c, N]
+                if mask_history:
+                    items = batch.items[start:stop]
+                    seen = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
+                                       device=scores.device)
+                    seen.scatter_(1, items, True)                             # column 0 = padding
+                    scores.masked_fill_(seen[:, 1:], float("-inf"))
+                out[start:stop] = ranks_from_scores(scores, batch.targets[start:stop])
+            ranks[rows] = out.cpu().numpy()
+    finally:
+        model.train(was_training)
     return ranks
 
 

@@ -10,6 +10,20 @@ from torch.nn import functional as F
 from .base import FastDropout, SequenceEncoder, last_real
 
 
+_FUTURE: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def future_mask(L: int, device: torch.device) -> torch.Tensor:
+    """[L, L] bool, True above the diagonal (keys after the query), cached per (L, device)."""
+    key = (L, device)
+    mask = _FUTURE.get(key)
+    if mask is None:
+        with torch.inference_mode(False):     # a normal tensor even when built under eval
+            mask = torch.ones(L, L, dtype=torch.bool, device=device).triu(1)
+        _FUTURE[key] = mask
+    return mask
+
+
 class SelfAttention(nn.Module):
     def __init__(self, d: int, heads: int, attn_dropout: float, dropout: float, fast: bool):
         super().__init__()
@@ -27,8 +41,7 @@ class SelfAttention(nn.Module):
         if need_weights or (self.training and self.attn_drop.p > 0):
             # Explicit path: exposes the weights (attention explainer) and uses fast dropout.
             logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)     # [B, H, L, L]
-            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-            weights = logits.masked_fill(~causal, float("-inf")).softmax(-1)
+            weights = logits.masked_fill_(future_mask(L, x.device), float("-inf")).softmax(-1)
             ctx = self.attn_drop(weights) @ v
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True)
