@@ -62,15 +62,33 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return config.with_overrides(args.overrides)
 
 
+def resolve_resumed_config(args: argparse.Namespace, output: Path) -> Config:
+    """--resume continues the run in OUTPUT with its own config.yaml; --set may still change
+    keys (e.g. train.epochs to extend the budget, train.threads); a --config/--dataset/
+    --backbone/--method that contradicts the saved run is an error."""
+    saved = load_config(output / "config.yaml")
+    wanted = resolve_config(args) if (args.config or args.dataset or args.backbone or args.method
+                                     or args.data_dir) else None
+    if wanted is not None:
+        for key, value in (("data.dataset", wanted.data.dataset), ("model.backbone", wanted.model.backbone),
+                           ("method.name", wanted.method.name)):
+            section, name = key.split(".")
+            if getattr(getattr(saved, section), name) != value:
+                raise CLIError(f"--resume: {key}={value!r} contradicts the run in {output} "
+                               f"({key}={getattr(getattr(saved, section), name)!r})")
+        saved.data.data_dir = wanted.data.data_dir
+    return saved.with_overrides(args.overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .trainer import CHECKPOINT, Trainer
 
-    config = resolve_config(args)
     output = Path(args.output)
     ckpt = output / CHECKPOINT
     if args.resume and not ckpt.is_file():
         raise CLIError(f"--resume: no checkpoint at {ckpt}")
+    config = resolve_resumed_config(args, output) if args.resume else resolve_config(args)
     if not args.resume and ((output / "metrics.json").exists() or ckpt.exists()):
         raise CLIError(f"{output} already holds a run ({'metrics.json' if (output / 'metrics.json').exists() else CHECKPOINT}); "
                        "choose another --output, or pass --resume to continue it")

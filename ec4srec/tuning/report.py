@@ -1,0 +1,198 @@
+"""Paper-style tables and figures from a study's tables (no Ray, no scipy).
+
+Contracts:
+- Input: ``<exp>/seeds.csv`` (one row per run and seed: dataset, method, backbone, seed,
+  test/<metric>) and, for figures, ``<exp>/trials.csv``.
+- Table 3 layout (one backbone): rows dataset x metric, one column per method, cells
+  ``mean ± std`` over seeds (sample std). Table 4 layout: the same with a column group per
+  backbone. Within a group the best mean is bold, the second underlined; a cell of an
+  explanation-guided method (``OURS``) gets ``*`` (p < 0.05) or ``**`` (p < 0.01) when it beats
+  the group's strongest baseline in a two-sided paired t-test over seeds (paired by seed).
+- Each table is written as Markdown, LaTeX and tidy CSV; figures (mu_e, p, explainer
+  sensitivity from the trial table) as PNG.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import METHODS
+from .results import METRICS
+
+OURS = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
+LABELS = {"sasrec": "SASRec", "cl4srec": "CL4SRec", "duorec": "DuoRec", "ec4srec_ssl": "EC4SRec(SSL)",
+          "ec4srec_sl": "EC4SRec(SL)", "ec4srec": "EC4SRec", "gru4rec": "GRU4Rec", "caser": "Caser"}
+
+
+# ------------------------------------------------------------------ statistics
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) (continued fraction, Numerical Recipes 6.4)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - betainc(b, a, 1.0 - x)
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f / a
+
+
+def t_pvalue(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t with ``df`` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def paired_ttest(x: list[float], y: list[float]) -> tuple[float, float]:
+    """(t, two-sided p) of the paired t-test of x against y; p = nan with < 2 pairs."""
+    d = [a - b for a, b in zip(x, y)]
+    n = len(d)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = sum(d) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
+    if sd == 0.0:
+        return (math.copysign(math.inf, mean), 0.0) if mean else (0.0, 1.0)
+    t = mean / (sd / math.sqrt(n))
+    return t, t_pvalue(t, n - 1)
+
+
+# ------------------------------------------------------------------ tables
+def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS) -> pd.DataFrame:
+    """Tidy cells: dataset, metric, backbone, method, mean, std, n, rank (1 = best in its
+    backbone group), p_value (vs the group's best baseline; ours only), mark."""
+    rows = []
+    for dataset in sorted(seeds["dataset"].unique()):
+        for metric in METRICS:
+            col = f"test/{metric}"
+            for backbone in backbones:
+                group = seeds[(seeds["dataset"] == dataset) & (seeds["backbone"] == backbone)]
+                methods = [m for m in METHODS if m in set(group["method"])]
+                per = {m: group[group["method"] == m].set_index("seed")[col].dropna() for m in methods}
+                means = {m: float(s.mean()) for m, s in per.items() if len(s)}
+                order = sorted(means, key=lambda m: -means[m])
+                baselines = [m for m in order if m not in ours]
+                for m in methods:
+                    s = per[m]
+                    p, mark = float("nan"), ""
+                    if m in ours and baselines and means.get(m, -1) > means[baselines[0]]:
+                        ref = per[baselines[0]]
+                        common = sorted(set(s.index) & set(ref.index))
+                        _, p = paired_ttest([s[i] for i in common], [ref[i] for i in common])
+                        mark = "**" if p < 0.01 else "*" if p < 0.05 else ""
+                    rows.append({"dataset": dataset, "metric": metric, "backbone": backbone,
+                                 "method": m, "mean": means.get(m), "n": len(s),
+                                 "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+                                 "rank": order.index(m) + 1 if m in means else None,
+                                 "p_value": p, "mark": mark})
+    return pd.DataFrame(rows)
+
+
+def _cell(row, fmt: str) -> str:
+    text = f"{row['mean']:.4f} ± {row['std']:.4f}" if fmt == "md" else \
+        f"{row['mean']:.4f} $\\pm$ {row['std']:.4f}"
+    if row["rank"] == 1:
+        text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
+    elif row["rank"] == 2:
+        text = f"<u>{text}</u>" if fmt == "md" else f"\\underline{{{text}}}"
+    if row["mark"]:
+        text += row["mark"] if fmt == "md" else f"$^{{{row['mark']}}}$"
+    return text
+
+
+def render_table(cells: pd.DataFrame, fmt: str) -> str:
+    """Markdown (``md``) or LaTeX (``tex``) text of a table built by :func:`build_table`."""
+    columns = list(dict.fromkeys(zip(cells["backbone"], cells["method"])))
+    multi = len({b for b, _ in columns}) > 1
+    heads = [(f"{LABELS.get(b, b)}+" if multi else "") + LABELS.get(m, m) for b, m in columns]
+    body = []
+    for (dataset, metric), group in cells.groupby(["dataset", "metric"], sort=False):
+        by = {(r["backbone"], r["method"]): r for _, r in group.iterrows()}
+        body.append([dataset, metric.upper()] + [_cell(by[c], fmt) if c in by else "-" for c in columns])
+    if fmt == "md":
+        lines = ["| Dataset | Metric | " + " | ".join(heads) + " |",
+                 "|" + "---|" * (len(heads) + 2)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines) + "\n"
+    lines = ["\\begin{tabular}{ll" + "c" * len(heads) + "}", "\\toprule",
+             "Dataset & Metric & " + " & ".join(heads) + " \\\\", "\\midrule"]
+    lines += [" & ".join(r) + " \\\\" for r in body]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(cells: pd.DataFrame, out: Path, stem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(render_table(cells, "md"))
+    (out / f"{stem}.tex").write_text(render_table(cells, "tex"))
+    cells.to_csv(out / f"{stem}.csv", index=False)
+
+
+# ------------------------------------------------------------------ figures
+def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
+    """Mean best validation NDCG@10 of the trials against mu_e, p and the explainer."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    ok = trials[trials["state"] != "error"] if "state" in trials else trials
+    for param, stem in (("method.mu_e", "mu_e"), ("method.updates", "p"),
+                        ("method.explainer", "explainer")):
+        if param not in ok or ok[param].dropna().empty:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for run, group in ok.dropna(subset=[param]).groupby("run"):
+            stats = group.groupby(param)["valid/ndcg@10"].mean()
+            if param == "method.explainer":
+                ax.bar([f"{x}\n{run.split('-', 1)[-1]}" for x in stats.index], stats.values)
+            else:
+                ax.plot(stats.index, stats.values, marker="o", label=run)
+        ax.set_xlabel({"method.mu_e": "mu_e", "method.updates": "p (importance updates)",
+                       "method.explainer": "explainer"}[param])
+        ax.set_ylabel("valid NDCG@10 (mean over trials)")
+        if param != "method.explainer":
+            ax.legend(fontsize=7)
+        else:
+            ax.tick_params(axis="x", labelsize=6)
+        fig.tight_layout()
+        path = out / f"sensitivity_{stem}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str | None = None,
+           ours=OURS) -> Path:
+    """Write Table 3 (and Table 4 when there are several backbones) and figures; returns out."""
+    exp = Path(exp)
+    out = Path(out) if out else exp / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = pd.read_csv(exp / "seeds.csv") if (exp / "seeds.csv").exists() else pd.DataFrame()
+    if len(seeds):
+        backbones = sorted(seeds["backbone"].unique())
+        primary = primary_backbone or ("sasrec" if "sasrec" in backbones else backbones[0])
+        write_table(build_table(seeds, [primary], ours), out, "table3")
+        if len(backbones) > 1:
+            write_table(build_table(seeds, backbones, ours), out, "table4")
+    if (exp / "trials.csv").exists():
+        sensitivity_figures(pd.read_csv(exp / "trials.csv"), out)
+    return out

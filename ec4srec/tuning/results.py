@@ -1,0 +1,116 @@
+"""Tidy tables of a study (no Ray needed): trials, per-epoch curves, seed re-runs.
+
+Contracts:
+- ``trials.csv`` (and ``.parquet`` when pyarrow is there): one row per trial with its run
+  (``dataset-method-backbone``), searched params (``method.mu_e`` ...), ``state`` (completed |
+  early_stopped | pruned | error), epochs, best validation metrics, wall time, the node(s) it
+  ran on, warm-up epochs skipped, times restored, error text.
+- ``epochs.csv``: one row per (trial, epoch), the last report winning when a restored trial
+  re-reported an epoch. Validation and training metrics only: no test metric exists here.
+- ``seeds.csv``: one row per (run, seed) of the final re-runs, with test and validation metrics.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    try:
+        df.to_parquet(path.with_suffix(".parquet"), index=False)
+    except (ImportError, ValueError):
+        pass
+
+
+def trial_state(history: list[dict], error: str | None, max_epochs: int) -> str:
+    if error:
+        return "error"
+    if not history:
+        return "pruned"
+    last = history[-1]
+    if last.get("early_stop"):
+        return "early_stopped"
+    return "completed" if last.get("epoch", 0) >= max_epochs else "pruned"
+
+
+def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``runs``: {run name: ((dataset, method, backbone), [trial records])} -> trials, epochs."""
+    trial_rows, epoch_rows = [], []
+    for name, (key, records) in runs.items():
+        dataset, method, backbone = key
+        for rec in records:
+            by_epoch = {}
+            for row in rec["history"]:
+                if "epoch" in row:
+                    by_epoch[int(row["epoch"])] = row
+            hist = [by_epoch[e] for e in sorted(by_epoch)]
+            best = max(hist, key=lambda r: r.get("valid/ndcg@10", -1), default={})
+            last = hist[-1] if hist else {}
+            nodes = sorted({str(r["node_id"]) for r in hist if r.get("node_id")})
+            ips = sorted({str(r["node_ip"]) for r in hist if r.get("node_ip")})
+            trial_rows.append({
+                "run": name, "dataset": dataset, "method": method, "backbone": backbone,
+                "trial_id": rec["trial_id"], **rec["params"],
+                "state": trial_state(hist, rec["error"], max_epochs),
+                "epochs": int(last.get("epoch", 0)), "best_epoch": int(best.get("epoch", 0)),
+                **{f"valid/{m}": best.get(f"valid/{m}") for m in METRICS},
+                "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
+                "first_update": last.get("first_update"),
+                "warm_start_epoch": int(max((r.get("warm_start_epoch", 0) for r in hist), default=0)),
+                "restores": len({r.get("restored_from_epoch") for r in hist} - {0, None}),
+                "node_ids": ";".join(nodes), "node_ips": ";".join(ips), "num_nodes": len(nodes),
+                "error": rec["error"], "path": rec["path"],
+            })
+            for r in hist:
+                epoch_rows.append({"run": name, "trial_id": rec["trial_id"], "epoch": r["epoch"],
+                                   "guided_epoch": r.get("guided_epoch"),
+                                   **{k: v for k, v in r.items()
+                                      if k.startswith(("valid/", "train/"))},
+                                   "seconds": r.get("time_this_iter_s"), "node_ip": r.get("node_ip")})
+    trials, epochs = pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
+    _write(trials, exp / "trials.csv")
+    _write(epochs, exp / "epochs.csv")
+    return trials, epochs
+
+
+def best_trial_id(trials: pd.DataFrame, run: str) -> str | None:
+    """The run's best non-error trial by best validation NDCG@10 (ties: smallest id)."""
+    ok = trials[(trials["run"] == run) & (trials["state"] != "error")]
+    ok = ok.dropna(subset=["valid/ndcg@10"])
+    if ok.empty:
+        return None
+    return str(ok.sort_values(["valid/ndcg@10", "trial_id"], ascending=[False, True]).iloc[0]["trial_id"])
+
+
+def warm_start_savings(trials: pd.DataFrame) -> dict:
+    """Epochs the warm-up cache saved: skipped / all epochs the trials covered."""
+    if trials.empty:
+        return {"skipped": 0, "epochs": 0, "percent": 0.0}
+    skipped, covered = int(trials["warm_start_epoch"].sum()), int(trials["epochs"].sum())
+    return {"skipped": skipped, "epochs": covered,
+            "percent": 100.0 * skipped / covered if covered else 0.0}
+
+
+def write_seed_table(exp: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((exp / "seeds").glob("*/seed_*.json")):
+        rec = json.loads(path.read_text())
+        dataset = path.parent.name.rsplit("-", 2)[0]
+        rows.append({"run": path.parent.name, "dataset": dataset, "method": rec["method"],
+                     "backbone": rec["backbone"], "seed": rec["seed"],
+                     **{f"test/{m}": (rec.get("test") or {}).get(m) for m in METRICS},
+                     **{f"valid/{m}": (rec.get("valid") or {}).get(m) for m in METRICS},
+                     "best_epoch": rec.get("best_epoch"), "epochs": rec.get("epochs_run"),
+                     "wall_time_s": rec.get("wall_time_s"), "node_ip": rec.get("node_ip")})
+    table = pd.DataFrame(rows)
+    if rows:
+        _write(table, exp / "seeds.csv")
+    return table

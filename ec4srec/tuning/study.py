@@ -1,0 +1,341 @@
+"""Build and run the search: one Tuner run per (dataset, method, backbone), then seed re-runs of
+each run's best config, then the tables.
+
+Why one Tuner per (method, backbone) and not one grid: each has its own search space (a method
+searches only its own params), its own Optuna study and ASHA brackets; a run's folder is
+exactly what ``Tuner.restore`` resumes, so restore stays per-study and trivially correct. The
+runs go one after another, each using the whole cluster.
+
+Experiment folder ``<storage_path>/<name>`` (``exp`` below; for an ``s3://`` storage path the
+non-Ray files go to ``--local-dir``):
+  study.json                the options of the study (``--resume`` reads them back)
+  <dataset>-<method>-<backbone>/   Ray's run folder: trials, checkpoints, TensorBoard events
+  optuna.journal            the Optuna studies (``optuna-dashboard exp/optuna.journal``)
+  warmup/                   shared warm-up checkpoints (warmstart.py)
+  runs/<run>.json           finished runs' trial records (written once a run is complete)
+  trials.csv|parquet, epochs.csv|parquet, best/<run>.yaml, seeds/<run>/seed_<s>.json, seeds.csv
+  report/                   paper-style tables and figures (report.py)
+
+Completion: a run is complete when every one of its trials is TERMINATED or ERROR; after SIGINT
+``Tuner.fit`` returns with trials unfinished, and :func:`main` exits 130 printing the resume
+command. Finished runs are never re-run on ``--resume``; unfinished ones are restored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ..checkpoint import atomic_write_json, atomic_write_text
+from ..config import METHODS, Config, dump_config
+from . import results
+from .space import SearchSpace, apply_params, load_ranges
+from .trainable import retrain_seed, train_trial
+
+OBJECTIVE = "valid/best_ndcg@10"     # Optuna's value and the best-trial rule
+ASHA_METRIC = "valid/ndcg@10"
+ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
+
+
+class Interrupted(Exception):
+    """The study stopped before every run finished."""
+
+
+@dataclass
+class StudyOptions:
+    dataset: str = "sports"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    backbones: list[str] = field(default_factory=lambda: ["sasrec"])
+    num_samples: int = 20
+    max_epochs: int = 100
+    gpus_per_trial: float | None = None       # None: 0.25 when the cluster has GPUs, else 0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int = 0                   # 0: as many as resources allow
+    storage_path: str = "~/ray_results"
+    name: str | None = None                   # default: ec4srec-<dataset>
+    local_dir: str | None = None              # non-Ray files when storage_path is a URI
+    seed: int = 0                             # TPE seed
+    search_space: str | None = None
+    data_dir: str | None = None
+    smoke_test: bool = False
+    scheduler: str = "asha"
+    grace_period: int | None = None           # guided epochs; default max(1, min(10, N // 10))
+    reduction_factor: float = 3.0
+    seeds: int = 3
+    optuna_storage: str | None = None         # RDB URL; default: journal file in exp
+    overrides: list[str] = field(default_factory=list)
+    address: str = "auto"                     # auto | local | ray://... | host:port
+    max_failures: int = 2
+    warm_start: bool = True
+    checkpoint_every: int = 1
+    verbose: bool = False
+
+    def finalize(self) -> "StudyOptions":
+        """Apply --smoke-test and resolve defaults (idempotent)."""
+        if self.smoke_test:
+            self.dataset = "synthetic"
+            self.max_epochs = min(self.max_epochs, 6)
+            self.num_samples = min(self.num_samples, 4)
+            self.seeds = min(self.seeds, 2)
+            self.grace_period = self.grace_period or 1
+            self.overrides = ["model.hidden_size=16", "model.num_layers=1", "model.inner_size=32",
+                              "train.batch_size=256", *[o for o in self.overrides
+                                                        if not o.startswith("model.hidden_size=")]]
+        self.name = self.name or f"ec4srec-{self.dataset}"
+        if "://" not in self.storage_path:
+            self.storage_path = str(Path(self.storage_path).expanduser().resolve())
+        if self.data_dir:
+            self.data_dir = str(Path(self.data_dir).expanduser().resolve())
+        return self
+
+    @property
+    def exp_dir(self) -> Path:
+        if "://" in self.storage_path:
+            return Path(self.local_dir or f"ec4srec-results/{self.name}").expanduser().resolve()
+        return Path(self.storage_path) / self.name
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        return [(self.dataset, m, b) for m in self.methods for b in self.backbones]
+
+    def resume_command(self) -> str:
+        return f"python tune/search.py --storage-path {self.storage_path} --name {self.name} --resume"
+
+
+def run_name(key: tuple[str, str, str]) -> str:
+    return "-".join(key)
+
+
+def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
+    """The config every trial of a run starts from: flags, then --set overrides."""
+    raw = Config().to_dict()
+    raw["data"].update(dataset=opts.dataset, data_dir=opts.data_dir)
+    raw["model"]["backbone"], raw["method"]["name"] = backbone, method
+    raw["train"].update(epochs=opts.max_epochs, progress="off", tensorboard=False,
+                        threads=max(1, int(opts.cpus_per_trial)))
+    # the default p must fit a small budget (the searched p is capped the same way)
+    raw["method"]["updates"] = max(1, min(raw["method"]["updates"], opts.max_epochs - 1))
+    return Config.from_dict(raw).with_overrides(opts.overrides)
+
+
+# ------------------------------------------------------------------ Ray
+def connect(opts: StudyOptions) -> None:
+    """Join the running cluster (RAY_ADDRESS, --address, or one found by address="auto"),
+    else start a local one."""
+    if ray.is_initialized():
+        return
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    os.environ.update(env)
+    # EC4SREC_* (EC4SREC_DATA_DIR, test hooks) reach the trials on every node
+    env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
+    kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
+    if opts.address not in ("auto", "local"):
+        ray.init(address=opts.address, **kwargs)
+    elif opts.address == "auto" and os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", **kwargs)
+    else:
+        try:
+            if opts.address == "local":
+                raise ConnectionError
+            ray.init(address="auto", **kwargs)
+        except ConnectionError:
+            ray.init(include_dashboard=not opts.smoke_test, **kwargs)
+    if opts.gpus_per_trial is None:
+        opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
+
+
+def _asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
+    rungs, t = [], float(grace)
+    while t < max_t:
+        rungs.append(int(round(t)))
+        t *= rf
+    return rungs
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names (Ray's default embeds every param and can get too long)."""
+    return f"trial_{trial.trial_id}"
+
+
+def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
+    """A new or restored Tuner for one run, and its number of trials."""
+    _, method, backbone = key
+    name = run_name(key)
+    base = base_config(opts, method, backbone)
+    n_epochs = base.train.epochs
+    space = SearchSpace(method, backbone, n_epochs, ranges)
+    num = 1 if space.empty else opts.num_samples
+    grace = opts.grace_period or max(1, min(10, n_epochs // 10))
+    study = {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
+             "decision_epochs": _asha_rungs(grace, opts.reduction_factor, n_epochs)
+             if opts.scheduler == "asha" else [], "verbose": opts.verbose,
+             "warmup_dir": str(opts.exp_dir / "warmup") if opts.warm_start else None,
+             "warmup_epochs": [f - 1 for f in space.first_update_epochs() if f > 1],
+             **getattr(opts, "_test_hooks", {})}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, study=study),
+                                    {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0})
+    path = f"{opts.storage_path}/{opts.name}/{name}"
+    if tune.Tuner.can_restore(path):
+        print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True), num
+    import optuna
+    if opts.optuna_storage:
+        storage = optuna.storages.RDBStorage(opts.optuna_storage)
+    else:
+        backend = optuna.storages.journal.JournalFileBackend(str(opts.exp_dir / "optuna.journal"))
+        storage = optuna.storages.JournalStorage(backend)
+    searcher = OptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
+                            study_name=name, sampler=optuna.samplers.TPESampler(seed=opts.seed))
+    scheduler = (ASHAScheduler(time_attr=ASHA_CLOCK, metric=ASHA_METRIC, mode="max",
+                               max_t=n_epochs, grace_period=grace,
+                               reduction_factor=opts.reduction_factor)
+                 if opts.scheduler == "asha" else FIFOScheduler())
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
+                                    max_concurrent_trials=opts.max_concurrent or None,
+                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=f"{opts.storage_path}/{opts.name}", verbose=1,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
+    return tuner, num
+
+
+def grid_records(grid) -> list[dict]:
+    """Plain per-trial records (params, per-epoch history, error) of a ResultGrid."""
+    records = []
+    for r in grid:
+        df = r.metrics_dataframe
+        history = [] if df is None else json.loads(df.to_json(orient="records", double_precision=15))
+        last = r.metrics or {}
+        records.append({"trial_id": last.get("trial_id") or Path(r.path).name, "params": r.config,
+                        "history": history, "error": repr(r.error)[:500] if r.error else None,
+                        "path": r.path})
+    return records
+
+
+def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
+    """Run (or restore) one run until complete; its records are saved to runs/<run>.json."""
+    done_file = opts.exp_dir / "runs" / f"{run_name(key)}.json"
+    if done_file.exists():
+        print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
+        return json.loads(done_file.read_text())
+    tuner, num = make_tuner(opts, key, ranges)
+    grid = tuner.fit()
+    # after SIGINT, interrupted trials may look TERMINATED: only "done" or an error count
+    finished = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("done"))
+    if len(grid) < num or finished < len(grid):
+        raise Interrupted(f"{run_name(key)}: {finished}/{num} trials finished")
+    records = grid_records(grid)
+    atomic_write_json(done_file, records)
+    return records
+
+
+def run_seeds(opts: StudyOptions, best: dict[str, Config]) -> None:
+    """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
+    seeds already recorded in seeds/<run>/seed_<s>.json are skipped."""
+    task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
+                                            num_gpus=opts.gpus_per_trial or 0, max_retries=2)
+    pending = {}
+    for name, config in best.items():
+        for i in range(opts.seeds):
+            seed = config.train.seed + i
+            out = opts.exp_dir / "seeds" / name / f"seed_{seed}.json"
+            if not out.exists():
+                pending[task.remote(config.to_dict(), seed)] = (name, seed, out)
+    total = len(pending)
+    while pending:
+        [ref], _ = ray.wait(list(pending))
+        name, seed, out = pending.pop(ref)
+        record = ray.get(ref)
+        atomic_write_json(out, record)
+        print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
+              f"({total - len(pending)}/{total})", flush=True)
+
+
+def run(opts: StudyOptions) -> dict:
+    """The whole study; returns a summary (paths, counts). Raises Interrupted."""
+    exp = opts.exp_dir
+    exp.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(exp / "study.json", dataclasses.asdict(opts))
+    ranges = load_ranges(opts.search_space)
+    connect(opts)
+    started = time.time()
+    all_records = {}
+    for key in opts.runs():
+        print(f"[search] === {run_name(key)} ===", flush=True)
+        all_records[run_name(key)] = (key, run_search(opts, key, ranges))
+    trials, epochs = results.write_trial_tables(exp, all_records, opts.max_epochs)
+    best = {}
+    for name, (key, records) in all_records.items():
+        best_id = results.best_trial_id(trials, name)
+        if best_id is None:
+            continue
+        params = next(r["params"] for r in records if str(r["trial_id"]) == best_id)
+        config = apply_params(base_config(opts, key[1], key[2]), params)
+        config.train.progress, config.train.tensorboard = "auto", True
+        best[name] = config
+        atomic_write_text(exp / "best" / f"{name}.yaml", dump_config(config))
+    if opts.seeds > 0:
+        run_seeds(opts, best)
+    seeds = results.write_seed_table(exp)
+    from . import report
+    report_dir = report.render(exp) if len(seeds) else None
+    return {"exp": str(exp), "trials": len(trials),
+            "errored": int((trials["state"] == "error").sum()) if len(trials) else 0,
+            "warm_start": results.warm_start_savings(trials), "best": sorted(best),
+            "report": str(report_dir) if report_dir else None,
+            "seconds": round(time.time() - started, 1)}
+
+
+def print_summary(opts: StudyOptions, summary: dict) -> None:
+    exp = Path(summary["exp"])
+    saved = summary["warm_start"]
+    lines = [
+        f"study {opts.name} finished in {summary['seconds']}s: {summary['trials']} trials "
+        f"({summary['errored']} errored)",
+        f"  trial table   {exp / 'trials.csv'}  (per epoch: {exp / 'epochs.csv'})",
+        f"  tensorboard   tensorboard --logdir {opts.storage_path}/{opts.name}",
+        f"  best configs  {exp / 'best'}/*.yaml  (ec4srec train --config FILE --output DIR)",
+        f"  seed re-runs  {exp / 'seeds.csv'}",
+        f"  paper tables  {summary['report'] or '(no seed re-runs)'}",
+        f"  optuna        optuna-dashboard {opts.optuna_storage or exp / 'optuna.journal'}",
+        f"  warm-up cache skipped {saved['skipped']} of {saved['epochs']} trained epochs "
+        f"({saved['percent']:.1f}%)",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(opts: StudyOptions, resume: bool = False) -> int:
+    """CLI entry: 0 done, 130 interrupted (resume command printed), 2 usage error."""
+    opts.finalize()
+    manifest = opts.exp_dir / "study.json"
+    if resume:
+        if not manifest.exists():
+            print(f"error: --resume: no study at {manifest}", file=sys.stderr)
+            return 2
+        saved = json.loads(manifest.read_text())
+        saved.update(address=opts.address, verbose=opts.verbose)
+        opts = StudyOptions(**saved)
+        print(f"[search] resuming {opts.exp_dir}", flush=True)
+    elif manifest.exists():
+        print(f"error: {opts.exp_dir} already holds a study; pass --resume or another --name",
+              file=sys.stderr)
+        return 2
+    try:
+        summary = run(opts)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(f"\n[search] interrupted ({exc or 'SIGINT'}); completed trials are kept.\n"
+              f"resume with:\n  {opts.resume_command()}", file=sys.stderr, flush=True)
+        return 130
+    print_summary(opts, summary)
+    return 0

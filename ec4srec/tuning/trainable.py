@@ -1,0 +1,185 @@
+"""The Ray Tune trainable: one trial = one :class:`~ec4srec.trainer.Trainer` run.
+
+Contracts:
+- Every epoch the trial reports validation metrics (``valid/*``, never test), training losses
+  (``train/*``), ``valid/best_ndcg@10`` (the searcher's objective), ``epoch``, ``guided_epoch``
+  (epochs since the first importance update, counting it; ASHA's clock) and where it ran
+  (``node_id``, ``node_ip``, ``pid``).
+- A trainer checkpoint (model, optimizer, RNG, loop and method state, importance scores
+  included) goes with the report at every ``checkpoint_every``-th epoch, every importance-update
+  epoch, every ASHA decision epoch and the last epoch. A trial restarted by Ray (worker crash,
+  driver restore) continues from ``tune.get_checkpoint()`` exactly as if never interrupted.
+- Without a Ray checkpoint, an explanation-guided trial starts from the shared warm-up cache
+  (warmstart.py) when one fits, and reports the epochs it skipped as ``warm_start_epoch``.
+- NaN/inf loss raises :class:`NonFiniteLossError`, so the trial ends in ERROR; a marker in the
+  trial folder makes Ray's retries (FailureConfig.max_failures) fail at once instead of
+  training again.
+- :func:`run_trial` is Ray-free given a session object; :class:`LocalSession` runs it in tests.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from ..config import Config
+from ..data import load_dataset
+from ..trainer import NonFiniteLossError, Trainer
+from .space import apply_params
+from .warmstart import WarmupCache
+
+TRAINER_FILE = "trainer.pt"
+NONFINITE_MARKER = "NONFINITE"
+_DATASETS: dict[str, Any] = {}          # per worker process; reuse_actors keeps it warm
+
+
+def dataset_for(data_config):
+    key = json.dumps(asdict(data_config), sort_keys=True)
+    if key not in _DATASETS:
+        _DATASETS.clear()
+        _DATASETS[key] = load_dataset(data_config)
+    return _DATASETS[key]
+
+
+def where() -> dict[str, Any]:
+    info = {"pid": os.getpid(), "hostname": socket.gethostname()}
+    if ray.is_initialized():
+        info["node_id"] = ray.get_runtime_context().get_node_id()
+        info["node_ip"] = ray.util.get_node_ip_address()
+    return info
+
+
+class TuneSession:
+    """The trial's side of Ray Tune: checkpoints in, reports out."""
+
+    @property
+    def trial_dir(self) -> Path:
+        return Path(tune.get_context().get_trial_dir())
+
+    def restore(self, trainer: Trainer) -> int:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return 0
+        with checkpoint.as_directory() as d:
+            trainer.load_checkpoint(Path(d) / TRAINER_FILE)
+        return trainer.state.epoch
+
+    def report(self, metrics: dict[str, Any], trainer: Trainer | None) -> None:
+        if trainer is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="ec4srec-ckpt-") as d:
+            trainer.save_checkpoint(Path(d) / TRAINER_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))   # persists now
+
+
+class LocalSession:
+    """A Ray-free session for tests: keeps reports, checkpoints in ``trial_dir/ckpt_<epoch>``;
+    ``stop_after`` raises KeyboardInterrupt after that epoch's report (a simulated crash)."""
+
+    def __init__(self, trial_dir: str | Path, restore_from: str | Path | None = None,
+                 stop_after: int | None = None):
+        self.trial_dir = Path(trial_dir)
+        self.restore_from = restore_from
+        self.stop_after = stop_after
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints: list[Path] = []
+
+    def restore(self, trainer: Trainer) -> int:
+        if self.restore_from is None:
+            return 0
+        trainer.load_checkpoint(self.restore_from)
+        return trainer.state.epoch
+
+    def report(self, metrics: dict[str, Any], trainer: Trainer | None) -> None:
+        self.reports.append(dict(metrics))
+        if trainer is not None:
+            self.checkpoints.append(trainer.save_checkpoint(self.trial_dir / f"ckpt_{metrics['epoch']}.pt"))
+        if self.stop_after is not None and metrics["epoch"] >= self.stop_after:
+            raise KeyboardInterrupt(f"simulated crash after epoch {metrics['epoch']}")
+
+
+def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
+    """Train one trial. ``params``: the searched dotted keys; ``study``: the constants of the
+    study (``base`` config dict, ``warmup_dir``, ``warmup_epochs``, ``checkpoint_every``,
+    ``decision_epochs`` (ASHA milestones, in guided epochs), ``verbose``)."""
+    config = apply_params(study["base"], params)
+    marker = session.trial_dir / NONFINITE_MARKER
+    if marker.exists():                         # a retry of a diverged trial: fail at once
+        raise NonFiniteLossError(marker.read_text())
+    log = (lambda m: print(m, flush=True)) if study.get("verbose") else (lambda m: None)
+    trainer = Trainer(config, dataset_for(config.data), log=log)
+    updates = list(trainer.method.update_epochs)
+    first = updates[0] if updates else 0
+    cache = (WarmupCache(study["warmup_dir"], study.get("warmup_epochs"))
+             if study.get("warmup_dir") and first > 1 else None)
+    restored = session.restore(trainer)
+    warm = cache.load_into(trainer, first) if cache and not restored else 0
+    every = int(study.get("checkpoint_every", 1))
+    decisions = set(study.get("decision_epochs") or [])
+    static = {"first_update": first, "restored_from_epoch": restored, "warm_start_epoch": warm,
+              **where()}
+    tc = config.train
+
+    def on_epoch(tr: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if cache and cache.wants(epoch, first):
+            cache.store(tr, epoch)
+        _maybe_kill_for_test(study, session, epoch, restored)
+        st = tr.state
+        guided = epoch - first + 1 if first else epoch
+        early = st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
+        out = {k: v for k, v in metrics.items() if k.startswith(("valid/", "train/"))}
+        out.update({"epoch": epoch, "guided_epoch": max(guided, 0),
+                    "valid/best_ndcg@10": max(st.best_score, 0.0), "best_epoch": st.best_epoch,
+                    "importance_update": epoch in updates, "early_stop": early, **static})
+        save = (epoch % every == 0 or epoch in updates or guided in decisions or early
+                or epoch == tc.epochs)
+        session.report(out, tr if save else None)
+
+    trainer.callbacks.append(on_epoch)
+    try:
+        trainer.fit(run_test=False)
+    except NonFiniteLossError as exc:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(exc))
+        raise
+
+
+def _maybe_kill_for_test(study: dict, session, epoch: int, restored: int) -> None:
+    """Test hooks. ``study["_test_kill_after_epoch"] = k``: SIGKILL this worker process once, at
+    the end of epoch k + 1, before reporting it (so Ray must restore from epoch <= k).
+    ``$EC4SREC_TEST_EPOCH_SLEEP``: sleep that many seconds per epoch."""
+    if os.environ.get("EC4SREC_TEST_EPOCH_SLEEP"):         # slows trials for driver-kill tests
+        time.sleep(float(os.environ["EC4SREC_TEST_EPOCH_SLEEP"]))
+    k = study.get("_test_kill_after_epoch")
+    flag = session.trial_dir / "KILLED_BY_TEST"
+    if k is not None and epoch == k + 1 and not restored and not flag.exists():
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_trial(params: dict[str, Any], study: dict[str, Any]) -> None:
+    """The function trainable (wrap with ``tune.with_parameters(train_trial, study=...)``)."""
+    run_trial(params, study, TuneSession())
+
+
+def retrain_seed(config_dict: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train a final config with ``train.seed = seed`` and test it once (Trainer.fit(run_test=True)).
+    Returns the trainer's metrics record plus where it ran; writes nothing."""
+    config = Config.from_dict(config_dict)
+    config.train.seed = seed
+    trainer = Trainer(config, dataset_for(config.data), log=lambda m: None)
+    with contextlib.redirect_stdout(None):
+        record = trainer.fit(run_test=True)
+    return {**record, "seed": seed, **where()}

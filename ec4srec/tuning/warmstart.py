@@ -1,0 +1,87 @@
+"""A shared cache of warm-up phases: trials that train identically before their first importance
+update start from one stored checkpoint instead of each retraining those epochs.
+
+Contracts:
+- :func:`warmup_key` hashes the config minus the keys that act only from the first importance
+  update on (``WARMUP_IRRELEVANT``: mu_e, explainer and its settings, lambda_*_pos/neg, p and the
+  update schedule, and stopping/logging knobs). Two trials with equal keys run bit-identical
+  epochs 1..f-1 (f = first update epoch), provided the method keeps no RNG of its own.
+- ``<root>/<key>/epoch_<e>.pt`` holds the full trainer checkpoint after epoch e; writes go to
+  a temp file and ``os.replace`` (checkpoint.save_torch), so concurrent trials on a shared
+  folder never see half a file and racing writers store equal bytes.
+- :meth:`WarmupCache.load_into` restores only model, optimizer, RNG, loop state and best
+  weights: the trainer keeps its own config and its own (not yet updated) method state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from ..checkpoint import atomic_write_text, load_torch, restore_rng, save_torch
+from ..config import Config, dump_config
+
+WARMUP_IRRELEVANT = {
+    "method": ("mu_e", "explainer", "lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos", "updates",
+               "update_epochs", "explain_target", "ig_steps", "explain_batch_size"),
+    "train": ("patience", "min_epochs", "checkpoint_every", "progress", "tensorboard"),
+}
+
+
+def warmup_key(config: Config) -> str:
+    raw = config.to_dict()
+    for section, names in WARMUP_IRRELEVANT.items():
+        for name in names:
+            raw[section].pop(name, None)
+    blob = json.dumps(raw, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class WarmupCache:
+    """Warm-up checkpoints of one experiment, keyed by :func:`warmup_key`."""
+
+    def __init__(self, root: str | Path, epochs: list[int] | None = None):
+        """``epochs``: which warm-up epochs to store (None: all); a study passes f - 1 for every
+        first-update epoch f its space can produce, so the cache stays small."""
+        self.root = Path(root)
+        self.epochs = None if epochs is None else set(epochs)
+
+    def _dir(self, config: Config) -> Path:
+        return self.root / warmup_key(config)
+
+    def wants(self, epoch: int, first_update: int) -> bool:
+        return 1 <= epoch < first_update and (self.epochs is None or epoch in self.epochs)
+
+    def store(self, trainer, epoch: int) -> Path:
+        """Store the trainer's state after warm-up epoch ``epoch`` (atomic; idempotent)."""
+        directory = self._dir(trainer.config)
+        path = directory / f"epoch_{epoch}.pt"
+        if not path.exists():
+            save_torch(path, trainer.checkpoint_state())
+            readme = directory / "config.yaml"
+            if not readme.exists():
+                atomic_write_text(readme, dump_config(trainer.config))
+        return path
+
+    def cached_epochs(self, config: Config) -> list[int]:
+        directory = self._dir(config)
+        if not directory.is_dir():
+            return []
+        found = (re.fullmatch(r"epoch_(\d+)\.pt", p.name) for p in directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def load_into(self, trainer, first_update: int) -> int:
+        """Restore the largest cached epoch below ``first_update`` into ``trainer``; returns that
+        epoch (the epochs this trial skips), or 0 when nothing fits."""
+        usable = [e for e in self.cached_epochs(trainer.config) if e < first_update]
+        if not usable:
+            return 0
+        epoch = usable[-1]
+        ckpt = load_torch(self._dir(trainer.config) / f"epoch_{epoch}.pt")
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt["rng"], trainer.rng)
+        trainer.state = type(trainer.state)(**ckpt["loop"])
+        trainer.best_weights = ckpt["best_weights"]
+        return epoch

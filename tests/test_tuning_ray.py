@@ -1,0 +1,98 @@
+"""Studies on a real local Ray (one per test session): a killed trial worker resumes from its
+checkpoint, a NaN trial errors while the study goes on, seeds re-runs, best-config export."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from test_tuning_helpers import TINY, ray_session, require_method, tiny_config
+
+from ec4srec.config import load_config  # noqa: E402
+from ec4srec.tuning import study as study_mod  # noqa: E402
+from ec4srec.tuning.space import apply_params  # noqa: E402
+from ec4srec.tuning.trainable import NONFINITE_MARKER, LocalSession, run_trial  # noqa: E402
+
+
+@pytest.fixture
+def ray_local():
+    """The process-wide local Ray (started once; a multi-node test may have replaced it)."""
+    return ray_session()
+
+
+def options(tmp_path, name, **kw):
+    kw = {"cpus_per_trial": 1, "gpus_per_trial": 0, "seeds": 0, "address": "auto",
+          "overrides": [o for o in TINY if not o.startswith("data.")], **kw}
+    opts = study_mod.StudyOptions(smoke_test=True, storage_path=str(tmp_path), name=name, **kw)
+    return opts.finalize()
+
+
+@pytest.mark.parametrize("method", ["sasrec", pytest.param("ec4srec", marks=pytest.mark.slow)])
+def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method):
+    require_method(method)
+    opts = options(tmp_path, "kill", methods=[method], num_samples=1, max_epochs=4,
+                   scheduler="fifo", max_failures=1, warm_start=False,
+                   optuna_storage=f"sqlite:///{tmp_path}/optuna.db")     # the RDB option
+    opts._test_hooks = {"_test_kill_after_epoch": 2}       # SIGKILL the trial actor once
+    summary = study_mod.run(opts)
+    trials = pd.read_csv(Path(summary["exp"]) / "trials.csv")
+    assert len(trials) == 1
+    row = trials.iloc[0]
+    assert row["state"] == "completed" and row["epochs"] == 4 and row["restores"] >= 1
+    trial_dir = Path(row["path"])
+    assert (trial_dir / "KILLED_BY_TEST").exists()
+    reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    resumed_at = {r["restored_from_epoch"] for r in reports} - {0}
+    assert resumed_at and max(resumed_at) >= 1                # continued, did not start over
+    # the resumed trial equals an uninterrupted run of the same config (importance included)
+    params = {k: row[k] for k in trials.columns if k.startswith("method.") and pd.notna(row[k])}
+    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
+    base = study_mod.base_config(opts, method, "sasrec")
+    local = LocalSession(tmp_path / "local")
+    run_trial(params, {"base": base.to_dict()}, local)
+    epochs = pd.read_csv(Path(summary["exp"]) / "epochs.csv").sort_values("epoch")
+    expected = [r["valid/ndcg@10"] for r in local.reports]
+    assert epochs["valid/ndcg@10"].tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.slow
+def test_nan_trial_fails_cleanly_and_the_study_goes_on(ray_local, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {choices: [0.001, 1.0e+30]}\nmethods:\n  sasrec: [train.lr]\n")
+    # seeded TPE: the first trial gets lr = 1e30 (NaN), the second 0.001; one retry allowed
+    opts = options(tmp_path, "nan", methods=["sasrec"], num_samples=2, max_epochs=3, seed=0,
+                   search_space=str(space), scheduler="fifo", max_failures=1, seeds=2,
+                   max_concurrent=1)
+    summary = study_mod.run(opts)
+    exp = Path(summary["exp"])
+    trials = pd.read_csv(exp / "trials.csv")
+    assert len(trials) == 2
+    bad, good = trials[trials["train.lr"] > 1], trials[trials["train.lr"] < 1]
+    assert len(bad) >= 1 and len(good) >= 1, trials[["train.lr", "state"]]
+    assert (bad["state"] == "error").all() and bad["error"].str.contains("NonFiniteLoss").all()
+    assert all((Path(p) / NONFINITE_MARKER).exists() for p in bad["path"])
+    assert (good["state"] == "completed").all()
+    assert all(list(Path(p).glob("events.out.tfevents*")) for p in good["path"])   # TensorBoard
+    # seeds re-runs of the best config: one test per seed, then the paper tables
+    seeds = pd.read_csv(exp / "seeds.csv")
+    assert sorted(seeds["seed"]) == [2020, 2021] and seeds["test/ndcg@10"].notna().all()
+    assert (exp / "report" / "table3.md").exists()
+    # the exported best config loads and trains unchanged with `ec4srec train --config`
+    best = exp / "best" / "synthetic-sasrec-sasrec.yaml"
+    config = load_config(best)
+    assert config.train.lr == 0.001 and config.train.epochs == 3 and config.model.hidden_size == 16
+    out = subprocess.run([sys.executable, "-m", "ec4srec.cli", "train", "--config", str(best),
+                          "--output", str(tmp_path / "retrain")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "retrain" / "metrics.json").read_text())
+    assert metrics["test"]["ndcg@10"] == pytest.approx(
+        seeds.loc[seeds["seed"] == 2020, "test/ndcg@10"].item(), abs=1e-9)
+
+
+def test_best_config_matches_apply_params(tmp_path):
+    base = tiny_config()
+    cfg = apply_params(base, {"train.lr": 0.003})
+    assert cfg.train.lr == 0.003 and cfg.to_dict()["model"] == base.to_dict()["model"]
