@@ -96,7 +96,7 @@ class MethodConfig:
     k_counts: str = "unimportant"    # k = floor(mu_e*|s|) counts the lowest-scored items (paper
                                      # Sec. 4.3) | "important": mu_e = share of top items (upstream)
     ssl_weighting: str = "flat"      # flat: l_cl+ L_cl+ + l_cl- L_cl- (Eq. 9) | nested (Eq. 6)
-    retrieval_candidates: int = 256  # ertrl+: util() over at most this many same-target rows
+    retrieval_candidates: int = 64   # ertrl+: util() over at most this many same-target rows
     updates: int = 5                 # p: importance updates over the epoch budget
     update_epochs: list[int] | None = None   # explicit epochs (upstream used [15, 30])
     explainer: str = "occlusion"

@@ -145,9 +145,21 @@ def test_fast_dropout_deterministic_under_seed():
     assert torch.equal(outs[0], outs[1])
 
 
-def test_fast_dropout_input_larger_than_bank():
+def test_fast_dropout_input_larger_than_bank(monkeypatch):
+    monkeypatch.setattr(FastDropout, "min_bank_size", 16)
+    monkeypatch.setattr(FastDropout, "_banks", {})
     drop = FastDropout(0.5).train()
-    drop.bank_size = 16
+    FastDropout.draw_bank(0.5, torch.device("cpu"))
     y = drop(torch.ones(100))
-    # An input larger than the bank grows the bank instead of failing.
-    assert y.shape == (100,) and drop.bank_size >= 100
+    # An input larger than the bank grows the bank instead of failing ...
+    assert y.shape == (100,) and FastDropout._banks[(0.5, "cpu")].numel() >= 100
+    # ... and the result is still inverted dropout: every entry is 0 or 1 / (1 - p).
+    assert set(y.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_fast_dropout_banks_shared_per_probability():
+    model = make("sasrec").train()
+    refresh_dropout_banks(model)
+    probs = {m.p for m in model.modules() if isinstance(m, FastDropout) and m.p > 0}
+    # One bank per dropout probability, shared by all modules that use it.
+    assert {p for p, _ in FastDropout._banks if p in probs} == probs

@@ -12,9 +12,9 @@ The warm-up column is Section 4.1 ("we combine the losses of CL4SRec and DuoRec"
 ``method.warmup_loss=rec_only`` gives upstream's L_rec-only warm-up. Importance scores are
 recomputed at the start of each scheduled epoch (schedule.py) by the configured explainer, in
 eval mode, over all training rows, and kept as method state (so every checkpoint has them).
-All views of a batch (anchor, augmented views, retrieved sequences) go through the encoder in
-ONE forward pass: per-op overhead dominates at these sizes, so this is what keeps EC4SRec
-within a small multiple of SASRec's epoch time.
+All views of a batch (anchor, augmented views, retrieved sequences) are pooled and encoded in
+length-sorted, trimmed chunks (:func:`encode_together`): fewer, fuller forward passes and no
+work on the padding a long retrieved sequence would force on every short view.
 """
 from __future__ import annotations
 
@@ -42,12 +42,25 @@ def build_contrastive(config: Config, data: SplitData, model) -> Method:
     return Contrastive(config, data, model)
 
 
-def encode_together(model, views: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """Encode several right-padded [B_i, L_i] batches in one forward; returns [B_i, d] each."""
+def encode_together(model, views: list[tuple[torch.Tensor, torch.Tensor]],
+                    chunk_rows: int = 256) -> list[torch.Tensor]:
+    """Encode several right-padded [B_i, L_i] batches; returns their [B_i, d] representations.
+
+    All rows are pooled, sorted by length and encoded in chunks of ``chunk_rows`` rows, each
+    trimmed to its own longest row: views differ a lot in length (a retrieved sequence can be
+    50 items long while the bucketed anchors are 5), and padding every view to the longest
+    would multiply the work. Rows are independent, so the result equals separate encodings.
+    """
     width = max(items.shape[1] for items, _ in views)
-    items = torch.cat([F.pad(v, (0, width - v.shape[1])) for v, _ in views])
+    items = torch.cat([F.pad(v, (0, width - v.shape[1])) for v, _ in views])     # [sum B_i, W]
     lengths = torch.cat([l for _, l in views])
-    h = model(items, lengths)
+    order = torch.argsort(lengths, stable=True)
+    h_sorted = []
+    for idx in order.split(chunk_rows):
+        chunk_len = lengths[idx]
+        h_sorted.append(model(items[idx, :int(chunk_len.max())], chunk_len))
+    h = torch.empty(len(lengths), h_sorted[0].shape[1], dtype=h_sorted[0].dtype, device=items.device)
+    h = h.index_put((order,), torch.cat(h_sorted))
     return list(h.split([v.shape[0] for v, _ in views]))
 
 

@@ -42,6 +42,7 @@ class SameTargetIndex:
         """The j-th OTHER member (0 <= j < size - 1) of each row's group; j: [B] or [B, C]."""
         rows = rows.unsqueeze(1) if j.dim() == 2 else rows
         j = j + (j >= self.offset[rows]).long()                  # skip the row itself
+        j = torch.minimum(j, self.size[rows] - 1)                # a singleton stays in its group
         return self.sorted_rows[self.start[rows] + j]
 
     def random_partner(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

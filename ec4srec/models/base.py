@@ -65,25 +65,29 @@ class FastDropout(nn.Module):
     """Inverted dropout whose masks are windows of a pre-drawn random bank.
 
     Drawing a fresh Bernoulli mask per call was ~40 % of a SASRec step on our CPU. Instead a
-    bank of ``bank_size`` keep/drop multipliers is drawn from torch's RNG (once per epoch via
-    :func:`refresh_dropout_banks`, or lazily) and each call multiplies by a window at a random
-    offset. Each element is still dropped with probability p; masks of different calls are
-    windows of the same bank (shifted), which is the only approximation. Deterministic under
-    the torch seed. ``fast=False`` falls back to ``nn.functional.dropout``.
+    bank of keep/drop multipliers (one per dropout probability and device, shared by all
+    modules) is drawn from torch's RNG at the start of every epoch (:func:`refresh_dropout_banks`)
+    and each call multiplies by a window at a random offset. Each element is still dropped with
+    probability p; masks of different calls are windows of the same bank (shifted), which is the
+    only approximation. Deterministic under the torch seed. ``fast=False`` falls back to
+    ``nn.functional.dropout``.
     """
 
-    bank_size = 1 << 22
+    min_bank_size = 1 << 22
+    _banks: dict[tuple[float, str], torch.Tensor] = {}
 
     def __init__(self, p: float, fast: bool = True):
         super().__init__()
         self.p = float(p)
         self.fast = fast
-        self._bank: torch.Tensor | None = None
 
-    def refresh(self, device: torch.device | None = None) -> None:
-        device = device or (self._bank.device if self._bank is not None else torch.device("cpu"))
-        keep = torch.rand(self.bank_size, device=device) >= self.p
-        self._bank = keep.float().mul_(1.0 / (1.0 - self.p))
+    @classmethod
+    def draw_bank(cls, p: float, device: torch.device, size: int | None = None) -> torch.Tensor:
+        size = max(size or 0, cls.min_bank_size)
+        keep = torch.rand(size, device=device) >= p
+        bank = keep.float().mul_(1.0 / (1.0 - p))
+        cls._banks[(p, str(device))] = bank
+        return bank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -91,19 +95,22 @@ class FastDropout(nn.Module):
         if not self.fast:
             return nn.functional.dropout(x, self.p, True)
         n = x.numel()
-        if self._bank is None or self._bank.device != x.device or n > self.bank_size:
-            self.bank_size = max(self.bank_size, n)
-            self.refresh(x.device)
-        offset = int(torch.randint(0, self.bank_size - n + 1, (1,)))
-        return x * self._bank[offset:offset + n].view_as(x)
+        bank = self._banks.get((self.p, str(x.device)))
+        if bank is None or n > bank.numel():
+            bank = self.draw_bank(self.p, x.device, 2 * n)
+        offset = int(torch.randint(0, bank.numel() - n + 1, (1,)))
+        return x * bank[offset:offset + n].view_as(x)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, fast={self.fast}"
 
 
 def refresh_dropout_banks(model: nn.Module) -> None:
-    """Redraw every FastDropout bank from the current torch RNG state (call at epoch start so a
-    resumed run draws the same masks as an uninterrupted one)."""
-    for module in model.modules():
-        if isinstance(module, FastDropout) and module.fast:
-            module.refresh(next(model.parameters()).device)
+    """Redraw the banks of every FastDropout probability in ``model`` from the current torch RNG
+    state, in a fixed order (call at epoch start so a resumed run draws the same masks as an
+    uninterrupted one)."""
+    device = next(model.parameters()).device
+    probs = sorted({m.p for m in model.modules()
+                    if isinstance(m, FastDropout) and m.fast and m.p > 0.0})
+    for p in probs:
+        FastDropout.draw_bank(p, device)
