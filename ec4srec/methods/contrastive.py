@@ -42,21 +42,36 @@ def build_contrastive(config: Config, data: SplitData, model) -> Method:
     return Contrastive(config, data, model)
 
 
+def length_chunks(sorted_lengths: np.ndarray, token_budget: int, max_rows: int) -> list[int]:
+    """Chunk sizes for ascending lengths: each chunk is as large as possible with
+    rows * (its longest length) <= token_budget (at least one row), at most max_rows rows."""
+    sizes, start, n = [], 0, len(sorted_lengths)
+    while start < n:
+        stop = min(start + max_rows, n)
+        while stop - start > 1 and (stop - start) * sorted_lengths[stop - 1] > token_budget:
+            stop = start + max(1, token_budget // int(sorted_lengths[stop - 1]))
+        sizes.append(stop - start)
+        start = stop
+    return sizes
+
+
 def encode_together(model, views: list[tuple[torch.Tensor, torch.Tensor]],
-                    chunk_rows: int = 256) -> list[torch.Tensor]:
+                    token_budget: int = 4096, max_rows: int = 512) -> list[torch.Tensor]:
     """Encode several right-padded [B_i, L_i] batches; returns their [B_i, d] representations.
 
-    All rows are pooled, sorted by length and encoded in chunks of ``chunk_rows`` rows, each
-    trimmed to its own longest row: views differ a lot in length (a retrieved sequence can be
-    50 items long while the bucketed anchors are 5), and padding every view to the longest
-    would multiply the work. Rows are independent, so the result equals separate encodings.
+    All rows are pooled, sorted by length and encoded in chunks trimmed to their own longest
+    row, each holding about ``token_budget`` positions: views differ a lot in length (a
+    retrieved sequence can be 50 items long while bucketed anchors hold 5), and padding every
+    view to the longest would multiply the work. Rows are independent, so the result equals
+    encoding each view separately.
     """
     width = max(items.shape[1] for items, _ in views)
     items = torch.cat([F.pad(v, (0, width - v.shape[1])) for v, _ in views])     # [sum B_i, W]
     lengths = torch.cat([l for _, l in views])
     order = torch.argsort(lengths, stable=True)
+    sizes = length_chunks(lengths[order].cpu().numpy(), token_budget, max_rows)
     h_sorted = []
-    for idx in order.split(chunk_rows):
+    for idx in order.split(sizes):
         chunk_len = lengths[idx]
         h_sorted.append(model(items[idx, :int(chunk_len.max())], chunk_len))
     h = torch.empty(len(lengths), h_sorted[0].shape[1], dtype=h_sorted[0].dtype, device=items.device)
