@@ -147,7 +147,7 @@ def connect(opts: StudyOptions) -> None:
                 raise ConnectionError
             ray.init(address="auto", **kwargs)
         except ConnectionError:
-            ray.init(include_dashboard=not opts.smoke_test, **kwargs)
+            ray.init(include_dashboard=None, **kwargs)
     if opts.gpus_per_trial is None:
         opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
 
