@@ -209,16 +209,19 @@ class Trainer:
         save_torch(path, self.checkpoint_state())
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
+    def load_checkpoint(self, path: str | Path, method_state: bool = True) -> None:
         """Restore everything :meth:`checkpoint_state` saved; training continues after
-        the checkpoint's epoch exactly as the uninterrupted run would have."""
+        the checkpoint's epoch exactly as the uninterrupted run would have. With
+        ``method_state=False`` the method keeps its own state (the search's shared warm-up
+        phase: importance scores are not part of a warm-up)."""
         ckpt = load_torch(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng(ckpt["rng"], self.rng)
         self.state = LoopState(**ckpt["loop"])
         self.best_weights = ckpt["best_weights"]
-        self.method.load_state_dict(ckpt["method"])
+        if method_state:
+            self.method.load_state_dict(ckpt["method"])
 
     # ------------------------------------------------------------------ output
     def _write_config(self) -> None:

@@ -141,7 +141,8 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         out = {k: v for k, v in metrics.items() if k.startswith(("valid/", "train/"))}
         out.update({"epoch": epoch, "guided_epoch": max(guided, 0),
                     "valid/best_ndcg@10": max(st.best_score, 0.0), "best_epoch": st.best_epoch,
-                    "importance_update": epoch in updates, "early_stop": early, **static})
+                    "importance_update": epoch in updates, "early_stop": early,
+                    "train_seconds": round(st.train_seconds, 3), **static})
         save = (epoch % every == 0 or epoch in updates or guided in decisions or early
                 or epoch == tc.epochs)
         session.report(out, tr if save else None)

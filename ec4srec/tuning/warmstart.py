@@ -19,7 +19,7 @@ import json
 import re
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text, load_torch, restore_rng, save_torch
+from ..checkpoint import atomic_write_text, save_torch
 from ..config import Config, dump_config
 
 WARMUP_IRRELEVANT = {
@@ -78,10 +78,5 @@ class WarmupCache:
         if not usable:
             return 0
         epoch = usable[-1]
-        ckpt = load_torch(self._dir(trainer.config) / f"epoch_{epoch}.pt")
-        trainer.model.load_state_dict(ckpt["model"])
-        trainer.optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng(ckpt["rng"], trainer.rng)
-        trainer.state = type(trainer.state)(**ckpt["loop"])
-        trainer.best_weights = ckpt["best_weights"]
+        trainer.load_checkpoint(self._dir(trainer.config) / f"epoch_{epoch}.pt", method_state=False)
         return epoch
