@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set train.epochs=50 (repeatable)")
     train.add_argument("--output", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    train.add_argument("--finish", action="store_true",
+                       help="with --resume: stop the run now (budget cut), test its best weights "
+                            "once and write metrics.json")
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run's best weights")
     ev.add_argument("--checkpoint", required=True, help="run directory (or its checkpoint.pt)")
@@ -88,6 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = output / CHECKPOINT
     if args.resume and not ckpt.is_file():
         raise CLIError(f"--resume: no checkpoint at {ckpt}")
+    if args.finish and not args.resume:
+        raise CLIError("--finish ends a run that already exists: use it with --resume")
     config = resolve_resumed_config(args, output) if args.resume else resolve_config(args)
     if not args.resume and ((output / "metrics.json").exists() or ckpt.exists()):
         raise CLIError(f"{output} already holds a run ({'metrics.json' if (output / 'metrics.json').exists() else CHECKPOINT}); "
@@ -98,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.load_checkpoint(ckpt)
         print(f"resumed from {ckpt} after epoch {trainer.state.epoch}", flush=True)
-    record = trainer.fit()
+    record = trainer.finish() if args.finish else trainer.fit()
     print(f"best epoch {record['best_epoch']}  valid ndcg@10 {record['valid']['ndcg@10']:.4f}  "
           f"test ndcg@10 {record['test']['ndcg@10']:.4f} hr@10 {record['test']['hr@10']:.4f}  "
           f"({time.perf_counter() - started:.0f}s) -> {output}/metrics.json", flush=True)

@@ -117,6 +117,12 @@ class Trainer:
                 stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
             if stop:
                 self.state.stopped_early = True
+        return self.finish(run_test)
+
+    def finish(self, run_test: bool = True) -> dict[str, Any]:
+        """Restore the best weights, evaluate the test split once (if ``run_test``) and write
+        metrics.json. ``fit`` ends with this; called directly on a resumed trainer it ends a run
+        before its epoch budget (``epochs_run`` < ``train.epochs`` in the record says so)."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         record = self.metrics_record(test=self.test() if run_test else None)
@@ -189,7 +195,7 @@ class Trainer:
         return {
             "method": self.config.method.name, "backbone": self.config.model.backbone,
             "dataset": self.dataset.name, "best_epoch": st.best_epoch, "epochs_run": st.epoch,
-            "stopped_early": st.stopped_early,
+            "stopped_early": st.stopped_early, "epoch_budget": self.config.train.epochs,
             "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
             "test": test, "wall_time_s": round(st.train_seconds, 2),
             "seconds_per_epoch": round(st.train_seconds / max(st.epoch, 1), 3),

@@ -145,3 +145,19 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2 and f"{bad}:2:" in line and "Traceback" not in proc.stderr
     # Nothing was written.
     assert not (tmp_path / "run").exists()
+
+
+def test_finish_ends_a_resumed_run_before_its_budget(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--output", str(out)]) == 0
+    (out / "metrics.json").unlink()          # as if the run had been stopped mid-way
+    code = main(["train", "--output", str(out), "--resume", "--finish"])
+    record = json.loads((out / "metrics.json").read_text())
+    # --finish tests the best weights once and records the budget it ran against.
+    assert code == 0 and record["test"] is not None and record["epochs_run"] <= record["epoch_budget"]
+
+
+def test_finish_requires_resume(config_file, tmp_path, capsys):
+    code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "r"), "--finish"])
+    # --finish without --resume is a usage error, not a silent fresh run.
+    assert code == 2 and "--resume" in one_error_line(capsys.readouterr().err)

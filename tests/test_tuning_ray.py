@@ -54,7 +54,31 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method):
     run_trial(params, {"base": base.to_dict()}, local)
     epochs = pd.read_csv(Path(summary["exp"]) / "epochs.csv").sort_values("epoch")
     expected = [r["valid/ndcg@10"] for r in local.reports]
+    # no epoch reported before the kill may be lost (see test_restarted_trial_keeps_...)
+    assert epochs["epoch"].tolist() == [r["epoch"] for r in local.reports] == [1, 2, 3, 4]
     assert epochs["valid/ndcg@10"].tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", ["result.json", "progress.csv"])
+def test_restarted_trial_keeps_its_newer_local_logs(tmp_path, name):
+    """On a trial restart the loggers keep the driver's staging file (newer than the storage
+    copy, which only a background sync updates); a missing one is fetched from storage."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+    remote, local = tmp_path / "remote", tmp_path / "local"
+    remote.mkdir()
+    local.mkdir()
+    (remote / name).write_text("epoch 1\n")                       # stale: synced after epoch 1
+    trial = SimpleNamespace(checkpoint=object(), local_path=str(local), storage=SimpleNamespace(
+        trial_fs_path=str(remote), storage_filesystem=pyarrow.fs.LocalFileSystem()))
+    for logger in (study_mod.ResultJsonLogger(), study_mod.ProgressCsvLogger()):
+        (local / name).write_text("epoch 1\nepoch 2\n")
+        logger._restore_from_remote(name, trial)
+        assert (local / name).read_text() == "epoch 1\nepoch 2\n"
+        (local / name).unlink()                                     # a new driver (Tuner.restore)
+        logger._restore_from_remote(name, trial)
+        assert (local / name).read_text() == "epoch 1\n"
 
 
 @pytest.mark.slow

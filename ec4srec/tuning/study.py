@@ -32,6 +32,7 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -160,6 +161,30 @@ def _asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
     return rungs
 
 
+class _KeepLocalLogMixin:
+    """Ray's result loggers write ``result.json``/``progress.csv`` to the driver's staging
+    folder, which a background sync copies to the storage path now and then. When a trial
+    restarts (a worker crashed, FailureConfig retry) the logger "resumes" the file by copying
+    the storage copy over the staging one: if the last sync is still running or was skipped
+    (a loaded machine), that copy is stale and the epochs reported since are lost for good
+    (the next sync uploads the truncated file). The staging file, when it exists, is this
+    driver's own and never older than the storage copy, so keep it; copy from storage only
+    when it is missing (``Tuner.restore`` in a new driver)."""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if (Path(trial.local_path) / file_name).exists():
+            return
+        super()._restore_from_remote(file_name, trial)
+
+
+class ResultJsonLogger(_KeepLocalLogMixin, JsonLoggerCallback):
+    """``result.json`` (what ``ResultGrid.metrics_dataframe`` reads), restart-safe."""
+
+
+class ProgressCsvLogger(_KeepLocalLogMixin, CSVLoggerCallback):
+    """``progress.csv``, restart-safe."""
+
+
 def trial_dirname(trial) -> str:
     """Short trial folder names (Ray's default embeds every param and can get too long)."""
     return f"trial_{trial.trial_id}"
@@ -205,6 +230,7 @@ def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=f"{opts.storage_path}/{opts.name}", verbose=1,
+            callbacks=[ResultJsonLogger(), ProgressCsvLogger()],      # replace Ray's defaults
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
