@@ -1,4 +1,6 @@
 """The search space: ranges, per-method params, attention only for SASRec, p bounded."""
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -99,3 +101,17 @@ def test_space_is_picklable():
     space = SearchSpace("ec4srec", "sasrec", 20, load_ranges())
     clone = pickle.loads(pickle.dumps(space))
     assert clone.params == space.params and clone.__class__.__module__ == "ec4srec.tuning.space"
+
+
+@pytest.mark.parametrize("dataset, label", [("beauty", "beauty"), ("synthetic", "synthetic"),
+                                            ("data/beauty-5k.txt", "beauty-5k"),
+                                            ("/abs/clothing.txt.gz", "clothing")])
+def test_study_names_a_file_dataset_by_its_stem(tmp_path, dataset, label):
+    from ec4srec.tuning.study import StudyOptions, run_name
+    opts = StudyOptions(dataset=dataset, methods=["cl4srec"], storage_path=str(tmp_path)).finalize()
+    # run folders, best configs and tables are named by the label, never by a path (a path as a
+    # run name escaped the experiment folder)
+    assert [run_name(k) for k in opts.runs()] == [f"{label}-cl4srec-sasrec"]
+    assert opts.exp_dir == tmp_path / f"ec4srec-{label}"
+    # a file dataset is read by absolute path, whatever a trial's working directory
+    assert opts.dataset == dataset or Path(opts.dataset).is_absolute()

@@ -38,6 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, dump_config
+from ..data.sources import DATASETS
 from . import results
 from .space import SearchSpace, apply_params, load_ranges
 from .trainable import retrain_seed, train_trial
@@ -91,7 +92,10 @@ class StudyOptions:
             self.overrides = ["model.hidden_size=16", "model.num_layers=1", "model.inner_size=32",
                               "train.batch_size=256", *[o for o in self.overrides
                                                         if not o.startswith("model.hidden_size=")]]
-        self.name = self.name or f"ec4srec-{self.dataset}"
+        if self.dataset not in (*DATASETS, "synthetic") and "://" not in self.dataset:
+            # a file: absolute, so that every trial reads the same file whatever its cwd
+            self.dataset = str(Path(self.dataset).expanduser().resolve())
+        self.name = self.name or f"ec4srec-{self.dataset_label}"
         if "://" not in self.storage_path:
             self.storage_path = str(Path(self.storage_path).expanduser().resolve())
         if self.data_dir:
@@ -104,8 +108,16 @@ class StudyOptions:
             return Path(self.local_dir or f"ec4srec-results/{self.name}").expanduser().resolve()
         return Path(self.storage_path) / self.name
 
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's name in run names, file names and tables: a known dataset's name, or a
+        file's name without its suffixes (``/data/beauty-5k.txt.gz`` -> ``beauty-5k``)."""
+        if self.dataset in (*DATASETS, "synthetic"):
+            return self.dataset
+        return Path(self.dataset).name.split(".")[0] or "data"
+
     def runs(self) -> list[tuple[str, str, str]]:
-        return [(self.dataset, m, b) for m in self.methods for b in self.backbones]
+        return [(self.dataset_label, m, b) for m in self.methods for b in self.backbones]
 
     def resume_command(self) -> str:
         return f"python tune/search.py --storage-path {self.storage_path} --name {self.name} --resume"
