@@ -105,3 +105,44 @@ def test_report_script_rejects_an_empty_folder(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "error:" in out.stderr
     assert render(tmp_path) == tmp_path / "report"
+
+
+def test_export_copies_results_but_no_checkpoints(tmp_path):
+    exp, dest = tmp_path / "exp", tmp_path / "results" / "study"
+    exp.mkdir()
+    hand_made_seeds().to_csv(exp / "seeds.csv", index=False)
+    pd.DataFrame({"run": ["beauty-sasrec-sasrec"], "state": ["completed"],
+                  "valid/ndcg@10": [0.01]}).to_csv(exp / "trials.csv", index=False)
+    (exp / "best").mkdir()
+    (exp / "best" / "beauty-sasrec-sasrec.yaml").write_text("train:\n  lr: 0.001\n")
+    (exp / "study.json").write_text("{}")
+    for heavy in ("warmup/abc/epoch_1.pt", "beauty-sasrec-sasrec/trial_1/checkpoint_000001/x.pt"):
+        (exp / heavy).parent.mkdir(parents=True)
+        (exp / heavy).write_bytes(b"\0" * 10)
+    out = subprocess.run([sys.executable, str(ROOT / "tune" / "report.py"), "--experiment", str(exp),
+                          "--export", str(dest)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    exported = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    # tables, options, best configs and the rendered report travel; checkpoints and caches do not
+    assert {"seeds.csv", "trials.csv", "study.json", "best/beauty-sasrec-sasrec.yaml",
+            "report/table3.md", "report/table3.tex"} <= exported
+    assert not any(p.endswith((".pt", ".tmp")) for p in exported)
+    assert (dest / "best" / "beauty-sasrec-sasrec.yaml").read_text() == "train:\n  lr: 0.001\n"
+
+
+def test_warm_start_savings_prices_skipped_epochs_at_the_runs_warmup_epoch_time():
+    from ec4srec.tuning.results import warm_start_savings
+    trials = pd.DataFrame({"run": ["a", "a", "b"], "trial_id": ["t1", "t2", "t3"],
+                           "epochs": [5, 5, 4], "warm_start_epoch": [0, 2, 0],
+                           "first_update": [3, 4, None]})
+    # run a: t1 trained warm-up epochs 1, 2 (< first update 3) at 10 s and 12 s; t2 skipped
+    # epochs 1-2 and trained epoch 3 (< 4) at 14 s -> median warm-up epoch 12 s; 2 skipped -> 24 s
+    epochs = pd.DataFrame({"run": ["a"] * 8 + ["b"] * 4,
+                           "trial_id": ["t1"] * 5 + ["t2"] * 3 + ["t3"] * 4,
+                           "epoch": [1, 2, 3, 4, 5, 3, 4, 5, 1, 2, 3, 4],
+                           "seconds": [10, 12, 30, 30, 30, 14, 30, 30, 5, 5, 5, 5]})
+    saved = warm_start_savings(trials, epochs)
+    # epochs: 2 skipped of 14 covered; seconds: 24 saved of 24 + 206 spent (112 + 74 + 20)
+    assert (saved["skipped"], saved["epochs"]) == (2, 14)
+    assert saved["seconds_saved"] == 24.0 and saved["train_seconds"] == 206.0
+    assert saved["percent_seconds"] == pytest.approx(100 * 24 / 230)

@@ -3,7 +3,9 @@
     python tune/report.py --experiment ~/ray_results/ec4srec-sports
 
 Reads <experiment>/seeds.csv and trials.csv; writes Markdown, LaTeX, CSV and PNG files to
-<experiment>/report (or --output) and prints the Markdown tables.
+<experiment>/report (or --output) and prints the Markdown tables. With --export DIR it then
+copies the study's portable results (options, summary, trial/epoch/seed tables, best configs,
+tables, figures; no checkpoints) to DIR, e.g. a folder under results/ to commit.
 """
 import argparse
 import sys
@@ -17,6 +19,7 @@ def main(argv=None) -> int:
     p.add_argument("--experiment", required=True, help="the study folder (<storage_path>/<name>)")
     p.add_argument("--output", help="default: <experiment>/report")
     p.add_argument("--backbone", help="Table 3's backbone (default: sasrec)")
+    p.add_argument("--export", metavar="DIR", help="copy the portable results to DIR")
     p.add_argument("--ours", nargs="+", default=list(OURS), help="methods tested against the best baseline")
     args = p.parse_args(argv)
     exp = Path(args.experiment).expanduser()
@@ -28,6 +31,10 @@ def main(argv=None) -> int:
         if (out / table).exists():
             print(f"## {table}\n\n{(out / table).read_text()}")
     print(f"tables and figures in {out}")
+    if args.export:
+        from ec4srec.tuning.results import export_study
+        written = export_study(exp, Path(args.export))
+        print(f"exported {len(written)} files to {args.export}")
     return 0
 
 

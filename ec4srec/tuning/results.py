@@ -90,13 +90,31 @@ def best_trial_id(trials: pd.DataFrame, run: str) -> str | None:
     return str(ok.sort_values(["valid/ndcg@10", "trial_id"], ascending=[False, True]).iloc[0]["trial_id"])
 
 
-def warm_start_savings(trials: pd.DataFrame) -> dict:
-    """Epochs the warm-up cache saved: skipped / all epochs the trials covered."""
+def warm_start_savings(trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> dict:
+    """What the warm-up cache saved: epochs skipped / all epochs the trials covered and, given
+    the epoch table, an estimate in seconds: each skipped epoch is priced at the median time of
+    the warm-up epochs (epoch < first update) that trials of the same run did train.
+    ``train_seconds`` is the time of all trained epochs, so the share saved is
+    ``seconds_saved / (train_seconds + seconds_saved)``."""
+    out = {"skipped": 0, "epochs": 0, "percent": 0.0}
     if trials.empty:
-        return {"skipped": 0, "epochs": 0, "percent": 0.0}
+        return out
     skipped, covered = int(trials["warm_start_epoch"].sum()), int(trials["epochs"].sum())
-    return {"skipped": skipped, "epochs": covered,
-            "percent": 100.0 * skipped / covered if covered else 0.0}
+    out.update(skipped=skipped, epochs=covered, percent=100.0 * skipped / covered if covered else 0.0)
+    if epochs is None or epochs.empty or "seconds" not in epochs:
+        return out
+    first = trials.set_index("trial_id")["first_update"]
+    saved = 0.0
+    for run, group in trials.groupby("run"):
+        rows = epochs[epochs["run"] == run]
+        warm = rows[rows["epoch"] < rows["trial_id"].map(first).fillna(float("inf"))]
+        price = warm["seconds"].median() if len(warm) else rows["seconds"].median()
+        if group["warm_start_epoch"].sum() and pd.notna(price):
+            saved += float(group["warm_start_epoch"].sum()) * float(price)
+    spent = float(epochs["seconds"].fillna(0).sum())
+    out.update(seconds_saved=round(saved, 1), train_seconds=round(spent, 1),
+               percent_seconds=100.0 * saved / (spent + saved) if spent + saved else 0.0)
+    return out
 
 
 def write_seed_table(exp: Path) -> pd.DataFrame:
@@ -114,3 +132,27 @@ def write_seed_table(exp: Path) -> pd.DataFrame:
     if rows:
         _write(table, exp / "seeds.csv")
     return table
+
+
+PORTABLE = ("study.json", "summary.json", "trials.csv", "epochs.csv", "seeds.csv", "best", "report")
+
+
+def export_study(exp: Path, dest: Path) -> list[Path]:
+    """Copy a study's portable results (tables, best configs, paper tables, figures, options;
+    no checkpoints, Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
+    Each file is written atomically; returns the written paths."""
+    import shutil
+    written = []
+    for name in PORTABLE:
+        src = exp / name
+        files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
+        for path in files:
+            if not path.exists() or path.suffix in (".tmp", ".parquet"):
+                continue
+            target = dest / path.relative_to(exp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(path, tmp)
+            tmp.replace(target)
+            written.append(target)
+    return written

@@ -328,11 +328,13 @@ def run(opts: StudyOptions) -> dict:
     seeds = results.write_seed_table(exp)
     from . import report
     report_dir = report.render(exp) if len(seeds) else None
-    return {"exp": str(exp), "trials": len(trials),
-            "errored": int((trials["state"] == "error").sum()) if len(trials) else 0,
-            "warm_start": results.warm_start_savings(trials), "best": sorted(best),
-            "report": str(report_dir) if report_dir else None,
-            "seconds": round(time.time() - started, 1)}
+    summary = {"exp": str(exp), "trials": len(trials),
+               "errored": int((trials["state"] == "error").sum()) if len(trials) else 0,
+               "warm_start": results.warm_start_savings(trials, epochs), "best": sorted(best),
+               "report": str(report_dir) if report_dir else None,
+               "seconds": round(time.time() - started, 1)}
+    atomic_write_json(exp / "summary.json", summary)   # of this (possibly resumed) driver run
+    return summary
 
 
 def print_summary(opts: StudyOptions, summary: dict) -> None:
@@ -348,7 +350,9 @@ def print_summary(opts: StudyOptions, summary: dict) -> None:
         f"  paper tables  {summary['report'] or '(no seed re-runs)'}",
         f"  optuna        optuna-dashboard {opts.optuna_storage or exp / 'optuna.journal'}",
         f"  warm-up cache skipped {saved['skipped']} of {saved['epochs']} trained epochs "
-        f"({saved['percent']:.1f}%)",
+        f"({saved['percent']:.1f}%)"
+        + (f", about {saved['seconds_saved']:.0f}s of {saved['train_seconds'] + saved['seconds_saved']:.0f}s "
+           f"({saved['percent_seconds']:.1f}%)" if "seconds_saved" in saved else ""),
     ]
     print("\n".join(lines), flush=True)
 
