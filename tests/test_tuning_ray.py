@@ -116,6 +116,27 @@ def test_nan_trial_fails_cleanly_and_the_study_goes_on(ray_local, tmp_path):
         seeds.loc[seeds["seed"] == 2020, "test/ndcg@10"].item(), abs=1e-9)
 
 
+@pytest.mark.slow
+def test_uri_storage_keeps_tables_in_the_local_dir(ray_local, tmp_path):
+    """A URI storage path (file:// here, s3:// on a cluster): Ray's trial folders go to the URI,
+    tables, Optuna journal, warm-up cache and best configs to --local-dir."""
+    bucket, local = tmp_path / "bucket", tmp_path / "local"
+    opts = study_mod.StudyOptions(
+        smoke_test=True, storage_path=f"file://{bucket}", local_dir=str(local), name="uri",
+        methods=["sasrec"], num_samples=1, max_epochs=2, scheduler="fifo", seeds=1,
+        cpus_per_trial=1, gpus_per_trial=0, address="auto",
+        overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
+    summary = study_mod.run(opts)
+    # the experiment folder is the local dir; Ray's run (checkpoints, result.json) is in the bucket
+    assert Path(summary["exp"]) == local
+    assert (local / "trials.csv").exists() and (local / "seeds.csv").exists()
+    assert (local / "best" / "synthetic-sasrec-sasrec.yaml").exists()
+    assert list((bucket / "uri" / "synthetic-sasrec-sasrec").glob("trial_*/result.json"))
+    assert not list(bucket.rglob("trials.csv"))
+    # the resume command names both folders (the local one holds study.json)
+    assert f"--local-dir {local}" in opts.resume_command() and f"file://{bucket}" in opts.resume_command()
+
+
 def test_best_config_matches_apply_params(tmp_path):
     base = tiny_config()
     cfg = apply_params(base, {"train.lr": 0.003})

@@ -98,6 +98,9 @@ class StudyOptions:
         self.name = self.name or f"ec4srec-{self.dataset_label}"
         if "://" not in self.storage_path:
             self.storage_path = str(Path(self.storage_path).expanduser().resolve())
+        else:   # tables, journal and warm-up cache stay on this machine: pin the folder
+            self.local_dir = str(Path(self.local_dir or f"ec4srec-results/{self.name}")
+                                 .expanduser().resolve())
         if self.data_dir:
             self.data_dir = str(Path(self.data_dir).expanduser().resolve())
         return self
@@ -120,7 +123,9 @@ class StudyOptions:
         return [(self.dataset_label, m, b) for m in self.methods for b in self.backbones]
 
     def resume_command(self) -> str:
-        return f"python tune/search.py --storage-path {self.storage_path} --name {self.name} --resume"
+        local = f" --local-dir {self.local_dir}" if "://" in self.storage_path else ""
+        return (f"python tune/search.py --storage-path {self.storage_path} --name {self.name}"
+                f"{local} --resume")
 
 
 def run_name(key: tuple[str, str, str]) -> str:
