@@ -147,7 +147,10 @@ def write_table(cells: pd.DataFrame, out: Path, stem: str) -> None:
 
 # ------------------------------------------------------------------ figures
 def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
-    """Mean best validation NDCG@10 of the trials against mu_e, p and the explainer."""
+    """Best validation NDCG@10 of every trial against mu_e, p and the explainer, one colour per
+    run: a dot per trial (hollow: stopped before the budget N by ASHA or patience, so its best is from fewer
+    epochs) and a line through the best trial at each value, which is what the search
+    maximises. A mean over trials would mix full-budget and pruned trials."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -158,20 +161,29 @@ def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
                         ("method.explainer", "explainer")):
         if param not in ok or ok[param].dropna().empty:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for run, group in ok.dropna(subset=[param]).groupby("run"):
-            stats = group.groupby(param)["valid/ndcg@10"].mean()
-            if param == "method.explainer":
-                ax.bar([f"{x}\n{run.split('-', 1)[-1]}" for x in stats.index], stats.values)
-            else:
-                ax.plot(stats.index, stats.values, marker="o", label=run)
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        groups = list(ok.dropna(subset=[param]).groupby("run"))
+        categories = sorted(ok[param].dropna().unique()) if param == "method.explainer" else None
+        for i, (run, group) in enumerate(groups):
+            color = f"C{i}"
+            x = group[param]
+            if categories is not None:       # categorical: side-by-side offsets per run
+                shift = (i - (len(groups) - 1) / 2) * 0.8 / max(len(groups), 1)
+                x = x.map({c: j for j, c in enumerate(categories)}) + shift
+            full = (group["state"] == "completed") if "state" in group else pd.Series(True, group.index)
+            y = group["valid/ndcg@10"]
+            ax.scatter(x[full], y[full], color=color, s=18, zorder=3)
+            ax.scatter(x[~full], y[~full], facecolors="none", edgecolors=color, s=18, zorder=3)
+            best = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"].max()
+            ax.plot(best.index, best.values, color=color, lw=1,
+                    label=run.split("-", 1)[-1] if "-" in run else run)
+        if categories is not None:
+            ax.set_xticks(range(len(categories)), [str(c).replace("_", "\n") for c in categories],
+                          fontsize=7)
         ax.set_xlabel({"method.mu_e": "mu_e", "method.updates": "p (importance updates)",
                        "method.explainer": "explainer"}[param])
-        ax.set_ylabel("valid NDCG@10 (mean over trials)")
-        if param != "method.explainer":
-            ax.legend(fontsize=7)
-        else:
-            ax.tick_params(axis="x", labelsize=6)
+        ax.set_ylabel("best valid NDCG@10 of a trial")
+        ax.legend(fontsize=6, title="line: best trial; hollow: stopped before N", title_fontsize=6)
         fig.tight_layout()
         path = out / f"sensitivity_{stem}.png"
         fig.savefig(path, dpi=120)
