@@ -175,8 +175,9 @@ def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
             ax.scatter(x[full], y[full], color=color, s=18, zorder=3)
             ax.scatter(x[~full], y[~full], facecolors="none", edgecolors=color, s=18, zorder=3)
             best = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"].max()
-            ax.plot(best.index, best.values, color=color, lw=1,
-                    label=run.split("-", 1)[-1] if "-" in run else run)
+            label = (f"{group['method'].iloc[0]}/{group['backbone'].iloc[0]}"
+                     if {"method", "backbone"} <= set(group) else run)   # dataset names hold "-"
+            ax.plot(best.index, best.values, color=color, lw=1, label=label)
         if categories is not None:
             ax.set_xticks(range(len(categories)), [str(c).replace("_", "\n") for c in categories],
                           fontsize=7)
