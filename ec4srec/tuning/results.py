@@ -141,7 +141,7 @@ def export_study(exp: Path, dest: Path) -> list[Path]:
     """Copy a study's portable results (tables, best configs, paper tables, figures, options;
     no checkpoints, Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
     Each file is written atomically; returns the written paths."""
-    import shutil
+    from ..checkpoint import atomic_write_bytes
     written = []
     for name in PORTABLE:
         src = exp / name
@@ -150,9 +150,6 @@ def export_study(exp: Path, dest: Path) -> list[Path]:
             if not path.exists() or path.suffix in (".tmp", ".parquet"):
                 continue
             target = dest / path.relative_to(exp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(target)
+            atomic_write_bytes(target, path.read_bytes())
             written.append(target)
     return written

@@ -38,7 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, dump_config
-from ..data.sources import DATASETS
+from ..data.sources import DATASETS, SYNTHETIC
 from . import results
 from .space import SearchSpace, apply_params, load_ranges
 from .trainable import retrain_seed, train_trial
@@ -92,7 +92,7 @@ class StudyOptions:
             self.overrides = ["model.hidden_size=16", "model.num_layers=1", "model.inner_size=32",
                               "train.batch_size=256", *[o for o in self.overrides
                                                         if not o.startswith("model.hidden_size=")]]
-        if self.dataset not in (*DATASETS, "synthetic") and "://" not in self.dataset:
+        if not self.named_dataset and "://" not in self.dataset:
             # a file: absolute, so that every trial reads the same file whatever its cwd
             self.dataset = str(Path(self.dataset).expanduser().resolve())
         self.name = self.name or f"ec4srec-{self.dataset_label}"
@@ -112,10 +112,15 @@ class StudyOptions:
         return Path(self.storage_path) / self.name
 
     @property
+    def named_dataset(self) -> bool:
+        """A dataset known by name (not a file path)."""
+        return self.dataset in DATASETS or self.dataset == SYNTHETIC
+
+    @property
     def dataset_label(self) -> str:
         """The dataset's name in run names, file names and tables: a known dataset's name, or a
         file's name without its suffixes (``/data/beauty-5k.txt.gz`` -> ``beauty-5k``)."""
-        if self.dataset in (*DATASETS, "synthetic"):
+        if self.named_dataset:
             return self.dataset
         return Path(self.dataset).name.split(".")[0] or "data"
 
