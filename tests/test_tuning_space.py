@@ -115,3 +115,18 @@ def test_study_names_a_file_dataset_by_its_stem(tmp_path, dataset, label):
     assert opts.exp_dir == tmp_path / f"ec4srec-{label}"
     # a file dataset is read by absolute path, whatever a trial's working directory
     assert opts.dataset == dataset or Path(opts.dataset).is_absolute()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"dataset": "/nope/x.txt"}, "neither a known dataset nor a file"),
+    ({"overrides": ["model.bogus=1"]}, "model.bogus"),
+    ({"overrides": ["train.lr=abc"]}, "train.lr"),
+    ({"search_space": "/nope/space.yaml"}, "/nope/space.yaml"),
+])
+def test_bad_study_input_is_one_clear_error_before_anything_starts(tmp_path, capsys, kw, message):
+    from ec4srec.tuning.study import StudyOptions, main
+    opts = StudyOptions(**{"dataset": "synthetic", "storage_path": str(tmp_path / "s"), **kw})
+    # exit status 2, the offending value named, and no experiment folder written (Ray not started)
+    assert main(opts) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -37,7 +37,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ..checkpoint import atomic_write_json, atomic_write_text
-from ..config import METHODS, Config, dump_config
+from ..config import METHODS, Config, ConfigError, dump_config
 from ..data.sources import DATASETS, SYNTHETIC
 from . import results
 from .space import SearchSpace, apply_params, load_ranges
@@ -367,6 +367,21 @@ def print_summary(opts: StudyOptions, summary: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def input_error(opts: StudyOptions) -> str | None:
+    """What is wrong with a new study's inputs (dataset file, --set keys, search space), checked
+    before Ray starts or anything is written; None when they are fine."""
+    if not opts.named_dataset and "://" not in opts.dataset and not Path(opts.dataset).is_file():
+        return f"--dataset: {opts.dataset} is neither a known dataset nor a file"
+    try:
+        load_ranges(opts.search_space)
+        for method in opts.methods:
+            for backbone in opts.backbones:
+                base_config(opts, method, backbone)
+    except (ConfigError, OSError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def main(opts: StudyOptions, resume: bool = False) -> int:
     """CLI entry: 0 done, 130 interrupted (resume command printed), 2 usage error."""
     opts.finalize()
@@ -382,6 +397,9 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
     elif manifest.exists():
         print(f"error: {opts.exp_dir} already holds a study; pass --resume or another --name",
               file=sys.stderr)
+        return 2
+    elif problem := input_error(opts):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         summary = run(opts)
