@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one model and test it once")
-    train.add_argument("--config", help="YAML config (e.g. a config.yaml a run or the search wrote)")
+    train.add_argument("--config", help="YAML config (e.g. a config.yaml a run or the search wrote), "
+                       "or paper:DATASET-METHOD for the paper's settings shipped with the package "
+                       "(e.g. paper:beauty-ec4srec; docs/paper-settings.md)")
     train.add_argument("--dataset", help="beauty | sports | clothing | ml-1m | synthetic | PATH")
     train.add_argument("--data-dir", help="directory holding the datasets (default: "
                        "$EC4SREC_DATA_DIR, else ~/.cache/ec4srec)")
@@ -139,7 +141,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     trainer = _load_run(args.checkpoint, args.data_dir)
     examples = trainer.data.test if args.split == "test" else trainer.data.valid
     metrics = evaluate(trainer.model, trainer.data, examples, trainer.config.train.eval_batch_size,
-                       trainer.config.train.mask_history, trainer.device)
+                       trainer.config.train.mask_history, trainer.device,
+                       precision=trainer.precision)
     print(json.dumps({"split": args.split, **metrics}, indent=2))
     return 0
 

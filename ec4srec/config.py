@@ -29,6 +29,8 @@ BACKBONES = ("sasrec", "gru4rec", "caser")
 METHODS = ("sasrec", "cl4srec", "duorec", "ec4srec_ssl", "ec4srec_sl", "ec4srec")
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
 AUGMENTATIONS = ("crop", "mask", "reorder")
+PRECISIONS = ("auto", "fp32", "bf16")    # train.precision; resolved per device in precision.py
+SYNTHETIC_SPLITS = ("prefixes", "paper")  # data.synthetic_split (data/synthetic.py)
 
 
 @dataclass
@@ -38,10 +40,17 @@ class DataConfig:
     max_len: int = 50                # histories keep their last max_len items
     short_users: str = "skip"        # users with < 3 items: "skip" (counted) or "error"
     synthetic_seed: int = 0          # seed of the Section 3.3 generator (dataset=synthetic)
+    synthetic_split: str = "prefixes"  # prefixes: leave-one-out, every prefix a training row |
+                                     # paper: Sec. 3.3, one training row per user (dataset=synthetic)
 
     def validate(self) -> None:
         _check(self.max_len >= 1, "data.max_len", "must be >= 1")
         _check(self.short_users in ("skip", "error"), "data.short_users", "must be 'skip' or 'error'")
+        _check(self.synthetic_split in SYNTHETIC_SPLITS, "data.synthetic_split",
+               f"must be one of {SYNTHETIC_SPLITS}")
+        _check(self.synthetic_split == "prefixes" or self.dataset == "synthetic",
+               "data.synthetic_split", f"{self.synthetic_split!r} needs data.dataset=synthetic "
+               f"(got {self.dataset!r})")
 
 
 @dataclass
@@ -101,10 +110,16 @@ class MethodConfig:
     update_epochs: list[int] | None = None   # explicit epochs (upstream used [15, 30])
     explainer: str = "occlusion"
     explain_target: str = "predicted"    # predicted (paper's y_u) | target (ground truth)
-    ig_steps: int = 20
+    ig_steps: int = 5                # integrated-gradients steps (5 vs 20: BENCHMARKS.md)
     explain_batch_size: int = 1024
     neg_loss: str = "paper"          # paper (Eq. L_cl-) | upstream (SupCon, tau_neg)
     neg_tau: float = 0.1             # temperature of the upstream-style negative loss
+    neg_min_length: int = 2          # rows shorter than this are left out of L_cl- (a length-1
+                                     # row's negative view is degenerate); 1 = every row (upstream)
+    occlusion_sign: str = "abs"      # abs: |y - y_occluded| | positive: max(y - y_occluded, 0)
+                                     # (upstream's captum attribution, clamped)
+    sl_anchor: str = "rec"           # L_sl / L_sl+ anchor: rec = the L_rec forward | dropout = a
+                                     # second, dropout-only encoding of the anchor (DuoRec's us_x)
     warmup_loss: str = "paper"       # paper: L_rec + CL + SL before the first update | rec_only
 
     def validate(self) -> None:
@@ -134,6 +149,10 @@ class MethodConfig:
         _check(self.ig_steps >= 1, "method.ig_steps", "must be >= 1")
         _check(self.explain_batch_size >= 1, "method.explain_batch_size", "must be >= 1")
         _check(self.neg_loss in ("paper", "upstream"), "method.neg_loss", "must be 'paper' or 'upstream'")
+        _check(self.neg_min_length >= 1, "method.neg_min_length", "must be >= 1")
+        _check(self.occlusion_sign in ("abs", "positive"), "method.occlusion_sign",
+               "must be 'abs' or 'positive'")
+        _check(self.sl_anchor in ("rec", "dropout"), "method.sl_anchor", "must be 'rec' or 'dropout'")
         _check(self.warmup_loss in ("paper", "rec_only"), "method.warmup_loss",
                "must be 'paper' or 'rec_only'")
         if self.update_epochs is not None:
@@ -151,6 +170,7 @@ class TrainConfig:
     min_epochs: int = 0              # never stop before this epoch
     seed: int = 2020
     device: str = "auto"             # auto | cpu | cuda | cuda:N
+    precision: str = "auto"          # auto (precision.py: fp32 on CPU, bf16 on CUDA) | fp32 | bf16
     threads: int = 0                 # torch intra-op threads; 0 = all cores
     bucket_batches: int = 64         # length-bucketing window, in batches (1 = no bucketing)
     mask_history: bool = False       # exclude history items from the ranking (paper: off)
@@ -167,6 +187,7 @@ class TrainConfig:
         _check(self.progress in ("auto", "on", "off"), "train.progress", "must be auto, on or off")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "train.device", "must be auto, cpu, cuda or cuda:N")
+        _check(self.precision in PRECISIONS, "train.precision", "must be auto, fp32 or bf16")
 
 
 @dataclass
@@ -223,20 +244,25 @@ class Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config file; errors name the file."""
-    path = Path(path)
+    """Read a YAML config file, or ``paper:NAME``: a config shipped in ec4srec/configs/paper
+    (ec4srec.configs; an unknown NAME is a ConfigError listing the names). Errors name the file."""
+    from .configs import PAPER_PREFIX, paper_config_path
+    if isinstance(path, str) and path.startswith(PAPER_PREFIX):
+        source, label = paper_config_path(path[len(PAPER_PREFIX):]), path
+    else:
+        source = label = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(source.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{label}: config file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
     if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{label}: expected a mapping of sections, got {type(raw).__name__}")
     try:
         return Config.from_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def dump_config(config: Config) -> str:

@@ -14,6 +14,7 @@ import torch
 from .data.batches import eval_order, make_batch
 from .data.split import Examples, SplitData
 from .models import SequenceEncoder
+from .precision import autocast
 
 KS = (5, 10, 20)
 
@@ -45,24 +46,32 @@ SCORE_CHUNK = 64       # rows whose [chunk, N] scores are ranked while still in 
 @torch.inference_mode()
 def compute_ranks(model: SequenceEncoder, data: SplitData, examples: Examples,
                   batch_size: int = 1024, mask_history: bool = False,
-                  device: torch.device | str = "cpu") -> np.ndarray:
+                  device: torch.device | str = "cpu", precision: str = "fp32") -> np.ndarray:
     """Rank of every example's target, in example order.
 
     The encoder runs on ``batch_size`` rows at a time; scores are then formed and ranked
     ``SCORE_CHUNK`` rows at a time, so no ``[batch_size, N]`` score matrix is materialised.
+    ``precision`` (resolved: fp32 | bf16, see ``ec4srec.precision``) is the autocast of the
+    encoder pass only: scores are always ``model.scores`` of the fp32 representation, outside
+    autocast, and ranked in fp32. (bf16 scores keep 8 significant bits: thousands of items would
+    tie with the target and the pessimistic tie rule would inflate every rank.) Ranks stay on
+    the device until the end: one read-back per call, not per batch.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     ranks = np.empty(len(examples), dtype=np.int64)
+    parts: list[tuple[np.ndarray, torch.Tensor]] = []
     try:
         for rows in eval_order(examples.length, batch_size):
             batch = make_batch(data.items, examples, rows).to(device)
-            h = model(batch.items, batch.lengths)                             # [B, d]
+            with autocast(precision, device):
+                h = model(batch.items, batch.lengths)                         # [B, d]
+            h = h.float()
             out = torch.empty(len(rows), dtype=torch.int64, device=device)
             for start in range(0, len(rows), SCORE_CHUNK):
                 stop = start + SCORE_CHUNK
-                scores = model.scores(h[start:stop])                          # [c, N]
+                scores = model.scores(h[start:stop]).float()                  # [c, N] fp32
                 if mask_history:
                     items = batch.items[start:stop]
                     seen = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
@@ -70,13 +79,17 @@ def compute_ranks(model: SequenceEncoder, data: SplitData, examples: Examples,
                     seen.scatter_(1, items, True)                             # column 0 = padding
                     scores.masked_fill_(seen[:, 1:], float("-inf"))
                 out[start:stop] = ranks_from_scores(scores, batch.targets[start:stop])
-            ranks[rows] = out.cpu().numpy()
+            parts.append((rows, out))
+        if parts:
+            order = np.concatenate([r for r, _ in parts])
+            ranks[order] = torch.cat([o for _, o in parts]).cpu().numpy()
     finally:
         model.train(was_training)
     return ranks
 
 
 def evaluate(model: SequenceEncoder, data: SplitData, examples: Examples, batch_size: int = 1024,
-             mask_history: bool = False, device: torch.device | str = "cpu", ks=KS) -> dict[str, float]:
-    ranks = compute_ranks(model, data, examples, batch_size, mask_history, device)
+             mask_history: bool = False, device: torch.device | str = "cpu", ks=KS,
+             precision: str = "fp32") -> dict[str, float]:
+    ranks = compute_ranks(model, data, examples, batch_size, mask_history, device, precision)
     return metrics_from_ranks(torch.from_numpy(ranks), ks)

@@ -22,8 +22,10 @@ Documented choices:
   positions because of the causal mask).
 - "occlusion" is our own vectorised implementation, not ``captum.attr.Occlusion``: captum slides
   its window over all L positions of the padded batch (padding included) and evaluates one
-  perturbation of the whole batch per forward pass. We perturb only real positions, packing
-  ``internal_batch_size`` (sequence, position) copies per forward pass. With window (1, d) and a
+  perturbation of the whole batch per forward pass. We perturb only real positions and compute
+  only what an occlusion changes (``SequenceEncoder.occlusion_states``: SASRec and GRU4Rec
+  recompute positions >= i from cached states of positions < i, Caser only its last-window
+  positions; the base class packs ``internal_batch_size`` copies per pass). With window (1, d) and a
   zero baseline the attributions are identical (tests check it): raw = |y(orig) - y(occluded)|
   per position (captum gives that difference to each of the d dims of the window; the factor d
   cancels in Eq. 5).
@@ -56,6 +58,15 @@ def _selected_score(model: SequenceEncoder) -> ForwardFn:
     return forward
 
 
+PREDICT_CHUNK = 64     # rows whose [chunk, N] scores are reduced while still in cache
+
+
+def predicted_columns(model: SequenceEncoder, h: torch.Tensor) -> torch.Tensor:
+    """[B, d] -> [B] argmax over all items (0-based columns), ``PREDICT_CHUNK`` rows at a time
+    so that no [B, N] score matrix is written to memory."""
+    return torch.cat([model.scores(part).argmax(1) for part in h.split(PREDICT_CHUNK)])
+
+
 def _real_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """[B] lengths -> [B, L] bool, True at real positions."""
     return torch.arange(width, device=lengths.device).view(1, -1) < lengths.view(-1, 1)
@@ -63,7 +74,7 @@ def _real_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 def raw_attributions(model: SequenceEncoder, items: torch.Tensor, lengths: torch.Tensor,
                      explainer: str, target_items: torch.Tensor | None = None, ig_steps: int = 20,
-                     internal_batch_size: int = 1024) -> torch.Tensor:
+                     internal_batch_size: int = 1024, occlusion_sign: str = "abs") -> torch.Tensor:
     """Unnormalised Eq. 5 numerators: items [B, L] -> [B, L] float32, sum_j |a[i, j]| per position
     (attention: the weights themselves); padding positions exactly 0. Same contract as
     :func:`explain_batch` otherwise (eval mode, parameters' grads untouched)."""
@@ -81,19 +92,17 @@ def raw_attributions(model: SequenceEncoder, items: torch.Tensor, lengths: torch
             emb = model.embed_items(items).detach()                           # [B, L, d]
             if explainer == "attention":
                 _, weights = model.encode_embedded(emb, lengths, return_attention=True)
-                last = weights[-1].mean(1)                                    # [B, L, L]
-                rows = (lengths - 1).view(-1, 1, 1).expand(-1, 1, L)
-                raw = last.gather(1, rows).squeeze(1)                         # [B, L]
+                raw = weights[-1].mean(1).squeeze(1)         # [B, 1, L]: the last real query's row
                 return raw.float().masked_fill(~mask, 0.0)
             if target_items is None:
-                cols = model.scores(model.encode_embedded(emb, lengths)).argmax(1)   # [B]
+                cols = predicted_columns(model, model.encode_embedded(emb, lengths))  # [B]
             else:
                 cols = target_items.to(items.device).long() - 1
-        forward = _selected_score(model)
         if explainer == "occlusion":
-            raw = _occlusion(forward, emb, lengths, cols, internal_batch_size)
+            raw = _occlusion(model, emb, lengths, cols, internal_batch_size, occlusion_sign)
         else:
-            raw = _gradient(forward, emb, lengths, cols, explainer, ig_steps, internal_batch_size)
+            raw = _gradient(_selected_score(model), emb, lengths, cols, explainer, ig_steps,
+                            internal_batch_size)
         return raw.float().masked_fill(~mask, 0.0)
     finally:
         model.train(was_training)
@@ -125,20 +134,31 @@ def _gradient(forward: ForwardFn, emb: torch.Tensor, lengths: torch.Tensor, cols
         return torch.cat(out)
 
 
-def _occlusion(forward: ForwardFn, emb: torch.Tensor, lengths: torch.Tensor, cols: torch.Tensor,
-               internal_batch_size: int) -> torch.Tensor:
-    """|y(orig) - y(position i's embedding zeroed)| for every real (b, i); [B, L], 0 elsewhere."""
+def _occlusion(model: SequenceEncoder, emb: torch.Tensor, lengths: torch.Tensor,
+               cols: torch.Tensor, internal_batch_size: int, sign: str = "abs") -> torch.Tensor:
+    """|y(orig) - y(position i's embedding zeroed)| for every real (b, i); [B, L], 0 elsewhere.
+    ``sign="positive"``: max(y(orig) - y(occluded), 0) instead (upstream's captum attribution,
+    clamped: only a position whose removal lowers the score counts as important).
+
+    The occluded representations come from ``model.occlusion_states`` (each backbone computes
+    only what an occlusion changes; the base class runs one pass per copy)."""
     B, L, _ = emb.shape
-    raw = torch.zeros(B, L, device=emb.device)
-    b_idx, p_idx = _real_mask(lengths, L).nonzero(as_tuple=True)              # [P], [P]
     with torch.no_grad():
-        y0 = forward(emb, lengths, cols)                                      # [B]
-        for start in range(0, len(b_idx), internal_batch_size):
-            b, p = b_idx[start:start + internal_batch_size], p_idx[start:start + internal_batch_size]
-            copies = emb[b]                                                   # [C, L, d]
-            copies[torch.arange(len(b), device=emb.device), p] = 0.0
-            raw[b, p] = (y0[b] - forward(copies, lengths[b], cols[b])).abs()
-    return raw
+        h0 = model.encode_embedded(emb, lengths)                              # [B, d]
+        h_occ = model.occlusion_states(emb, lengths, internal_batch_size)     # [B, L, d]
+        if type(model).scores is SequenceEncoder.scores:
+            w = model.item_matrix()[cols]                                     # [B, d]
+            y0 = (h0 * w).sum(-1)                                             # [B]
+            y = (h_occ * w.unsqueeze(1)).sum(-1)                              # [B, L]
+        else:
+            y0 = model.scores(h0).gather(1, cols.view(-1, 1)).squeeze(1)
+            y = torch.stack([model.scores(h_occ[:, i]).gather(1, cols.view(-1, 1)).squeeze(1)
+                             for i in range(L)], dim=1)
+    if sign not in ("abs", "positive"):
+        raise ValueError(f"occlusion sign must be 'abs' or 'positive', got {sign!r}")
+    delta = y0.unsqueeze(1) - y                                               # [B, L]
+    delta = delta.abs() if sign == "abs" else delta.clamp(min=0.0)
+    return delta.masked_fill(~_real_mask(lengths, L), 0.0)
 
 
 def normalise(raw: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -153,7 +173,7 @@ def normalise(raw: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def explain_batch(model: SequenceEncoder, items: torch.Tensor, lengths: torch.Tensor,
                   explainer: str, target_items: torch.Tensor | None = None, ig_steps: int = 20,
-                  internal_batch_size: int = 1024) -> torch.Tensor:
+                  internal_batch_size: int = 1024, occlusion_sign: str = "abs") -> torch.Tensor:
     """Eq. 5 importance scores: items [B, L] right-padded, lengths [B] -> [B, L] float32.
 
     One score per real position (>= 0, summing to 1 per row), padding exactly 0. ``explainer``:
@@ -162,14 +182,14 @@ def explain_batch(model: SequenceEncoder, items: torch.Tensor, lengths: torch.Te
     ``internal_batch_size`` bounds the rows of one forward pass (IG steps, occlusion copies).
     """
     raw = raw_attributions(model, items, lengths, explainer, target_items, ig_steps,
-                           internal_batch_size)
+                           internal_batch_size, occlusion_sign)
     return normalise(raw, lengths)
 
 
 def compute_importance(model: SequenceEncoder, items_flat: np.ndarray, examples: Examples,
                        explainer: str, explain_target: str = "predicted", max_len: int = 50,
                        batch_size: int = 1024, ig_steps: int = 20,
-                       device: str | torch.device = "cpu") -> np.ndarray:
+                       device: str | torch.device = "cpu", occlusion_sign: str = "abs") -> np.ndarray:
     """Scores of every example: -> [len(examples), max_len] float32, row i = examples row i,
     columns >= its length 0. Length-sorted batches trimmed to their longest row;
     ``batch_size`` is both the rows per batch and the internal batch size.
@@ -184,7 +204,7 @@ def compute_importance(model: SequenceEncoder, items_flat: np.ndarray, examples:
         batch = make_batch(items_flat, examples, rows).to(device)
         targets = batch.targets if explain_target == "target" else None
         scores = explain_batch(model, batch.items, batch.lengths, explainer, targets, ig_steps,
-                               batch_size)                                    # [b, L_batch]
+                               batch_size, occlusion_sign)                    # [b, L_batch]
         out[rows, :scores.shape[1]] = scores.cpu().numpy()
     return out
 

@@ -59,7 +59,7 @@ def write_explanations(trainer, users: list[int] | None, explainer: str | None,
         items = torch.from_numpy(gather_histories(data.items, end[rows], length[rows]))
         lengths = torch.from_numpy(length[rows])
         s = explain_batch(model, items.to(trainer.device), lengths.to(trainer.device), explainer,
-                          None, method.ig_steps, bs)                          # [b, L]
+                          None, method.ig_steps, bs, method.occlusion_sign)    # [b, L]
         scores[rows, :s.shape[1]] = s.cpu().numpy()
 
     lines = ["user,position,item,score"]

@@ -7,6 +7,11 @@ Contracts:
 - A checkpoint holds everything the loop depends on (model, optimizer, RNG states, epoch,
   early-stopping state, best weights, method state such as importance scores), written
   atomically; resuming from it reproduces the uninterrupted run exactly on CPU.
+- ``train.precision`` is resolved once per run (:func:`~ec4srec.precision.resolve_precision`)
+  and recorded in metrics.json; bf16 runs each step's forward and loss under autocast, backward
+  and the Adam step outside it (fp32 parameters and optimizer state).
+- The loop itself reads nothing back from the device per step: per-batch losses are summed on
+  the device and read back once per epoch (the method's loss may still sync; docs/precision.md).
 - Epoch-end callbacks ``cb(trainer, epoch, metrics) -> bool | None`` may save checkpoints or
   ask to stop (return True). This module never imports Ray.
 """
@@ -30,6 +35,7 @@ from .data.batches import make_batch, train_order
 from .evaluate import evaluate
 from .methods import build_method
 from .models import build_model, refresh_dropout_banks
+from .precision import autocast, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
 SELECT_METRIC = "ndcg@10"
@@ -81,6 +87,7 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.device = resolve_device(tc.device)
+        self.precision = resolve_precision(tc.precision, self.device)     # "fp32" | "bf16"
         torch.manual_seed(tc.seed)
         self.rng = np.random.default_rng(tc.seed)
         self.model = build_model(config.model, self.data.num_items, self.data.max_len).to(self.device)
@@ -140,27 +147,36 @@ class Trainer:
         order = train_order(self.data.train.length, tc.batch_size, self.rng, tc.bucket_batches)
         totals: dict[str, torch.Tensor] = {}
         for rows in self._progress(order, epoch):
-            batch = make_batch(self.data.items, self.data.train, rows).to(self.device)
-            loss, parts = self.method.loss(batch, epoch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for key, value in {"loss": loss.detach(), **parts}.items():
-                totals[key] = totals.get(key, 0.0) + value
-        stats = {f"train/{k}": float(v) / len(order) for k, v in totals.items()}
+            loss, parts = self.train_step(rows, epoch)
+            for key, value in {"loss": loss, **parts}.items():
+                totals[key] = totals.get(key, 0.0) + value.float()      # on the device, fp32
+        stats = {f"train/{k}": float(v) / len(order) for k, v in totals.items()}   # 1 read-back
         if not np.isfinite(stats["train/loss"]):
             raise NonFiniteLossError(f"epoch {epoch}: training loss is {stats['train/loss']}")
         return stats
 
+    def train_step(self, rows: np.ndarray,
+                   epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One Adam step on training rows ``rows``: batch to the device, forward and loss under
+        the run's autocast, backward and step outside it. Returns the detached loss and its
+        parts, still on the device (this method reads nothing back from the device)."""
+        batch = make_batch(self.data.items, self.data.train, rows).to(self.device)
+        with autocast(self.precision, self.device):
+            loss, parts = self.method.loss(batch, epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), parts
+
     def validate(self) -> dict[str, float]:
         m = evaluate(self.model, self.data, self.data.valid, self.config.train.eval_batch_size,
-                     self.config.train.mask_history, self.device)
+                     self.config.train.mask_history, self.device, precision=self.precision)
         return {f"valid/{k}": v for k, v in m.items()}
 
     def test(self) -> dict[str, float]:
         """The single read of the test split (after model selection on validation)."""
         return evaluate(self.model, self.data, self.data.test, self.config.train.eval_batch_size,
-                        self.config.train.mask_history, self.device)
+                        self.config.train.mask_history, self.device, precision=self.precision)
 
     # ------------------------------------------------------------------ bookkeeping
     def _end_epoch(self, epoch: int, train_stats: dict, valid: dict) -> bool:
@@ -200,7 +216,7 @@ class Trainer:
             "test": test, "wall_time_s": round(st.train_seconds, 2),
             "seconds_per_epoch": round(st.train_seconds / max(st.epoch, 1), 3),
             "update_epochs": self.method.update_epochs, "data": self.dataset.stats(),
-            "hardware": hardware(), "device": str(self.device),
+            "hardware": hardware(), "device": str(self.device), "precision": self.precision,
         }
 
     # ------------------------------------------------------------------ checkpoints

@@ -120,8 +120,10 @@ def test_attention_is_last_layer_head_mean_at_last_query():
     model = make_model("sasrec").eval()
     items, lengths = make_batch()
     with torch.no_grad():
-        _, weights = model.encode_embedded(model.embed_items(items), lengths, return_attention=True)
-    last = weights[-1].mean(1)                                                # [B, L, L]
+        x = model.ffn[0](model.attn[0](model._input(model.embed_items(items)))[0]) \
+            if len(model.attn) > 1 else model._input(model.embed_items(items))
+        _, full = model.attn[-1](x, need_weights=True)                       # all queries
+    last = full.mean(1)                                                       # [B, L, L]
     expected = torch.stack([last[b, lengths[b] - 1] for b in range(len(lengths))])
     # the attention explainer reads row lengths-1 of the last layer's head-mean weights
     torch.testing.assert_close(explain(model, items, lengths, "attention"), expected)

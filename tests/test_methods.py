@@ -563,3 +563,91 @@ def test_attention_explainer_accepted_on_sasrec(tiny_file):
                          method__explainer="attention", model__backbone="sasrec")
     # On SASRec the same settings are valid (the rejection above is specific).
     assert config.method.explainer == "attention"
+
+
+# =========================================================================== issue-9 options
+def test_negative_view_loss_leaves_invalid_rows_out():
+    gen = torch.Generator().manual_seed(0)
+    neg, pos = torch.randn(5, 4, generator=gen), torch.randn(10, 4, generator=gen)
+    valid = torch.tensor([True, False, True, True, False])
+    from ec4srec.methods.losses import negative_view_loss, negative_view_supcon
+    # Leaving rows out equals computing the loss on the kept rows alone (S+ unchanged).
+    assert torch.allclose(negative_view_loss(neg, pos, 0.5, valid=valid),
+                          negative_view_loss(neg[valid], pos, 0.5), atol=1e-6)
+    assert torch.allclose(negative_view_supcon(neg, pos, 0.2, valid=valid),
+                          negative_view_supcon(neg[valid], pos, 0.2), atol=1e-6)
+    # All rows valid is the plain loss.
+    assert torch.allclose(negative_view_loss(neg, pos, valid=torch.ones(5, dtype=torch.bool)),
+                          negative_view_loss(neg, pos), atol=1e-6)
+
+
+def test_length_one_rows_are_left_out_of_cl_minus(monkeypatch):
+    import ec4srec.methods.contrastive as contrastive
+    seen = {}
+
+    def spy(neg, pos, tau, kind, valid=None):
+        seen["valid"] = valid
+        return neg.sum() * 0.0
+
+    monkeypatch.setattr(contrastive, "negative_view_loss", spy)
+    config = tiny_config(method__name="ec4srec_ssl", method__explainer="attention",
+                         train__epochs=6, method__updates=1)
+    from ec4srec.data import load_dataset
+    dataset = load_dataset(config.data)
+    trainer = quiet(config, dataset)
+    trainer.method.on_epoch_start(trainer.method.update_epochs[0])
+    rows = np.arange(len(dataset.split.train))[:40]
+    batch = make_batch(dataset.split.items, dataset.split.train, rows)
+    trainer.method.loss(batch, epoch=99)
+    # Exactly the rows of length >= 2 take part in L_cl- (method.neg_min_length = 2).
+    assert torch.equal(seen["valid"], batch.lengths >= 2)
+    assert (batch.lengths == 1).any()
+    config.method.neg_min_length = 1
+    trainer.method.loss(batch, epoch=99)
+    # neg_min_length = 1 keeps every row (upstream / the equation as printed).
+    assert seen["valid"] is None
+
+
+def test_occlusion_sign_positive_is_clamped_signed_difference():
+    from ec4srec.explain import raw_attributions
+    from ec4srec.models.sasrec import SASRec
+    torch.manual_seed(0)
+    model = SASRec(20, 8, 16, num_layers=1, num_heads=2, inner_size=32, init_std=0.5)
+    items = torch.tensor([[3, 5, 7, 9], [2, 4, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    absolute = raw_attributions(model, items, lengths, "occlusion")
+    positive = raw_attributions(model, items, lengths, "occlusion", occlusion_sign="positive")
+    signed = raw_attributions(model, items, lengths, "occlusion", occlusion_sign="positive") \
+        - raw_attributions(model, items, lengths, "occlusion", occlusion_sign="abs")
+    # max(d, 0) equals |d| where the removal lowered the score and 0 where it raised it.
+    assert torch.all((positive == absolute) | (positive == 0))
+    assert torch.all(signed <= 0)
+    # Some position raises the score when removed in this model, so the variants differ.
+    assert not torch.equal(positive, absolute)
+
+
+@pytest.mark.parametrize("anchor, rows", [("rec", 32), ("dropout", 48)])
+def test_sl_anchor_dropout_encodes_a_second_anchor(monkeypatch, anchor, rows):
+    import ec4srec.methods.contrastive as contrastive
+    from ec4srec.data import load_dataset
+    config = tiny_config(method__name="duorec", method__sl_anchor=anchor)
+    dataset = load_dataset(config.data)
+    trainer = quiet(config, dataset)
+    batch = make_batch(dataset.split.items, dataset.split.train, np.arange(16))
+    anchors, encoded = [], []
+    original = contrastive.pair_nce
+    monkeypatch.setattr(contrastive, "pair_nce",
+                        lambda a, b, tau, sim: anchors.append(a) or original(a, b, tau, sim))
+    forward = trainer.model.forward
+    trainer.model.forward = lambda items, lengths: encoded.append(len(items)) or forward(items, lengths)
+    trainer.model.train()
+    trainer.method.loss(batch, epoch=1)
+    # rec: anchors + retrieved rows are encoded; dropout: the anchors once more (DuoRec's us_x).
+    assert sum(encoded) == rows
+    trainer.model.eval()
+    anchors.clear()
+    trainer.method.loss(batch, epoch=1)
+    with torch.no_grad():
+        h = forward(batch.items, batch.lengths)
+    # Either way L_sl's anchor encodes the batch's own rows (equal in eval mode, no dropout).
+    assert torch.allclose(anchors[0], h, atol=1e-6)

@@ -71,3 +71,100 @@ def test_load_dataset_synthetic():
     assert ds.synthetic is not None and np.array_equal(ds.raw.items, generate(seed=2).raw.items)
     # Each user has 10 training rows (targets at history positions 1..9 plus the first next item).
     assert len(ds.split.train) == 500 * 10 and len(ds.split.valid) == len(ds.split.test) == 500
+
+
+# --------------------------------------------------------------------------- data.synthetic_split
+def split_rows(split, examples):
+    """(user, history, target) per example, read through the batch builder the trainer uses."""
+    from ec4srec.data.batches import make_batch
+    batch = make_batch(split.items, examples, np.arange(len(examples)))
+    return [(int(examples.user[i]), batch.items[i, :int(batch.lengths[i])].tolist(),
+             int(batch.targets[i])) for i in range(len(examples))]
+
+
+def test_default_split_is_unchanged_prefixes():
+    from ec4srec.data.split import leave_one_out
+    ds = load_dataset(DataConfig(dataset="synthetic", synthetic_seed=1))
+    ref = leave_one_out(generate(seed=1).raw, 50)
+    # The default is still the every-prefix leave-one-out split.
+    assert DataConfig().synthetic_split == "prefixes"
+    # It addresses the generated sequences themselves (no copy) ...
+    assert ds.split.items is ds.raw.items
+    for name in ("train", "valid", "test"):
+        a, b = getattr(ds.split, name), getattr(ref, name)
+        # ... and its rows are exactly those of split.leave_one_out on them.
+        assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("end", "length", "user"))
+    # 10 training rows per user ...
+    assert (np.bincount(ds.split.train.user) == 10).all()
+    # ... of which one per user (the full 10-item history) predicts a next item.
+    assert int((ds.split.train.length == HISTORY).sum()) == 500
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_paper_split_one_row_per_user_on_the_history(seed):
+    ds = load_dataset(DataConfig(dataset="synthetic", synthetic_seed=seed, synthetic_split="paper"))
+    split, seqs = ds.split, users(ds)
+    for ex in (split.train, split.valid, split.test):
+        # One training, one validation and one test example per user.
+        assert len(ex) == 500 and (np.sort(ex.user) == np.arange(500)).all()
+    for name, nxt in (("train", 0), ("valid", 1), ("test", 2)):
+        for u, hist, target in split_rows(split, getattr(split, name)):
+            # Every history is the user's 10 historical items, in order ...
+            assert hist == seqs[u][:HISTORY].tolist()
+            # ... and the targets are next items 1, 2, 3 for train, valid, test.
+            assert target == int(seqs[u][HISTORY + nxt])
+    # raw.offsets still address split.items (the users' full sequences come first).
+    assert np.array_equal(split.items[:len(ds.raw.items)], ds.raw.items)
+
+
+def test_paper_split_no_leakage():
+    ds = load_dataset(DataConfig(dataset="synthetic", synthetic_split="paper"))
+    split = ds.split
+    train, valid, test = (split_rows(split, ex) for ex in (split.train, split.valid, split.test))
+    seen = {}
+    for u, hist, target in train:
+        seen.setdefault(u, set()).update([*hist, target])
+    next_items = {u: set(seq[HISTORY:].tolist()) for u, seq in enumerate(users(ds))}
+    for (u, vhist, vt), (u2, thist, tt) in zip(sorted(valid), sorted(test)):
+        # A user's validation and test targets never occur in its training rows.
+        assert vt not in seen[u] and tt not in seen[u2]
+        # The test history does not contain the validation target, nor vice versa.
+        assert vt not in thist and tt not in vhist
+        # No next item is ever part of a history (only the 10 historical items are).
+        assert not next_items[u] & set(vhist) and not next_items[u2] & set(thist)
+    # No training history holds a next item either.
+    assert all(not next_items[u] & set(hist) for u, hist, _ in train)
+
+
+def test_paper_split_max_len_keeps_last_items():
+    ds = load_dataset(DataConfig(dataset="synthetic", synthetic_split="paper", max_len=4))
+    seqs = users(ds)
+    for ex in (ds.split.train, ds.split.valid, ds.split.test):
+        # Histories keep the last max_len historical items, as in the prefix split.
+        assert all(h == seqs[u][HISTORY - 4:HISTORY].tolist() for u, h, _ in split_rows(ds.split, ex))
+
+
+def test_paper_split_rejects_other_shapes_and_datasets():
+    from ec4srec.config import Config, ConfigError
+    from ec4srec.data import DataError
+    from ec4srec.data.io import RawSequences
+    from ec4srec.data.synthetic import paper_split
+    # A sequence that is not 10 + 3 items is a DataError naming the user.
+    with pytest.raises(DataError, match="user 2 has 5"):
+        paper_split(RawSequences.from_lists([list(range(1, 14)), [20, 21, 22, 23, 24]]), 50)
+    # synthetic_split=paper on a real dataset (the default beauty) is a ConfigError ...
+    with pytest.raises(ConfigError, match="data.synthetic_split.*needs data.dataset=synthetic"):
+        Config().with_overrides(["data.synthetic_split=paper"])
+    # ... and so is an unknown split name.
+    with pytest.raises(ConfigError, match="data.synthetic_split must be one of"):
+        Config().with_overrides(["data.dataset=synthetic", "data.synthetic_split=every"])
+
+
+def test_paper_split_trains():
+    from conftest import tiny_config
+    from ec4srec.trainer import Trainer
+    config = tiny_config(data__synthetic_split="paper", method__name="cl4srec", train__epochs=1)
+    ds = load_dataset(config.data)
+    record = Trainer(config, ds, log=lambda m: None).fit()
+    # A CL4SRec epoch on the paper split trains, validates and tests end to end.
+    assert record["epochs_run"] == 1 and 0.0 <= record["test"]["ndcg@10"] <= 1.0

@@ -8,7 +8,7 @@ from ..config import DataConfig
 from .io import DataError, RawSequences, read_sequences
 from .sources import DATASETS, SYNTHETIC, resolve
 from .split import Examples, SplitData, leave_one_out
-from .synthetic import SyntheticData, generate
+from .synthetic import SyntheticData, generate, paper_split
 
 __all__ = ["DataError", "Dataset", "Examples", "RawSequences", "SplitData", "load_dataset"]
 
@@ -33,7 +33,9 @@ def load_dataset(config: DataConfig, download: bool = True) -> Dataset:
     """Resolve, read, validate and split the configured dataset (DataError on bad input)."""
     if config.dataset == SYNTHETIC:
         syn = generate(seed=config.synthetic_seed)
-        return Dataset(SYNTHETIC, "generated", syn.raw, leave_one_out(syn.raw, config.max_len), syn)
+        split = (paper_split(syn.raw, config.max_len) if config.synthetic_split == "paper"
+                 else leave_one_out(syn.raw, config.max_len))
+        return Dataset(SYNTHETIC, "generated", syn.raw, split, syn)
     path = resolve(config.dataset, config.data_dir, download=download)
     raw = read_sequences(path, short_users=config.short_users)
     name = config.dataset if config.dataset in DATASETS else path.name

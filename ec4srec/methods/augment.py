@@ -43,9 +43,10 @@ def _count(ratio: float, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def _clamp(k: torch.Tensor, lo: torch.Tensor | int, hi: torch.Tensor | int) -> torch.Tensor:
-    lo = torch.as_tensor(lo, device=k.device)
-    hi = torch.as_tensor(hi, device=k.device)
-    return torch.minimum(torch.maximum(k, lo), hi)
+    """Elementwise clamp to [lo, hi]; Python-int bounds never become device tensors (a blocking
+    host-to-device copy on CUDA)."""
+    k = k.clamp(min=lo) if isinstance(lo, int) else torch.maximum(k, lo)
+    return k.clamp(max=hi) if isinstance(hi, int) else torch.minimum(k, hi)
 
 
 def real_mask(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from ..data.split import SplitData
 from . import augment
 from .base import Method, rec_loss
 from .losses import negative_view_loss, negative_view_supcon, pair_nce
-from .retrieval import SameTargetIndex
+from .retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
 from .schedule import update_epochs
 
 GUIDED = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
@@ -68,6 +68,10 @@ def encode_together(model, views: list[tuple[torch.Tensor, torch.Tensor]],
     width = max(items.shape[1] for items, _ in views)
     items = torch.cat([F.pad(v, (0, width - v.shape[1])) for v, _ in views])     # [sum B_i, W]
     lengths = torch.cat([l for _, l in views])
+    if items.device.type != "cpu":
+        # On an accelerator one padded pass beats trimmed chunks, whose sizes would need the
+        # lengths on the host (a device synchronisation every step).
+        return list(model(items, lengths).split([v.shape[0] for v, _ in views]))
     order = torch.argsort(lengths, stable=True)
     sizes = length_chunks(lengths[order].cpu().numpy(), token_budget, max_rows)
     h_sorted = []
@@ -90,6 +94,7 @@ class Contrastive(Method):
         self.importance: torch.Tensor | None = None          # [R, max_len] float32, CPU
         self._importance_device: torch.Tensor | None = None  # its copy on the training device
         self._index: SameTargetIndex | None = None
+        self._util: torch.Tensor | None = None               # ertrl+ util table of the scores
 
     # ------------------------------------------------------------------ schedule and state
     @property
@@ -104,9 +109,9 @@ class Contrastive(Method):
         scores = compute_importance(
             self.model, self.data.items, self.data.train, mc.explainer, mc.explain_target,
             max_len=self.data.max_len, batch_size=mc.explain_batch_size, ig_steps=mc.ig_steps,
-            device=self.device)
+            device=self.device, occlusion_sign=mc.occlusion_sign)
         self.importance = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
-        self._importance_device = None
+        self._importance_device = self._util = None
         return True
 
     def state_dict(self) -> dict[str, Any]:
@@ -114,16 +119,19 @@ class Contrastive(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.importance = state.get("importance")
-        self._importance_device = None
+        self._importance_device = self._util = None
 
     # ------------------------------------------------------------------ the objective
     def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mc = self.config.method
         guided_phase = self.guided and self.importance is not None
-        use_cl = self.name == "cl4srec" or (self.guided and not guided_phase and mc.warmup_loss == "paper")
-        use_sl = self.name == "duorec" or (self.guided and not guided_phase and mc.warmup_loss == "paper")
-        use_ssl_plus = guided_phase and self.name in ("ec4srec_ssl", "ec4srec")
-        use_sl_plus = guided_phase and self.name in ("ec4srec_sl", "ec4srec")
+        warmup = self.guided and not guided_phase and mc.warmup_loss == "paper"
+        # A term whose lambda is 0 contributes nothing: its views are neither built nor encoded.
+        use_cl = (self.name == "cl4srec" or warmup) and mc.lambda_cl > 0
+        use_sl = (self.name == "duorec" or warmup) and mc.lambda_sl > 0
+        use_ssl_plus = (guided_phase and self.name in ("ec4srec_ssl", "ec4srec")
+                        and (mc.lambda_cl_pos > 0 or mc.lambda_cl_neg > 0))
+        use_sl_plus = guided_phase and self.name in ("ec4srec_sl", "ec4srec") and mc.lambda_sl_pos > 0
 
         items, lengths = batch.items, batch.lengths
         views: list[tuple[torch.Tensor, torch.Tensor]] = [(items, lengths)]
@@ -133,6 +141,10 @@ class Contrastive(Method):
                 items, lengths, mc.augmentations, mc.crop_ratio, mc.mask_ratio, mc.reorder_ratio,
                 mask_token)
             views += [(v1, l1), (v2, l2)]
+        # L_sl / L_sl+'s anchor: the L_rec forward, or (sl_anchor=dropout) a second encoding.
+        second_anchor = (use_sl or use_sl_plus) and mc.sl_anchor == "dropout"
+        if second_anchor:
+            views.append((items, lengths))
         if use_sl:
             views.append(self.index.histories(self.index.random_partner(batch.rows)))
         if use_ssl_plus or use_sl_plus:
@@ -146,7 +158,7 @@ class Contrastive(Method):
             views += [(p1, pl1), (p2, pl2), (neg, neg_len)]
         if use_sl_plus:
             partner = self.index.guided_partner(batch.rows, items, lengths, scores, self.data.num_items,
-                                                mc.retrieval_candidates)
+                                                mc.retrieval_candidates, util_table=self.util_table())
             views.append(self.index.histories(partner))
 
         h, *rest = encode_together(self.model, views)
@@ -157,23 +169,25 @@ class Contrastive(Method):
             l_cl = pair_nce(rest.pop(0), rest.pop(0), tau, sim)
             total = total + mc.lambda_cl * l_cl
             parts["cl"] = l_cl.detach()
+        sl_anchor = rest.pop(0) if second_anchor else h
         if use_sl:
-            l_sl = pair_nce(h, rest.pop(0), tau, sim)
+            l_sl = pair_nce(sl_anchor, rest.pop(0), tau, sim)
             total = total + mc.lambda_sl * l_sl
             parts["sl"] = l_sl.detach()
         if use_ssl_plus:
             z1, z2, zn = rest.pop(0), rest.pop(0), rest.pop(0)
             l_pos = pair_nce(z1, z2, tau, sim)
             positives = torch.cat([z1, z2])
-            l_neg = (negative_view_loss(zn, positives, tau, sim) if mc.neg_loss == "paper"
-                     else negative_view_supcon(zn, positives, mc.neg_tau, sim))
+            valid = lengths >= mc.neg_min_length if mc.neg_min_length > 1 else None
+            l_neg = (negative_view_loss(zn, positives, tau, sim, valid) if mc.neg_loss == "paper"
+                     else negative_view_supcon(zn, positives, mc.neg_tau, sim, valid))
             if mc.ssl_weighting == "nested":      # Eq. 6 as printed: l_cl+ (L_cl+ + l_cl- L_cl-)
                 total = total + mc.lambda_cl_pos * (l_pos + mc.lambda_cl_neg * l_neg)
             else:                                  # Eq. 9's flat weighting
                 total = total + mc.lambda_cl_pos * l_pos + mc.lambda_cl_neg * l_neg
             parts["cl+"], parts["cl-"] = l_pos.detach(), l_neg.detach()
         if use_sl_plus:
-            l_slp = pair_nce(h, rest.pop(0), tau, sim)
+            l_slp = pair_nce(sl_anchor, rest.pop(0), tau, sim)
             total = total + mc.lambda_sl_pos * l_slp
             parts["sl+"] = l_slp.detach()
         return total, parts
@@ -185,10 +199,21 @@ class Contrastive(Method):
             self._index = SameTargetIndex(self.data.items, self.data.train, self.device)
         return self._index
 
-    def _batch_importance(self, batch: Batch) -> torch.Tensor:
+    def util_table(self) -> torch.Tensor | None:
+        """ertrl+ util of every same-target pair under the current scores, built on first use
+        after each update (None when the index has more than PAIR_TABLE_LIMIT pairs)."""
+        if self._util is None and self.index.pair_count() <= PAIR_TABLE_LIMIT:
+            self._batch_importance_table()
+            self._util = self.index.util_table(self._importance_device)
+        return self._util
+
+    def _batch_importance_table(self) -> torch.Tensor:
         if self._importance_device is None:
             self._importance_device = self.importance.to(self.device)
-        return self._importance_device[batch.rows, :batch.items.shape[1]]
+        return self._importance_device
+
+    def _batch_importance(self, batch: Batch) -> torch.Tensor:
+        return self._batch_importance_table()[batch.rows, :batch.items.shape[1]]
 
     def num_lowest(self, lengths: torch.Tensor) -> torch.Tensor:
         """k, the number of lowest-importance items the positive ops act on (Sec. 4.3).

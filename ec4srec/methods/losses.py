@@ -32,18 +32,26 @@ def pair_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float = 1.0, kind: str = "
     z = torch.cat([z1, z2], dim=0)                                    # [2B, d]
     logits = similarity(z, z, kind) / tau                             # [2B, 2B]
     logits = logits.masked_fill(torch.eye(2 * B, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(z.device)
+    partner = torch.arange(2 * B, device=z.device).add_(B).remainder_(2 * B)     # i <-> i + B
     return F.cross_entropy(logits, partner)
 
 
+def _pair_mask(B: int, valid: torch.Tensor | None, device) -> torch.Tensor:
+    """[B, B] bool: pairs (u, u'), u != u', both rows valid (``valid`` [B] bool or None = all)."""
+    off_diag = ~torch.eye(B, dtype=torch.bool, device=device)
+    return off_diag if valid is None else off_diag & valid.view(-1, 1) & valid.view(1, -1)
+
+
 def negative_view_loss(neg: torch.Tensor, pos: torch.Tensor, tau: float = 1.0,
-                       kind: str = "dot") -> torch.Tensor:
+                       kind: str = "dot", valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_cl- of Section 4.4.1; neg: [B, d] negative views, pos: [P, d] all positive views (S+).
 
     For each negative view n_u and each other negative view n_u' (u' != u):
         -log exp(sim(n_u, n_u')/tau) / (exp(sim(n_u, n_u')/tau) + sum_{s in S+} exp(sim(n_u, s)/tau))
     averaged over u' (the 1/(|S-| - 1) of the equation) and then over u. Negative views are
-    pulled together and pushed away from every positive view. Needs B >= 2 (else returns 0).
+    pulled together and pushed away from every positive view. ``valid`` [B] bool (None = all)
+    leaves rows out of S- (as anchor and as partner; S+ keeps every positive view): the trainer
+    leaves out degenerate negative views (docs/methods.md). Needs >= 2 valid rows (else 0).
     """
     B = neg.shape[0]
     if B < 2:
@@ -51,16 +59,17 @@ def negative_view_loss(neg: torch.Tensor, pos: torch.Tensor, tau: float = 1.0,
     nn_logits = similarity(neg, neg, kind) / tau                      # [B, B]
     pos_lse = torch.logsumexp(similarity(neg, pos, kind) / tau, dim=1, keepdim=True)   # [B, 1]
     log_prob = nn_logits - torch.logaddexp(nn_logits, pos_lse)        # [B, B]
-    off_diag = ~torch.eye(B, dtype=torch.bool, device=neg.device)
-    return -(log_prob * off_diag).sum() / (B * (B - 1))
+    pairs = _pair_mask(B, valid, neg.device)
+    return -(log_prob * pairs).sum() / pairs.sum().clamp(min=1)
 
 
 def negative_view_supcon(neg: torch.Tensor, pos: torch.Tensor, tau: float = 0.1,
-                         kind: str = "dot") -> torch.Tensor:
+                         kind: str = "dot", valid: torch.Tensor | None = None) -> torch.Tensor:
     """Upstream's variant of L_cl- (``method.neg_loss=upstream``): supervised contrastive loss
     in which the B negative views form one class. For each negative view, every other negative
     view is a positive and the denominator runs over ALL other views (the other negative views
-    and all positive views), at temperature ``neg_tau`` (0.1 upstream)."""
+    and all positive views), at temperature ``neg_tau`` (0.1 upstream). ``valid`` as in
+    :func:`negative_view_loss` (left-out rows are neither anchors nor in any denominator)."""
     B = neg.shape[0]
     if B < 2:
         return neg.sum() * 0.0
@@ -68,7 +77,9 @@ def negative_view_supcon(neg: torch.Tensor, pos: torch.Tensor, tau: float = 0.1,
     logits = similarity(neg, z, kind) / tau                           # [B, B + P]
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
     self_mask[:, :B] = torch.eye(B, dtype=torch.bool, device=neg.device)
+    if valid is not None:
+        self_mask[:, :B] |= ~valid.view(1, -1)
     log_prob = logits - torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), 1, keepdim=True)
     same_class = torch.zeros_like(self_mask)
-    same_class[:, :B] = ~torch.eye(B, dtype=torch.bool, device=neg.device)
-    return -(log_prob * same_class).sum() / (B * (B - 1))
+    same_class[:, :B] = _pair_mask(B, valid, neg.device)
+    return -(log_prob * same_class).sum() / same_class.sum().clamp(min=1)

@@ -3,6 +3,11 @@
 Only training rows are candidates (validation/test targets are never used). Rows that share
 a target are grouped once at construction; sampling is batched on the batch's device.
 
+ertrl+'s util() depends only on histories and the anchors' importance scores, so between
+importance updates it is a fixed table over all (row, same-target row) pairs
+(:meth:`SameTargetIndex.util_table`, built once per update; ``PAIR_TABLE_LIMIT`` bounds its
+size, beyond which util is computed per batch).
+
 Fallback (no partner): when a row is the only training row with its target, its partner is
 the row itself; the two encodings then differ only by dropout, which is DuoRec's unsupervised
 augmentation. ertrl+ falls back to uniform sampling over the candidates when every candidate
@@ -14,6 +19,9 @@ import numpy as np
 import torch
 
 from ..data.split import Examples
+
+
+PAIR_TABLE_LIMIT = 1 << 26     # pairs (float32: 256 MiB); larger indexes compute util per batch
 
 
 def _rand(shape, device, generator) -> torch.Tensor:
@@ -35,6 +43,11 @@ class SameTargetIndex:
         to = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64, device=device)  # noqa: E731
         self.sorted_rows, self.start, self.size = to(order), to(start), to(size)
         self.offset = to(rank - start)                    # position of each row inside its group
+        others = self.size - 1
+        self.pair_start = torch.cumsum(others, 0) - others    # row r's first entry in a util table
+        self.max_length = int(train.length.max()) if len(train.length) else 1
+        self.max_others = int(size.max()) - 1 if len(size) else 0
+        self.pairs = int((size - 1).sum())                    # host ints: no device reads later
         self.items = to(items)
         self.end, self.length = to(train.end), to(train.length)
 
@@ -56,16 +69,45 @@ class SameTargetIndex:
         """Right-padded histories [n, max length] and lengths [n] of training rows (any shape)."""
         flat = rows.reshape(-1)
         length = self.length[flat]
-        width = int(length.max())
+        # On an accelerator the width is the longest training row: reading the batch's longest
+        # would synchronise with the host.
+        width = int(length.max()) if flat.device.type == "cpu" else self.max_length
         cols = torch.arange(width, device=rows.device)
         idx = (self.end[flat] - length).unsqueeze(1) + cols
         valid = cols < length.unsqueeze(1)
         seq = torch.where(valid, self.items[idx.clamp(max=len(self.items) - 1)], 0)
         return seq.view(*rows.shape, width), length.view(rows.shape)
 
+    def pair_count(self) -> int:
+        """Number of (row, other row with the same target) pairs: the size of a util table."""
+        return self.pairs
+
+    def util_table(self, importance: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+        """ertrl+'s util() of every (row, j-th other member of its group) pair, flat [pairs]
+        float32; row r's entries start at ``self.pair_start[r]`` (order of j as in
+        :meth:`_member`). ``importance``: [R, max_len] scores of the training rows.
+
+        util depends only on the rows' histories and the anchors' importance scores, which
+        change only at importance updates: computed once per update, every batch then looks its
+        candidates up instead of recomputing intersections over the item vocabulary."""
+        device = self.size.device
+        others = self.size - 1
+        rows = torch.repeat_interleave(torch.arange(len(others), device=device), others)   # [P]
+        j = torch.arange(len(rows), device=device) - self.pair_start[rows]
+        out = torch.empty(len(rows), dtype=torch.float32, device=device)
+        importance = importance.to(device)
+        for start in range(0, len(rows), chunk):
+            r, jj = rows[start:start + chunk], j[start:start + chunk]
+            a_items, a_len = self.histories(r)
+            c_items, c_len = self.histories(self._member(r, jj))
+            out[start:start + chunk] = _pair_util(a_items, a_len, importance[r, :a_items.shape[1]],
+                                                  c_items, c_len)
+        return out
+
     def guided_partner(self, rows: torch.Tensor, anchor_items: torch.Tensor, anchor_lengths: torch.Tensor,
                        anchor_scores: torch.Tensor, num_items: int, max_candidates: int = 64,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None,
+                       util_table: torch.Tensor | None = None) -> torch.Tensor:
         """ertrl+: sample a same-target row s_k with probability proportional to
 
             util(s_k) = |s_u ∩ s_k| / |s_u ∪ s_k| * sum_{v in s_u ∩ s_k} score_u(v)
@@ -74,18 +116,39 @@ class SameTargetIndex:
         are represented by ``max_candidates`` members drawn uniformly with replacement (cost
         bound, documented); sampling within the candidates is exact (Gumbel-max).
         anchor_items/anchor_scores: [B, L] right-padded; returns partner rows [B].
+        ``util_table`` (from :meth:`util_table` for the current scores) replaces the per-batch
+        util computation by a lookup; the partners are the same for the same random draws.
         """
         B, device = rows.shape[0], rows.device
         others = self.size[rows] - 1                                                  # [B]
-        C = int(min(max_candidates, max(int(others.max()), 1)))
+        most = int(others.max()) if device.type == "cpu" else self.max_others   # no sync on CUDA
+        C = int(min(max_candidates, max(most, 1)))
         slot = torch.arange(C, device=device).expand(B, C)
         exhaustive = (others <= C).unsqueeze(1)
         drawn = (_rand((B, C), device, generator) * others.unsqueeze(1)).long()
         j = torch.where(exhaustive, slot, drawn).clamp(max=(others - 1).clamp(min=0).unsqueeze(1))
         valid = slot < others.unsqueeze(1)                                            # [B, C]
         cand = self._member(rows, j)                                                  # [B, C]
+        if util_table is not None:
+            util = torch.where(valid, util_table[(self.pair_start[rows].unsqueeze(1) + j)
+                                                 .clamp(max=max(len(util_table) - 1, 0))], 0.0) \
+                if len(util_table) else torch.zeros(B, C, device=device)
+        else:
+            util = self._batch_util(anchor_items, anchor_lengths, anchor_scores, cand, num_items)
 
-        # Dense per-anchor lookups over the item vocabulary: membership and importance.
+        gumbel = -torch.log(-torch.log(_rand((B, C), device, generator).clamp(1e-20, 1 - 1e-7)))
+        positive = (util > 0) & valid
+        any_positive = positive.any(1, keepdim=True)
+        key = torch.where(any_positive, torch.log(util.clamp(min=1e-30)), 0.0) + gumbel
+        key = key.masked_fill(~valid | (any_positive & ~positive), float("-inf"))
+        choice = cand.gather(1, key.argmax(1, keepdim=True)).squeeze(1)
+        return torch.where(others > 0, choice, rows)
+
+    def _batch_util(self, anchor_items: torch.Tensor, anchor_lengths: torch.Tensor,
+                    anchor_scores: torch.Tensor, cand: torch.Tensor, num_items: int) -> torch.Tensor:
+        """util of candidates cand [B, C] for anchors [B, L]: dense per-anchor lookups over the
+        item vocabulary (membership and importance). -> [B, C] float32."""
+        B, device = cand.shape[0], cand.device
         real = anchor_items > 0
         has = torch.zeros(B, num_items + 2, dtype=torch.bool, device=device)
         has.scatter_(1, anchor_items, real)
@@ -99,12 +162,23 @@ class SameTargetIndex:
         inter = has[anchor_idx, cand_items].sum(-1)                                   # [B, C]
         inter_score = weight[anchor_idx, cand_items].sum(-1)
         union = anchor_lengths.unsqueeze(1) + cand_len - inter
-        util = inter / union.clamp(min=1) * inter_score                               # [B, C]
+        return inter / union.clamp(min=1) * inter_score                               # [B, C]
 
-        gumbel = -torch.log(-torch.log(_rand((B, C), device, generator).clamp(1e-20, 1 - 1e-7)))
-        positive = (util > 0) & valid
-        any_positive = positive.any(1, keepdim=True)
-        key = torch.where(any_positive, torch.log(util.clamp(min=1e-30)), 0.0) + gumbel
-        key = key.masked_fill(~valid | (any_positive & ~positive), float("-inf"))
-        choice = cand.gather(1, key.argmax(1, keepdim=True)).squeeze(1)
-        return torch.where(others > 0, choice, rows)
+
+def _pair_util(a_items: torch.Tensor, a_len: torch.Tensor, a_scores: torch.Tensor,
+               c_items: torch.Tensor, c_len: torch.Tensor) -> torch.Tensor:
+    """util of P (anchor, candidate) pairs by sorted membership: anchors [P, La] with scores,
+    candidates [P, Lc], right-padded with 0 -> [P] float32. Counts candidate positions whose
+    item is in the anchor (as :meth:`SameTargetIndex._batch_util`); an anchor item's score is
+    that of its position (histories have no repeated items in the bundled datasets; with
+    repeats the earliest position's score is used)."""
+    big = torch.iinfo(a_items.dtype).max
+    keyed = torch.where(a_items > 0, a_items, big)
+    sorted_items, order = torch.sort(keyed, dim=1, stable=True)                        # [P, La]
+    sorted_scores = a_scores.float().gather(1, order)
+    pos = torch.searchsorted(sorted_items, c_items.contiguous()).clamp(max=a_items.shape[1] - 1)
+    found = (sorted_items.gather(1, pos) == c_items) & (c_items > 0)                 # [P, Lc]
+    inter = found.sum(1)
+    inter_score = torch.where(found, sorted_scores.gather(1, pos), 0.0).sum(1)
+    union = a_len + c_len - inter
+    return inter / union.clamp(min=1) * inter_score

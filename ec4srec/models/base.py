@@ -36,6 +36,26 @@ class SequenceEncoder(nn.Module):
     def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.encode_embedded(self.embed_items(items), lengths)
 
+    @torch.no_grad()
+    def occlusion_states(self, emb: torch.Tensor, lengths: torch.Tensor,
+                         internal_batch_size: int = 1024) -> torch.Tensor:
+        """[B, L, d] item embeddings -> [B, L, d]: row b, column i is the representation of
+        sequence b with position i's item embedding zeroed; columns >= lengths[b] are 0.
+
+        The plain computation (one encoder pass per real (row, position) copy, at most
+        ``internal_batch_size`` copies per pass); backbones override it with an exact shortcut.
+        Call in eval mode."""
+        B, L, _ = emb.shape
+        out = emb.new_zeros(B, L, self.hidden_size)
+        b_idx, p_idx = (torch.arange(L, device=emb.device) < lengths.view(-1, 1)).nonzero(as_tuple=True)
+        for start in range(0, len(b_idx), internal_batch_size):
+            b = b_idx[start:start + internal_batch_size]
+            p = p_idx[start:start + internal_batch_size]
+            copies = emb[b]                                                   # [C, L, d]
+            copies[torch.arange(len(b), device=emb.device), p] = 0.0
+            out[b, p] = self.encode_embedded(copies, lengths[b])
+        return out
+
     def item_matrix(self) -> torch.Tensor:
         return self.item_emb.weight[1:self.num_items + 1]        # [N, d]
 
@@ -71,10 +91,15 @@ class FastDropout(nn.Module):
     probability p; masks of different calls are windows of the same bank (shifted), which is the
     only approximation. Deterministic under the torch seed. ``fast=False`` falls back to
     ``nn.functional.dropout``.
+
+    The output has ``x``'s dtype (under bf16 autocast a bf16 activation is multiplied by a bf16
+    copy of the bank, cast once per bank). The window offset is drawn from torch's default CPU
+    generator on every device, so a CUDA step does not wait for the GPU to read it back.
     """
 
     min_bank_size = 1 << 22
     _banks: dict[tuple[float, str], torch.Tensor] = {}
+    _cast_banks: dict[tuple[float, str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __init__(self, p: float, fast: bool = True):
         super().__init__()
@@ -98,7 +123,15 @@ class FastDropout(nn.Module):
         bank = self._banks.get((self.p, str(x.device)))
         if bank is None or n > bank.numel():
             bank = self.draw_bank(self.p, x.device, 2 * n)
-        offset = int(torch.randint(0, bank.numel() - n + 1, (1,)))
+        if x.dtype != bank.dtype:
+            key = (self.p, str(x.device), x.dtype)
+            cached = self._cast_banks.get(key)
+            if cached is None or cached[0] is not bank:       # the bank was redrawn
+                cached = self._cast_banks[key] = (bank, bank.to(x.dtype))
+            bank = cached[1]
+        # CPU generator, CPU tensor: int() reads host memory, never the device (the same draws
+        # as torch.randint without a device, so CPU runs are unchanged).
+        offset = int(torch.randint(0, bank.numel() - n + 1, (1,), device="cpu"))
         return x * bank[offset:offset + n].view_as(x)
 
     def extra_repr(self) -> str:

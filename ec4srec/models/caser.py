@@ -43,3 +43,24 @@ class Caser(SequenceEncoder):
         out_h = [F.relu(conv(img)).squeeze(3).amax(dim=2) for conv in self.conv_h]  # W x [B, nh]
         z = torch.cat([out_v, *out_h], dim=1)
         return self.fc2(F.relu(self.fc1(self.drop(z))))                           # [B, d]
+
+    @torch.no_grad()
+    def occlusion_states(self, emb: torch.Tensor, lengths: torch.Tensor,
+                         internal_batch_size: int = 1024) -> torch.Tensor:
+        """Same contract as :meth:`SequenceEncoder.occlusion_states`. Only the last ``window``
+        real positions reach the representation: occluding an earlier one leaves it unchanged,
+        so ``window`` passes (one per window slot) cover every position."""
+        if self.training:
+            raise RuntimeError("occlusion_states needs eval mode (no dropout)")
+        B, L, d = emb.shape
+        clean = self.encode_embedded(emb, lengths)                                # [B, d]
+        real = torch.arange(L, device=emb.device) < lengths.view(-1, 1)
+        out = torch.where(real.unsqueeze(-1), clean.unsqueeze(1), 0.0)          # [B, L, d]
+        rows = torch.arange(B, device=emb.device)
+        for slot in range(self.window):
+            pos = lengths - self.window + slot                                    # [B]
+            keep = (pos >= 0).nonzero().squeeze(1)
+            occluded = emb[keep].clone()
+            occluded[torch.arange(len(keep), device=emb.device), pos[keep]] = 0.0
+            out[rows[keep], pos[keep]] = self.encode_embedded(occluded, lengths[keep])
+        return out

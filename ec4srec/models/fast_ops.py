@@ -13,7 +13,8 @@ the stored ``[B, d]`` and ``[rows, d]`` gradients by the incoming scalar.
 
 The gradients are therefore computed during forward whenever grad mode is on and an input
 requires grad; that costs the same as a backward that is always run (a training loss), and
-double backward is not supported.
+double backward is not supported. The kernel is CPU fp32 only; see :func:`full_softmax_ce` for
+bf16 inputs and CUDA.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 DEFAULT_CHUNK = 64
+_HALF = (torch.bfloat16, torch.float16)
 
 
 class _FullSoftmaxCE(torch.autograd.Function):
@@ -73,13 +75,35 @@ def full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
 
     h: [B, d] float; weight: [R, d] (e.g. a whole embedding table, of which rows
     ``offset .. offset + num - 1`` are the classes); targets: [B] int64 in ``[0, num)``.
-    Non-float32 or non-CPU inputs fall back to ``F.cross_entropy`` of the materialised logits
-    (on a GPU the plain path is already efficient).
+
+    CPU: always computed in fp32 with autocast off. A bf16/fp16 ``h`` (the encoder output under
+    bf16 autocast) or ``weight`` is cast to fp32 first, so the chunked kernel still runs and the
+    gradient reaches ``h`` through the cast, in ``h``'s dtype. Targets are range-checked
+    (IndexError). float64 or non-2-D inputs take the plain path below.
+
+    CUDA: the plain ``F.cross_entropy(h @ W.T, targets)``; under autocast the logits are in the
+    autocast dtype (cross_entropy itself runs in fp32, autocast's rule). No range check: reading
+    ``targets.min()`` back would synchronise with the device every step; an out-of-range target
+    trips the kernel's device-side assert instead. Memory, measured with the profiler: the
+    backward of the slice ``weight[offset:offset + num]`` (``SliceBackward0`` ->
+    ``at::slice_backward``) allocates a zero-filled ``[R, d]`` tensor and copies the ``[N, d]``
+    matmul gradient into it. That is not a second table-sized gradient: the table's ``.grad``
+    is a dense ``[R, d]`` anyway and AccumulateGrad either adopts this tensor as ``.grad`` or
+    adds the embedding lookup's ``[R, d]`` gradient into it in place (exactly as for any
+    parameter used twice). The overhead is one ``[N, d]`` temporary (two under autocast: the
+    bf16 gradient and its fp32 cast) and an ``R * d`` fill + copy, O(N * d) against the
+    O(B * N) logits; nothing of it outlives the backward, so the slice is kept.
     """
     num = weight.shape[0] - offset if num is None else num
-    if (h.device.type != "cpu" or h.dtype != torch.float32 or weight.dtype != torch.float32
-            or h.dim() != 2 or h.shape[0] == 0):
+    if h.device.type != "cpu":
         return F.cross_entropy(h @ weight[offset:offset + num].T, targets)
-    if int(targets.min()) < 0 or int(targets.max()) >= num:
-        raise IndexError(f"target out of range [0, {num})")
-    return _FullSoftmaxCE.apply(h.contiguous(), weight, targets, offset, num, max(1, int(chunk)))
+    with torch.autocast("cpu", enabled=False):
+        h = h.float() if h.dtype in _HALF else h
+        weight = weight.float() if weight.dtype in _HALF else weight
+        if (h.dtype != torch.float32 or weight.dtype != torch.float32 or h.dim() != 2
+                or h.shape[0] == 0):
+            return F.cross_entropy(h @ weight[offset:offset + num].T, targets)
+        if int(targets.min()) < 0 or int(targets.max()) >= num:
+            raise IndexError(f"target out of range [0, {num})")
+        return _FullSoftmaxCE.apply(h.contiguous(), weight, targets, offset, num,
+                                    max(1, int(chunk)))

@@ -22,3 +22,24 @@ class GRU4Rec(SequenceEncoder):
         # Right padding: the state at lengths - 1 has never seen a padding step.
         out, _ = self.gru(self.drop(emb))                      # [B, L, H]
         return self.dense(last_real(out, lengths))            # [B, d]
+
+    @torch.no_grad()
+    def occlusion_states(self, emb: torch.Tensor, lengths: torch.Tensor,
+                         internal_batch_size: int = 1024) -> torch.Tensor:
+        """Same contract as :meth:`SequenceEncoder.occlusion_states`. Zeroing position i leaves
+        the GRU state before i unchanged: for each i the rows longer than i restart the GRU
+        from their clean state at i - 1 and run positions i.. only."""
+        if self.training:
+            raise RuntimeError("occlusion_states needs eval mode (no dropout)")
+        B, L, d = emb.shape
+        clean, _ = self.gru(emb)                                              # [B, L, H]
+        out = emb.new_zeros(B, L, d)
+        for i in range(int(lengths.max())):
+            rows = (lengths > i).nonzero().squeeze(1)
+            seg = emb[rows, i:].clone()                                       # [b, m, d]
+            seg[:, 0] = 0.0
+            h0 = (clean[rows, i - 1] if i else clean.new_zeros(len(rows), clean.shape[-1]))
+            states, _ = self.gru(seg, h0.unsqueeze(0).contiguous())           # [b, m, H]
+            last = states.gather(1, (lengths[rows] - 1 - i).view(-1, 1, 1).expand(-1, 1, states.shape[-1]))
+            out[rows, i] = self.dense(last.squeeze(1))
+        return out

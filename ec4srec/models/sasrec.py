@@ -1,4 +1,15 @@
-"""SASRec (Kang & McAuley 2018) as in RecBole/upstream EC4SRec: post-LayerNorm blocks."""
+"""SASRec (Kang & McAuley 2018) as in RecBole/upstream EC4SRec: post-LayerNorm blocks.
+
+Every consumer of the encoder (training losses, evaluation, explainers) reads one state per
+sequence: the last real position. So the last block runs on that position only (its keys and
+values still come from every position): no queries, attention rows, output projection, residual
+LayerNorm or FFN for the other L - 1 positions. :meth:`SASRec.hidden_states` is the plain
+all-positions computation; the two agree to float rounding for any fixed dropout masks (tests).
+
+Occlusion (:meth:`SASRec.occlusion_states`) uses causality: zeroing position i's item embedding
+leaves every state before i unchanged in every block, so for each i only positions >= i are
+recomputed, attending to cached keys and values of positions < i.
+"""
 from __future__ import annotations
 
 import math
@@ -34,19 +45,57 @@ class SelfAttention(nn.Module):
         self.drop = FastDropout(dropout, fast)
         self.norm = nn.LayerNorm(d, eps=1e-12)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False):
-        B, L, d = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, L, d] -> [B, H, L, d / H]."""
+        B, L, _ = t.shape
+        return t.view(B, L, self.heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L, d] -> keys, values [B, H, L, d / H] (the K and V thirds of ``qkv`` only)."""
+        d = x.shape[-1]
+        kv = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])                 # [B, L, 2d]
+        k, v = kv.split(d, dim=-1)
+        return self._split(k), self._split(v)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, Q, d] -> [B, H, Q, d / H]."""
+        d = x.shape[-1]
+        return self._split(F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d]))
+
+    def _attend(self, x_q: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                blocked: torch.Tensor, need_weights: bool):
+        """Masked softmax attention + output projection + residual LayerNorm.
+
+        x_q [B, Q, d] (the queries' inputs), q [B, H, Q, dh], k/v [B, H, K, dh],
+        blocked: bool broadcastable to [B, H, Q, K], True where a key is hidden."""
+        B, Q, d = x_q.shape
         weights = None
         if need_weights or (self.training and self.attn_drop.p > 0):
             # Explicit path: exposes the weights (attention explainer) and uses fast dropout.
-            logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)     # [B, H, L, L]
-            weights = logits.masked_fill_(future_mask(L, x.device), float("-inf")).softmax(-1)
+            logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)          # [B, H, Q, K]
+            weights = logits.masked_fill_(blocked, float("-inf")).softmax(-1)
             ctx = self.attn_drop(weights) @ v
         else:
-            ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        ctx = ctx.transpose(1, 2).reshape(B, L, d)
-        return self.norm(x + self.drop(self.out(ctx))), weights
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=~blocked)
+        ctx = ctx.transpose(1, 2).reshape(B, Q, d)
+        return self.norm(x_q + self.drop(self.out(ctx))), weights
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False):
+        """All positions: [B, L, d] -> [B, L, d] (and [B, H, L, L] weights if asked)."""
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if not need_weights and not (self.training and self.attn_drop.p > 0):
+            ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+            return self.norm(x + self.drop(self.out(ctx.reshape(B, L, d)))), None
+        return self._attend(x, q, k, v, future_mask(L, x.device), need_weights)
+
+    def forward_last(self, x: torch.Tensor, lengths: torch.Tensor, need_weights: bool = False):
+        """Only the query at position lengths - 1: [B, L, d] -> [B, 1, d] (weights [B, H, 1, L])."""
+        k, v = self.keys_values(x)
+        x_last = last_real(x, lengths).unsqueeze(1)                              # [B, 1, d]
+        blocked = (torch.arange(x.shape[1], device=x.device) >= lengths.view(-1, 1))
+        return self._attend(x_last, self.query(x_last), k, v, blocked.view(-1, 1, 1, x.shape[1]),
+                            need_weights)
 
 
 class FeedForward(nn.Module):
@@ -76,14 +125,83 @@ class SASRec(SequenceEncoder):
                                  for _ in range(num_layers))
         self.init_weights()
 
+    def _input(self, emb: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Item embeddings [B, L, d] of positions start.. -> block input (+ position, LN, dropout)."""
+        return self.drop(self.norm(emb + self.pos_emb.weight[start:start + emb.shape[1]]))
+
     def encode_embedded(self, emb: torch.Tensor, lengths: torch.Tensor,
                         return_attention: bool = False):
-        L = emb.shape[1]
-        x = self.drop(self.norm(emb + self.pos_emb.weight[:L]))          # [B, L, d]
+        """[B, L, d] -> [B, d], the state at position lengths - 1, the last block on that
+        position only. ``return_attention``: also a list of per-block weights, [B, H, L, L] for
+        every block but the last, [B, H, 1, L] (the last real query's row) for the last."""
+        x = self._input(emb)                                                     # [B, L, d]
         attentions = []
-        for attn, ffn in zip(self.attn, self.ffn):
-            x, weights = attn(x, need_weights=return_attention)
+        last = len(self.attn) - 1
+        for i, (attn, ffn) in enumerate(zip(self.attn, self.ffn)):
+            if i < last:
+                x, weights = attn(x, need_weights=return_attention)
+            else:
+                x, weights = attn.forward_last(x, lengths, need_weights=return_attention)
             x = ffn(x)
             attentions.append(weights)
-        h = last_real(x, lengths)                                         # [B, d]
+        h = x.squeeze(1)                                                         # [B, d]
         return (h, attentions) if return_attention else h
+
+    def hidden_states(self, emb: torch.Tensor) -> torch.Tensor:
+        """The plain computation: every block on every position, [B, L, d] -> [B, L, d]."""
+        x = self._input(emb)
+        for attn, ffn in zip(self.attn, self.ffn):
+            x = ffn(attn(x)[0])
+        return x
+
+    @torch.no_grad()
+    def occlusion_states(self, emb: torch.Tensor, lengths: torch.Tensor,
+                         internal_batch_size: int = 1024) -> torch.Tensor:
+        """[B, L, d] -> [B, L, d]: row b, column i is the representation of sequence b with
+        position i's item embedding zeroed (columns >= lengths[b] are 0). Eval mode only.
+
+        For each i, the rows longer than i recompute positions i.. of every block; their
+        queries attend to the clean keys/values of positions < i (unchanged by causality)
+        followed by the recomputed ones. Work: sum_i (L - i) positions per block instead of
+        L * L for one full forward per occluded copy. Rows are processed in length order, so
+        the rows longer than i are a contiguous slice (views, no gathers)."""
+        if self.training:
+            raise RuntimeError("occlusion_states needs eval mode (no dropout)")
+        B, L, d = emb.shape
+        order = torch.argsort(lengths, stable=True)
+        emb, lengths = emb[order], lengths[order]
+        last = len(self.attn) - 1
+        x = self._input(emb)
+        clean, work = [], []                          # per block: clean and working (K, V)
+        for j, (attn, ffn) in enumerate(zip(self.attn, self.ffn)):
+            kv = attn.keys_values(x)
+            clean.append(kv)
+            work.append(tuple(t.clone() for t in kv))
+            if j < last:
+                x = ffn(attn(x)[0])
+        out = emb.new_zeros(B, L, d)
+        pos = torch.arange(L, device=emb.device)
+        counts = torch.bincount(lengths, minlength=L + 1).tolist()
+        first = 0                                      # first row with length > i
+        for i in range(int(lengths[-1])):
+            first += counts[i]
+            n = lengths[first:]
+            seg = emb[first:, i:].clone()                                              # [b, m, d]
+            seg[:, 0] = 0.0
+            xs = self._input(seg, start=i)
+            for j, (attn, ffn) in enumerate(zip(self.attn, self.ffn)):
+                k, v = work[j]
+                k_new, v_new = attn.keys_values(xs)
+                k[first:, :, i:], v[first:, :, i:] = k_new, v_new     # positions < i stay clean
+                k_rows, v_rows = k[first:], v[first:]
+                if j < last:
+                    blocked = pos.view(1, -1) > pos[i:].view(-1, 1)                    # [m, L]
+                    xs, _ = attn._attend(xs, attn.query(xs), k_rows, v_rows, blocked, False)
+                else:
+                    x_q = xs.gather(1, (n - 1 - i).view(-1, 1, 1).expand(-1, 1, d))     # [b, 1, d]
+                    blocked = (pos.view(1, -1) >= n.view(-1, 1)).view(-1, 1, 1, L)
+                    xs, _ = attn._attend(x_q, attn.query(x_q), k_rows, v_rows, blocked, False)
+                xs = ffn(xs)
+                k[first:, :, i], v[first:, :, i] = clean[j][0][first:, :, i], clean[j][1][first:, :, i]
+            out[first:, i] = xs.squeeze(1)
+        return out[torch.argsort(order)]
