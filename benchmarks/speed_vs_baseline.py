@@ -3,7 +3,8 @@
 Every measurement runs in a fresh child interpreter whose ``PYTHONPATH`` puts one source tree's
 ``ec4srec`` first: the current checkout, or ``--baseline`` (an exported older commit, e.g.
 ``git archive 1caab7b | tar -x -C /tmp/base``). Children of the two trees alternate round by
-round, so both see the same load; each number is the median over ``--rounds``.
+round or, with ``--parallel``, run at the same time pinned to one core each, so both see the
+same load; each number is the median over ``--rounds``.
 
 Measured per tree (SASRec backbone, default configs, one dataset):
 - ``sasrec epoch``: one whole training epoch of plain full-CE SASRec (``Trainer.train_epoch``,
@@ -114,13 +115,33 @@ def _child(spec: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- parent side
-def run_child(tree: Path, spec: dict) -> dict:
+def start_child(tree: Path, spec: dict, core: int | None = None) -> subprocess.Popen:
+    """A child interpreter measuring ``spec`` with ``tree``'s ec4srec (pinned to ``core``)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], text=True,
-                          capture_output=True, cwd=ROOT, env=env)
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    if core is not None:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    return subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, env=env)
+
+
+def finish_child(proc: subprocess.Popen, tree: Path, spec: dict) -> dict:
+    out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"child {spec} in {tree} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"child {spec} in {tree} failed:\n{err[-4000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_child(tree: Path, spec: dict) -> dict:
+    return finish_child(start_child(tree, spec), tree, spec)
+
+
+def run_pair(trees: dict[str, Path], spec: dict, swap: bool) -> dict[str, dict]:
+    """Both trees' children at once, pinned to cores 0 and 1 (swapped every other round), so
+    that they measure under the same conditions at the same time."""
+    procs = {name: start_child(path, spec, core=(i + swap) % 2)
+             for i, (name, path) in enumerate(trees.items())}
+    return {name: finish_child(proc, trees[name], spec) for name, proc in procs.items()}
 
 
 def main() -> None:
@@ -144,6 +165,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--explainers", nargs="+", default=list(EXPLAINERS), choices=EXPLAINERS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--parallel", action="store_true",
+                   help="run the two trees' children at once, pinned to cores 0 and 1 (with "
+                        "--threads 1, on an otherwise idle 2-core machine)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="config override for both trees, e.g. model.backbone=gru4rec")
     p.add_argument("--note", default=None)
@@ -159,17 +183,28 @@ def main() -> None:
         for key, value in out.items():
             res[tree].setdefault(prefix + key, []).append(value)
 
+    specs = [({**common, "kind": "sasrec_epoch", "eval_runs": args.eval_runs}, ""),
+             ({**common, "kind": "methods", "methods": args.methods, "batches": args.batches,
+               "runs": 1}, "method:")]
+    for e in args.explainers:
+        for steps in (args.ig_steps if e == "integrated_gradients" else [20]):
+            name = f"{e} ({steps} steps)" if e == "integrated_gradients" else e
+            specs.append(({**common, "kind": "explain", "explainer": e, "batches": args.explain_batches,
+                           "ig_steps": steps, "name": name}, "explain:"))
+
+    def record(tree: str, spec: dict, prefix: str, out: dict) -> None:
+        add(tree, {spec["name"]: out["update"]} if "name" in spec else out, prefix)
+
     for r in range(args.rounds):
-        for tree, path in (trees.items() if r % 2 == 0 else reversed(trees.items())):
-            add(tree, run_child(path, {**common, "kind": "sasrec_epoch", "eval_runs": args.eval_runs}))
-            add(tree, run_child(path, {**common, "kind": "methods", "methods": args.methods,
-                                       "batches": args.batches, "runs": 1}), "method:")
-            for e in args.explainers:
-                for steps in (args.ig_steps if e == "integrated_gradients" else [20]):
-                    name = f"{e} ({steps} steps)" if e == "integrated_gradients" else e
-                    out = run_child(path, {**common, "kind": "explain", "explainer": e,
-                                           "batches": args.explain_batches, "ig_steps": steps})
-                    add(tree, {name: out["update"]}, "explain:")
+        if args.parallel:
+            for spec, prefix in specs:
+                for tree, out in run_pair(trees, spec, swap=bool(r % 2)).items():
+                    record(tree, spec, prefix, out)
+        else:
+            for tree, path in (trees.items() if r % 2 == 0 else reversed(trees.items())):
+                for spec, prefix in specs:
+                    record(tree, spec, prefix, run_child(path, spec))
+        for tree in trees:
             print(f"round {r + 1} {tree}: " + json.dumps({k: round(v[-1], 2) for k, v in res[tree].items()}),
                   flush=True)
     med = {t: {k: statistics.median(v) for k, v in res[t].items()} for t in trees}
@@ -186,7 +221,9 @@ def main() -> None:
     what = f"{args.dataset}, {' '.join(args.overrides)}" if args.overrides else args.dataset
     text = header(f"Hot-path speed vs {base_label} ({what}, same run)", args.threads, args.note)
     load_after = open("/proc/loadavg").read().split()[:3]
-    text += (f"- baseline tree: {base_label}; rounds: {args.rounds} (children alternate, median "
+    mode = ("the two trees' children ran at the same time, pinned to one core each, cores "
+            "swapped every round" if args.parallel else "children alternate")
+    text += (f"- baseline tree: {base_label}; rounds: {args.rounds} ({mode}; median "
              f"shown); method ratios over the same {args.batches} batches; explainer updates over "
              f"{args.explain_batches} random batches of its 1024-row length-sorted batches, scaled "
              f"to all\n- load average (1/5/15 min): {' '.join(load_before)} before, "

@@ -43,8 +43,26 @@ def save_torch(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is truncated, corrupt or not a checkpoint; the message names the file."""
+
+
 def load_torch(path: str | Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a file written by :func:`save_torch`. A missing file is FileNotFoundError; a
+    truncated, corrupt or foreign file is one :class:`CheckpointError` naming the file (torch
+    itself raises RuntimeError, EOFError or UnpicklingError with miniz/pickle internals)."""
+    import pickle
+    import zipfile
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        first = " ".join(str(exc).split())[:120]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({size} bytes; truncated or "
+                              f"corrupt?): {type(exc).__name__}: {first}") from None
 
 
 def capture_rng(np_rng: np.random.Generator) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``ec4srec train | evaluate | explain``.
 
-Bad input (unknown dataset, malformed data line, invalid config key or value, missing
+Bad input (unknown dataset, malformed data line, invalid config key or value, missing or corrupt
 checkpoint) prints one ``error: ...`` line and exits with status 2, without a traceback and
 without writing into the output directory.
 """
@@ -123,6 +123,8 @@ def _load_run(path: str, data_dir: str | None):
     if not ckpt_path.is_file():
         raise CLIError(f"no checkpoint at {ckpt_path}")
     ckpt = load_torch(ckpt_path)
+    if not isinstance(ckpt, dict) or not {"config", "model"} <= set(ckpt):
+        raise CLIError(f"{ckpt_path}: not an ec4srec trainer checkpoint (no config/model state)")
     config = Config.from_dict(ckpt["config"])
     if data_dir:
         config.data.data_dir = data_dir
@@ -156,13 +158,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .data import DataError
 
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "explain": cmd_explain}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, CLIError) as exc:
+    except (ConfigError, DataError, CLIError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -96,3 +96,54 @@ def test_interrupted_driver_resumes_without_repeating_trials(ray_local, tmp_path
     epochs = pd.read_csv(tmp_path / "s" / "epochs.csv")
     assert len(epochs) == 9 and not epochs.duplicated(["trial_id", "epoch"]).any()
     assert "trial table" in resumed.stdout and "tensorboard --logdir" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_resume_with_a_narrower_space_applies_it_to_trials_not_yet_created(ray_local, tmp_path):
+    wide, narrow = tmp_path / "wide.yaml", tmp_path / "narrow.yaml"
+    wide.write_text("params:\n  train.lr: {choices: [0.001, 0.003]}\nmethods:\n  sasrec: [train.lr]\n")
+    narrow.write_text("params:\n  train.lr: {choices: [0.003]}\nmethods:\n  sasrec: [train.lr]\n")
+    address = ray_local.get_runtime_context().gcs_address
+    common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
+    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test", "--methods", "sasrec",
+           "--search-space", str(wide), "--num-samples", "4", "--max-epochs", "3", "--seed", "1",
+           "--max-concurrent", "1", "--seeds", "0", "--scheduler", "fifo", *common]
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
+    run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
+    try:
+        wait_for(lambda: any(finished(r) for r in trial_reports(run_dir).values())
+                 and any(r and not finished(r) for r in trial_reports(run_dir).values()), 180, proc)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert rc == 130, (tmp_path / "first.log").read_text()[-3000:]
+    # trials that existed at the interrupt (max-concurrent 1: none was pending unstarted)
+    before = {name.removeprefix("trial_") for name in trial_reports(run_dir)}
+    resumed = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--resume",
+                              "--search-space", str(narrow), *common],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "s" / "trials.csv").set_index("trial_id")
+    new = [t for t in trials.index if t not in before]
+    # the study completed its 4 trials (the smoke-test cap); some were created after the resume
+    assert len(trials) == 4 and new
+    # every trial created after the resume was sampled from the narrowed space
+    assert (trials.loc[new, "train.lr"] == 0.003).all(), trials[["train.lr"]]
+    # the trial tables hold config keys only (the Optuna alias of the narrowed choice does not leak)
+    assert not [c for c in trials.columns if "{" in c]
+    import optuna
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "optuna.journal")))
+    ot = optuna.load_study(study_name="synthetic-sasrec-sasrec", storage=storage).trials
+    # the restored searcher itself sampled the narrowed choice (under its Optuna alias) for
+    # exactly the trials created after the resume; the ones before used the wide choice
+    assert sum("train.lr{0.003}" in t.params for t in ot) == len(new)
+    assert sum("train.lr" in t.params and "train.lr{0.003}" not in t.params for t in ot) == len(before)

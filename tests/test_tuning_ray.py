@@ -41,13 +41,14 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method):
     assert len(trials) == 1
     row = trials.iloc[0]
     assert row["state"] == "completed" and row["epochs"] == 4 and row["restores"] >= 1
-    trial_dir = Path(row["path"])
+    trial_dir = Path(summary["exp"]) / row["path"]           # relative to the experiment folder
     assert (trial_dir / "KILLED_BY_TEST").exists()
     reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     resumed_at = {r["restored_from_epoch"] for r in reports} - {0}
     assert resumed_at and max(resumed_at) >= 1                # continued, did not start over
     # the resumed trial equals an uninterrupted run of the same config (importance included)
-    params = {k: row[k] for k in trials.columns if k.startswith("method.") and pd.notna(row[k])}
+    params = {k: row[k] for k in trials.columns
+              if k.startswith(("method.", "model.", "train.")) and pd.notna(row[k])}
     params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
     base = study_mod.base_config(opts, method, "sasrec")
     local = LocalSession(tmp_path / "local")
@@ -96,9 +97,9 @@ def test_nan_trial_fails_cleanly_and_the_study_goes_on(ray_local, tmp_path):
     bad, good = trials[trials["train.lr"] > 1], trials[trials["train.lr"] < 1]
     assert len(bad) >= 1 and len(good) >= 1, trials[["train.lr", "state"]]
     assert (bad["state"] == "error").all() and bad["error"].str.contains("NonFiniteLoss").all()
-    assert all((Path(p) / NONFINITE_MARKER).exists() for p in bad["path"])
+    assert all((exp / p / NONFINITE_MARKER).exists() for p in bad["path"])
     assert (good["state"] == "completed").all()
-    assert all(list(Path(p).glob("events.out.tfevents*")) for p in good["path"])   # TensorBoard
+    assert all(list((exp / p).glob("events.out.tfevents*")) for p in good["path"])   # TensorBoard
     # seeds re-runs of the best config: one test per seed, then the paper tables
     seeds = pd.read_csv(exp / "seeds.csv")
     assert sorted(seeds["seed"]) == [2020, 2021] and seeds["test/ndcg@10"].notna().all()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ec4srec.tuning.report import betainc, build_table, paired_ttest, render, render_table, t_pvalue
+from ec4srec.tuning.report import build_table, paired_ttest, render, render_table, t_pvalue
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -18,18 +18,32 @@ def test_paired_ttest_matches_hand_computed_values():
     # closed-form: p = 1 - |t| / sqrt(t^2 + 2) = 1 - sqrt(12 / 14) = 0.0741799...
     t, p = paired_ttest([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
     assert t == pytest.approx(math.sqrt(12))
+    # scipy's p-value equals the hand-computed closed form
     assert p == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-10)
     assert p == pytest.approx(0.0741799, abs=1e-7)
     # df = 1 (Cauchy): p = 1 - 2 / pi * atan(|t|); d = (1, 3) -> t = 2 -> p = 0.2951672...
     t, p = paired_ttest([1.0, 3.0], [0.0, 0.0])
     assert t == pytest.approx(2.0) and p == pytest.approx(1 - 2 / math.pi * math.atan(2), rel=1e-10)
+    # a negative difference: same |t| and p, t negative (two-sided)
+    t, p = paired_ttest([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    assert t == pytest.approx(-math.sqrt(12)) and p == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-10)
     # large df approaches the normal: t = 1.959964, df = 10^6 -> p ~ 0.05
     assert t_pvalue(1.959964, 10**6) == pytest.approx(0.05, abs=1e-4)
     # a textbook value: t = 2.262, df = 9 is the two-sided 5 % critical value
     assert t_pvalue(2.262157, 9) == pytest.approx(0.05, abs=1e-6)
-    assert betainc(2.0, 3.0, 0.4) == pytest.approx(0.5248, abs=1e-10)   # I_0.4(2,3) = 0.5248
-    assert paired_ttest([1.0, 2.0], [0.0, 1.0]) == (math.inf, 0.0)      # constant difference
+    # a constant non-zero difference is certain; no difference at all is p = 1
+    assert paired_ttest([1.0, 2.0], [0.0, 1.0]) == (math.inf, 0.0)
+    assert paired_ttest([1.0, 2.0], [1.0, 2.0]) == (0.0, 1.0)
+    # fewer than two pairs: undefined
     assert math.isnan(paired_ttest([1.0], [0.0])[1])
+
+
+def test_the_t_test_is_scipys():
+    import inspect
+
+    import ec4srec.tuning.report as report
+    # the hand-written incomplete beta is gone; the p-value comes from scipy.stats
+    assert not hasattr(report, "betainc") and "scipy" in inspect.getsource(report.t_pvalue)
 
 
 def hand_made_seeds() -> pd.DataFrame:

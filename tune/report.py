@@ -26,15 +26,19 @@ def main(argv=None) -> int:
     if not (exp / "seeds.csv").exists() and not (exp / "trials.csv").exists():
         print(f"error: {exp} has neither seeds.csv nor trials.csv", file=sys.stderr)
         return 2
-    out = render(exp, args.output, args.backbone, tuple(args.ours))
-    for table in ("table3.md", "table4.md"):
-        if (out / table).exists():
-            print(f"## {table}\n\n{(out / table).read_text()}")
-    print(f"tables and figures in {out}")
-    if args.export:
-        from ec4srec.tuning.results import export_study
-        written = export_study(exp, Path(args.export))
-        print(f"exported {len(written)} files to {args.export}")
+    from ec4srec.tuning.results import TableError, export_study
+    try:
+        out = render(exp, args.output, args.backbone, tuple(args.ours))
+        for table in ("table3.md", "table4.md"):
+            if (out / table).exists():
+                print(f"## {table}\n\n{(out / table).read_text()}")
+        print(f"tables and figures in {out}")
+        if args.export:
+            written = export_study(exp, Path(args.export))
+            print(f"exported {len(written)} files to {args.export}")
+    except TableError as exc:        # a malformed table: one line, exit 2, nothing half-written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -32,7 +32,8 @@ def parse(argv=None) -> tuple[StudyOptions, bool]:
     p.add_argument("--name", help="experiment name (default: ec4srec-<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue the study --storage-path/--name")
     p.add_argument("--seed", type=int, default=D.seed, help="seed of the TPE sampler")
-    p.add_argument("--search-space", help="YAML replacing ec4srec/tuning/default_space.yaml")
+    p.add_argument("--search-space", help="default | paper (packaged spaces) | FILE.yaml; with "
+                   "--resume: a narrower space for the trials not yet created")
     p.add_argument("--data-dir", help="dataset directory on every node (default: $EC4SREC_DATA_DIR)")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget on synthetic data (CI)")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default=D.scheduler)

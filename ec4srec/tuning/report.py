@@ -1,4 +1,4 @@
-"""Paper-style tables and figures from a study's tables (no Ray, no scipy).
+"""Paper-style tables and figures from a study's tables (no Ray; the t-test is scipy's).
 
 Contracts:
 - Input: ``<exp>/seeds.csv`` (one row per run and seed: dataset, method, backbone, seed,
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import METHODS
-from .results import METRICS
+from .results import METRICS, read_table
 
 OURS = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
 LABELS = {"sasrec": "SASRec", "cl4srec": "CL4SRec", "duorec": "DuoRec", "ec4srec_ssl": "EC4SRec(SSL)",
@@ -27,51 +27,26 @@ LABELS = {"sasrec": "SASRec", "cl4srec": "CL4SRec", "duorec": "DuoRec", "ec4srec
 
 
 # ------------------------------------------------------------------ statistics
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) (continued fraction, Numerical Recipes 6.4)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                     + a * math.log(x) + b * math.log1p(-x))
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - betainc(b, a, 1.0 - x)
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 300):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return front * f / a
-
-
 def t_pvalue(t: float, df: int) -> float:
-    """Two-sided p-value of Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return betainc(df / 2.0, 0.5, df / (df + t * t))
+    """Two-sided p-value of Student's t with ``df`` degrees of freedom (scipy.stats.t)."""
+    from scipy import stats
+    return float(2.0 * stats.t.sf(abs(t), df))
 
 
 def paired_ttest(x: list[float], y: list[float]) -> tuple[float, float]:
-    """(t, two-sided p) of the paired t-test of x against y; p = nan with < 2 pairs."""
+    """(t, two-sided p) of the paired t-test of x against y (scipy.stats.ttest_rel); p = nan with
+    < 2 pairs. A constant non-zero difference (zero variance, where scipy gives nan) counts as
+    t = +-inf, p = 0; no difference at all as t = 0, p = 1."""
+    from scipy import stats
     d = [a - b for a, b in zip(x, y)]
     n = len(d)
     if n < 2:
         return float("nan"), float("nan")
     mean = sum(d) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
-    if sd == 0.0:
+    if all(v == d[0] for v in d):
         return (math.copysign(math.inf, mean), 0.0) if mean else (0.0, 1.0)
-    t = mean / (sd / math.sqrt(n))
-    return t, t_pvalue(t, n - 1)
+    res = stats.ttest_rel(x[:n], y[:n])
+    return float(res.statistic), float(res.pvalue)
 
 
 # ------------------------------------------------------------------ tables
@@ -198,14 +173,16 @@ def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str
     """Write Table 3 (and Table 4 when there are several backbones) and figures; returns out."""
     exp = Path(exp)
     out = Path(out) if out else exp / "report"
+    # both tables are read (and checked: results.TableError) before anything is written
+    seeds = read_table(exp / "seeds.csv") if (exp / "seeds.csv").exists() else pd.DataFrame()
+    trials = read_table(exp / "trials.csv") if (exp / "trials.csv").exists() else None
     out.mkdir(parents=True, exist_ok=True)
-    seeds = pd.read_csv(exp / "seeds.csv") if (exp / "seeds.csv").exists() else pd.DataFrame()
     if len(seeds):
         backbones = sorted(seeds["backbone"].unique())
         primary = primary_backbone or ("sasrec" if "sasrec" in backbones else backbones[0])
         write_table(build_table(seeds, [primary], ours), out, "table3")
         if len(backbones) > 1:
             write_table(build_table(seeds, backbones, ours), out, "table4")
-    if (exp / "trials.csv").exists():
-        sensitivity_figures(pd.read_csv(exp / "trials.csv"), out)
+    if trials is not None:
+        sensitivity_figures(trials, out)
     return out

@@ -4,10 +4,15 @@ Contracts:
 - ``trials.csv`` (and ``.parquet`` when pyarrow is there): one row per trial with its run
   (``dataset-method-backbone``), searched params (``method.mu_e`` ...), ``state`` (completed |
   early_stopped | pruned | error), epochs, best validation metrics, wall time, the node(s) it
-  ran on, warm-up epochs skipped, times restored, error text.
+  ran on, warm-up epochs skipped, times restored, error text, and ``path``: the trial's folder
+  relative to the experiment folder (``<run>/trial_<id>``), never an absolute machine path.
 - ``epochs.csv``: one row per (trial, epoch), the last report winning when a restored trial
   re-reported an epoch. Validation and training metrics only: no test metric exists here.
 - ``seeds.csv``: one row per (run, seed) of the final re-runs, with test and validation metrics.
+- :func:`read_table` reads a study table back: a file that is not a CSV or lacks a required
+  column is one :class:`TableError` naming the file (``tune/report.py`` exits 2 on it).
+- :func:`export_study` copies the portable results; the copies carry paths relative to the
+  experiment folder (``trials.csv`` paths, ``study.json`` storage folders, ``summary.json``).
 """
 from __future__ import annotations
 
@@ -17,6 +22,45 @@ from pathlib import Path
 import pandas as pd
 
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
+# columns the report needs from each table
+REQUIRED = {"trials.csv": ("run", "valid/ndcg@10"),
+            "seeds.csv": ("dataset", "method", "backbone", "seed",
+                          *(f"test/{m}" for m in METRICS))}
+
+
+class TableError(ValueError):
+    """A study table is malformed; the message names the file."""
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A study table (trials.csv, seeds.csv, ...), checked for its required columns and numeric
+    metric columns; raises TableError naming the file."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TableError(f"{path}: not a readable CSV table: {' '.join(str(exc).split())}") from None
+    missing = [c for c in REQUIRED.get(path.name, ()) if c not in df.columns]
+    if missing:
+        raise TableError(f"{path}: missing column(s) {missing}")
+    for col in df.columns:
+        if str(col).startswith(("valid/", "test/")) and not pd.api.types.is_numeric_dtype(df[col]):
+            bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
+            raise TableError(f"{path}: column {col!r} holds a non-number: {bad.iloc[0]!r} "
+                             f"(row {int(bad.index[0]) + 2})")
+    return df
+
+
+def portable_path(path: str | None, exp: Path, run: str) -> str | None:
+    """A trial folder relative to the experiment folder: ``<run>/<trial folder>``."""
+    if not path:
+        return path
+    p = Path(str(path))
+    if not p.is_absolute() and "://" not in str(path):
+        return p.as_posix()
+    try:
+        return p.relative_to(exp).as_posix()
+    except ValueError:
+        return f"{run}/{p.name}"
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
@@ -67,7 +111,7 @@ def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataF
                 "warm_start_epoch": int(max((r.get("warm_start_epoch", 0) for r in hist), default=0)),
                 "restores": len({r.get("restored_from_epoch") for r in hist} - {0, None}),
                 "node_ids": ";".join(nodes), "node_ips": ";".join(ips), "num_nodes": len(nodes),
-                "error": rec["error"], "path": rec["path"],
+                "error": rec["error"], "path": portable_path(rec["path"], exp, name),
             })
             for r in hist:
                 epoch_rows.append({"run": name, "trial_id": rec["trial_id"], "epoch": r["epoch"],
@@ -137,19 +181,60 @@ def write_seed_table(exp: Path) -> pd.DataFrame:
 PORTABLE = ("study.json", "summary.json", "trials.csv", "epochs.csv", "seeds.csv", "best", "report")
 
 
+def _relative_json(value, exp: Path):
+    """Every absolute path in a JSON value that is the experiment folder, inside it or the folder
+    holding it, made relative to the experiment folder (``.``, ``report``, ``..``)."""
+    if isinstance(value, dict):
+        return {k: _relative_json(v, exp) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_json(v, exp) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        p = Path(value)
+        if p == exp.parent:
+            return ".."
+        try:
+            return p.relative_to(exp).as_posix() or "."
+        except ValueError:
+            return value
+    return value
+
+
+def _portable_bytes(path: Path, exp: Path) -> bytes:
+    """The exported content of one file: study.json / summary.json and trials.csv with paths
+    relative to the experiment folder; anything else unchanged."""
+    rel = path.relative_to(exp).as_posix()
+    if rel in ("study.json", "summary.json"):
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise TableError(f"{path}: not valid JSON: {exc}") from None
+        return (json.dumps(_relative_json(raw, exp.resolve()), indent=2) + "\n").encode()
+    if rel == "trials.csv":
+        trials = read_table(path)
+        if "path" in trials.columns:
+            runs = trials["run"] if "run" in trials.columns else [""] * len(trials)
+            trials["path"] = [portable_path(p, exp.resolve(), r) if isinstance(p, str) else p
+                              for p, r in zip(trials["path"], runs)]
+        return trials.to_csv(index=False).encode()
+    return path.read_bytes()
+
+
 def export_study(exp: Path, dest: Path) -> list[Path]:
     """Copy a study's portable results (tables, best configs, paper tables, figures, options;
     no checkpoints, Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
-    Each file is written atomically; returns the written paths."""
+    Paths in study.json, summary.json and trials.csv are made relative to the experiment folder.
+    Every file is read and checked before the first one is written (a malformed table raises
+    TableError and writes nothing); each write is atomic. Returns the written paths."""
     from ..checkpoint import atomic_write_bytes
-    written = []
+    exp = Path(exp)
+    contents = {}
     for name in PORTABLE:
         src = exp / name
         files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
         for path in files:
             if not path.exists() or path.suffix in (".tmp", ".parquet"):
                 continue
-            target = dest / path.relative_to(exp)
-            atomic_write_bytes(target, path.read_bytes())
-            written.append(target)
-    return written
+            contents[dest / path.relative_to(exp)] = _portable_bytes(path, exp)
+    for target, data in contents.items():
+        atomic_write_bytes(target, data)
+    return list(contents)

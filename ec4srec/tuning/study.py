@@ -8,7 +8,10 @@ runs go one after another, each using the whole cluster.
 
 Experiment folder ``<storage_path>/<name>`` (``exp`` below; for an ``s3://`` storage path the
 non-Ray files go to ``--local-dir``):
-  study.json                the options of the study (``--resume`` reads them back)
+  study.json                the options of the study (``--resume`` reads them back; format
+                            ``STUDY_VERSION``, checked by :func:`read_manifest`)
+  search_space.yaml         the study's active space: every run's SearchSpace reads it, and
+                            ``--resume --search-space FILE`` replaces it with a narrower one
   <dataset>-<method>-<backbone>/   Ray's run folder: trials, checkpoints, TensorBoard events
   optuna.journal            the Optuna studies (``optuna-dashboard exp/optuna.journal``)
   warmup/                   shared warm-up checkpoints (warmstart.py)
@@ -40,12 +43,15 @@ from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError, dump_config
 from ..data.sources import DATASETS, SYNTHETIC
 from . import results
-from .space import SearchSpace, apply_params, load_ranges
+from .space import (SearchSpace, apply_params, dump_ranges, is_packaged_name, load_ranges,
+                    narrowing_problem)
 from .trainable import retrain_seed, train_trial
 
 OBJECTIVE = "valid/best_ndcg@10"     # Optuna's value and the best-trial rule
 ASHA_METRIC = "valid/ndcg@10"
 ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
+STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
+SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
 
 
 class Interrupted(Exception):
@@ -103,6 +109,9 @@ class StudyOptions:
                                  .expanduser().resolve())
         if self.data_dir:
             self.data_dir = str(Path(self.data_dir).expanduser().resolve())
+        if self.search_space and not is_packaged_name(self.search_space) \
+                and Path(self.search_space).expanduser().exists():
+            self.search_space = str(Path(self.search_space).expanduser().resolve())
         return self
 
     @property
@@ -135,6 +144,49 @@ class StudyOptions:
 
 def run_name(key: tuple[str, str, str]) -> str:
     return "-".join(key)
+
+
+def read_manifest(path: Path) -> dict:
+    """The options saved in ``study.json``, checked: one ConfigError naming the file and the
+    problem for a truncated or malformed file, another format version, an unknown option or a
+    value of the wrong type."""
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON (truncated or corrupt?): {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object of study options, got {type(raw).__name__}")
+    version = raw.pop("version", 1)
+    if version not in (1, STUDY_VERSION):
+        raise ConfigError(f"{path}: study format version {version!r}; this ec4srec reads versions "
+                          f"1..{STUDY_VERSION} (written by another version?)")
+    fields = {f.name: f for f in dataclasses.fields(StudyOptions)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown study options {unknown} (written by another version?)")
+    for name, value in raw.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if default is None:
+            ok = value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (isinstance(default, float) or isinstance(value, int))
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{path}: option {name!r} has the wrong type: {value!r}")
+    raw["_version"] = version
+    return raw
+
+
+def write_manifest(opts: "StudyOptions") -> None:
+    atomic_write_json(opts.exp_dir / "study.json",
+                      {"version": STUDY_VERSION, **dataclasses.asdict(opts)})
 
 
 def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
@@ -218,7 +270,7 @@ def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
     name = run_name(key)
     base = base_config(opts, method, backbone)
     n_epochs = base.train.epochs
-    space = SearchSpace(method, backbone, n_epochs, ranges)
+    space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE)
     num = 1 if space.empty else opts.num_samples
     grace = opts.grace_period or max(1, min(10, n_epochs // 10))
     study = {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
@@ -258,7 +310,7 @@ def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
     return tuner, num
 
 
-def grid_records(grid) -> list[dict]:
+def grid_records(grid, run: str | None = None) -> list[dict]:
     """Plain per-trial records (params, per-epoch history, error) of a ResultGrid."""
     records = []
     for r in grid:
@@ -267,7 +319,9 @@ def grid_records(grid) -> list[dict]:
         last = r.metrics or {}
         records.append({"trial_id": last.get("trial_id") or Path(r.path).name, "params": r.config,
                         "history": history, "error": repr(r.error)[:500] if r.error else None,
-                        "path": r.path})
+                        # relative to the experiment folder (<run>/<trial folder>), never a
+                        # machine's absolute path or a bucket URI
+                        "path": f"{run}/{Path(str(r.path)).name}" if run else r.path})
     return records
 
 
@@ -283,7 +337,7 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
     finished = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("done"))
     if len(grid) < num or finished < len(grid):
         raise Interrupted(f"{run_name(key)}: {finished}/{num} trials finished")
-    records = grid_records(grid)
+    records = grid_records(grid, run_name(key))
     atomic_write_json(done_file, records)
     return records
 
@@ -314,8 +368,15 @@ def run(opts: StudyOptions) -> dict:
     """The whole study; returns a summary (paths, counts). Raises Interrupted."""
     exp = opts.exp_dir
     exp.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(exp / "study.json", dataclasses.asdict(opts))
-    ranges = load_ranges(opts.search_space)
+    fresh = not (exp / "study.json").exists()
+    write_manifest(opts)
+    active = exp / SPACE_FILE
+    if active.exists():          # a resumed study (possibly narrowed by main)
+        ranges = load_ranges(active)
+    else:
+        ranges = load_ranges(opts.search_space)
+        if fresh:                # (a resumed pre-version-2 study has none and gets none: its
+            atomic_write_text(active, dump_ranges(ranges))   # searchers pickled their ranges)
     connect(opts)
     started = time.time()
     all_records = {}
@@ -373,13 +434,38 @@ def input_error(opts: StudyOptions) -> str | None:
     if not opts.named_dataset and "://" not in opts.dataset and not Path(opts.dataset).is_file():
         return f"--dataset: {opts.dataset} is neither a known dataset nor a file"
     try:
-        load_ranges(opts.search_space)
+        ranges = load_ranges(opts.search_space)
         for method in opts.methods:
             for backbone in opts.backbones:
-                base_config(opts, method, backbone)
+                base = base_config(opts, method, backbone)
+                SearchSpace(method, backbone, base.train.epochs, ranges).first_update_epochs()
     except (ConfigError, OSError, ValueError) as exc:
         return str(exc)
     return None
+
+
+def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:
+    """``--resume --search-space NEW``: check that NEW narrows the study's active space for every
+    unfinished run, then make it the active space (``<exp>/search_space.yaml``, which every
+    run's SearchSpace reads) and the study's ``search_space`` option. Raises ConfigError."""
+    active = opts.exp_dir / SPACE_FILE
+    if version < STUDY_VERSION or not active.exists():
+        raise ConfigError(f"--search-space: {opts.exp_dir} was written by an older ec4srec whose "
+                          f"restored searcher cannot take a new space; resume without it")
+    resolved = StudyOptions(search_space=new_space).finalize().search_space
+    old, new = load_ranges(active), load_ranges(resolved)
+    runs = [(m, b) for (_, m, b) in opts.runs()
+            if not (opts.exp_dir / "runs" / f"{run_name((opts.dataset_label, m, b))}.json").exists()]
+    problem = narrowing_problem(old, new, runs, str(new_space))
+    if problem:
+        raise ConfigError(problem)
+    for _, method, backbone in opts.runs():     # p still fits the budget, etc.
+        epochs = base_config(opts, method, backbone).train.epochs
+        SearchSpace(method, backbone, epochs, new).first_update_epochs()
+    opts.search_space = resolved
+    atomic_write_text(active, dump_ranges(new))
+    write_manifest(opts)
+    print(f"[search] search space narrowed to {new_space} for trials not yet created", flush=True)
 
 
 def main(opts: StudyOptions, resume: bool = False) -> int:
@@ -390,9 +476,17 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
         if not manifest.exists():
             print(f"error: --resume: no study at {manifest}", file=sys.stderr)
             return 2
-        saved = json.loads(manifest.read_text())
-        saved.update(address=opts.address, verbose=opts.verbose)
-        opts = StudyOptions(**saved)
+        new_space = opts.search_space
+        try:
+            saved = read_manifest(manifest)
+            version = saved.pop("_version")
+            saved.update(address=opts.address, verbose=opts.verbose)
+            opts = StudyOptions(**saved)
+            if new_space is not None:
+                narrow_space(opts, new_space, version)
+        except (ConfigError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"[search] resuming {opts.exp_dir}", flush=True)
     elif manifest.exists():
         print(f"error: {opts.exp_dir} already holds a study; pass --resume or another --name",
