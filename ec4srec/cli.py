@@ -75,8 +75,14 @@ def resolve_resumed_config(args: argparse.Namespace, output: Path) -> Config:
     wanted = resolve_config(args) if (args.config or args.dataset or args.backbone or args.method
                                      or args.data_dir) else None
     if wanted is not None:
+        # Only what the command line actually names is compared: a bare --data-dir (the data
+        # moved) must not compare the defaults of --method etc. against the saved run.
+        given = {"data.dataset": args.config or args.dataset, "model.backbone": args.config or args.backbone,
+                 "method.name": args.config or args.method}
         for key, value in (("data.dataset", wanted.data.dataset), ("model.backbone", wanted.model.backbone),
                            ("method.name", wanted.method.name)):
+            if not given[key]:
+                continue
             section, name = key.split(".")
             if getattr(getattr(saved, section), name) != value:
                 raise CLIError(f"--resume: {key}={value!r} contradicts the run in {output} "

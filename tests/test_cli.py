@@ -126,6 +126,26 @@ def test_resume_continues_interrupted_run(config_file, tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 2
 
 
+@pytest.mark.parametrize("flags, ok", [(["--data-dir", "."], True), (["--method", "duorec"], False)])
+def test_resume_compares_only_the_flags_given(config_file, tmp_path, capsys, flags, ok):
+    config = load_config(config_file).with_overrides(["method.name=cl4srec"])
+
+    def stop(trainer, epoch, metrics):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, load_dataset(config.data), tmp_path / "run", callbacks=[stop],
+                log=lambda m: None).fit()
+    code = main(["train", "--output", str(tmp_path / "run"), "--resume", *flags])
+    captured = capsys.readouterr()
+    if ok:
+        # A bare --data-dir (the data moved) resumes a cl4srec run: the default --method is not
+        # compared against the saved run.
+        assert code == 0 and "after epoch 1" in captured.out
+    else:
+        # A --method that differs from the saved run is still refused.
+        assert code == 2 and "contradicts" in one_error_line(captured.err)
+
+
 def test_evaluate_missing_checkpoint(tmp_path, capsys):
     code = main(["evaluate", "--checkpoint", str(tmp_path / "nothing")])
     line = one_error_line(capsys.readouterr().err)
