@@ -73,7 +73,8 @@ def profile_method(method: str, dataset, batches: int, overrides: list[str]) -> 
             original = getattr(module, name)
             patched.append((module, name, original))
             setattr(module, name, timer.wrap("loss head", original))
-    order = train_order(split.train.length, config.train.batch_size, np.random.default_rng(0))
+    order = train_order(split.train.length, config.train.batch_size, np.random.default_rng(0),
+                        config.train.bucket_batches)
     sample = order[:batches]
     model.train()
     torch.manual_seed(0)

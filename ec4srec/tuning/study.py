@@ -333,8 +333,13 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
         return json.loads(done_file.read_text())
     tuner, num = make_tuner(opts, key, ranges)
     grid = tuner.fit()
-    # after SIGINT, interrupted trials may look TERMINATED: only "done" or an error count
-    finished = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("done"))
+    # After SIGINT, interrupted trials may look TERMINATED: a trial counts as finished when it
+    # errored, is "done", or its last report shows it ended on its own (its epoch budget or
+    # early stopping). The last test matters after a driver crash: a restored trial's final
+    # result can arrive without Ray's "done" flag although it trained to its budget.
+    def ended(m: dict) -> bool:
+        return bool(m.get("done") or m.get("early_stop") or m.get("epoch", 0) >= opts.max_epochs)
+    finished = sum(1 for r in grid if r.error is not None or ended(r.metrics or {}))
     if len(grid) < num or finished < len(grid):
         raise Interrupted(f"{run_name(key)}: {finished}/{num} trials finished")
     records = grid_records(grid, run_name(key))
