@@ -14,6 +14,7 @@ Contracts:
   the device and read back once per epoch (the method's loss may still sync; docs/precision.md).
 - Epoch-end callbacks ``cb(trainer, epoch, metrics) -> bool | None`` may save checkpoints or
   ask to stop (return True). This module never imports Ray.
+- ``history.csv`` (one row per epoch) is rewritten with every checkpoint and at the end.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from .models import build_model, refresh_dropout_banks
 from .precision import autocast, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
 SELECT_METRIC = "ndcg@10"
 Callback = Callable[["Trainer", int, dict], "bool | None"]
 
@@ -120,6 +122,7 @@ class Trainer:
             stop = self._end_epoch(epoch, train_stats, valid)
             if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
                 self.save_checkpoint()
+                self._write_history()
             for callback in self.callbacks:
                 stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
             if stop:
@@ -135,6 +138,7 @@ class Trainer:
         record = self.metrics_record(test=self.test() if run_test else None)
         if self.output_dir:
             self.save_checkpoint()
+            self._write_history()
             atomic_write_json(self.output_dir / "metrics.json", record)
         self._close_writer()
         return record
@@ -249,6 +253,17 @@ class Trainer:
     def _write_config(self) -> None:
         if self.output_dir:
             atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
+
+    def _write_history(self) -> None:
+        """history.csv: one row per epoch (train losses, validation metrics), rewritten
+        atomically with each checkpoint; the validation curve of the run (tune/report.py)."""
+        if not self.state.history:
+            return
+        keys = list(dict.fromkeys(k for h in self.state.history for k in h))
+        lines = [",".join(keys)]
+        lines += [",".join("" if h.get(k) is None else repr(h[k]) for k in keys)
+                  for h in self.state.history]
+        atomic_write_text(self.output_dir / HISTORY, "\n".join(lines) + "\n")
 
     def _tensorboard(self, epoch: int, scalars: dict[str, float]) -> None:
         if not (self.output_dir and self.config.train.tensorboard):

@@ -48,6 +48,11 @@ def test_fit_writes_run_files(tiny_file, tiny_dataset, tmp_path):
     assert ckpt["loop"]["epoch"] == 2 and ckpt["config"] == config.to_dict()
     # TensorBoard event files are written when train.tensorboard is on.
     assert list((out / "tb").glob("events.out.tfevents.*"))
+    # history.csv holds one row per epoch, equal to the loop history (the run's curve).
+    import pandas as pd
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["valid/ndcg@10"].tolist() == [h["valid/ndcg@10"] for h in ckpt["loop"]["history"]]
 
 
 def test_fit_without_output_writes_nothing(tiny_file, tiny_dataset, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
     python tune/search.py --dataset sports                       # all methods, SASRec backbone
     python tune/search.py --smoke-test                           # tiny CI run on synthetic data
     python tune/search.py --name ec4srec-sports --resume         # continue an interrupted study
+    python tune/search.py --dataset beauty --time-budget 3h      # plan trials to end within 3 h
 
 Joins the running Ray cluster (RAY_ADDRESS or one found on this machine), else starts a local
 one. Exits 0 when done, 130 when interrupted (the resume command is printed), 2 on bad input.
@@ -49,7 +50,18 @@ def parse(argv=None) -> tuple[StudyOptions, bool]:
                    help="do not share warm-up checkpoints between trials")
     p.add_argument("--checkpoint-every", type=int, default=D.checkpoint_every)
     p.add_argument("--verbose", action="store_true", help="print every trial's epoch lines")
+    p.add_argument("--time-budget", help="wall clock of the whole study, seed re-runs included "
+                   "(3h, 90m, 1h30m, seconds); see docs/search.md")
+    p.add_argument("--status-every", type=float, help="seconds between progress summaries "
+                   "(default 30 on a terminal, 120 in a log)")
     args = vars(p.parse_args(argv))
+    if args["time_budget"] is not None:
+        from ec4srec.config import ConfigError
+        from ec4srec.tuning.budget import parse_duration
+        try:
+            args["time_budget"] = parse_duration(args["time_budget"])
+        except ConfigError as exc:
+            p.error(str(exc))
     resume = args.pop("resume")
     return StudyOptions(**args), resume
 

@@ -50,21 +50,25 @@ def paired_ttest(x: list[float], y: list[float]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ tables
-def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS) -> pd.DataFrame:
-    """Tidy cells: dataset, metric, backbone, method, mean, std, n, rank (1 = best in its
-    backbone group), p_value (vs the group's best baseline; ours only), mark."""
+def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS,
+                group_col: str = "backbone", metrics=METRICS) -> pd.DataFrame:
+    """Tidy cells: dataset, metric, <group_col>, method, mean, std, n, rank (1 = best in its
+    group), p_value (vs the group's best baseline; ours only), mark. A group is a backbone
+    (a study's Table 3/4) or a setting (:func:`render_runs`); ``backbones`` lists the groups."""
     rows = []
     for dataset in sorted(seeds["dataset"].unique()):
-        for metric in METRICS:
+        for metric in metrics:
             col = f"test/{metric}"
+            if col not in seeds or seeds[col].dropna().empty:
+                continue
             for backbone in backbones:
-                group = seeds[(seeds["dataset"] == dataset) & (seeds["backbone"] == backbone)]
+                group = seeds[(seeds["dataset"] == dataset) & (seeds[group_col] == backbone)]
                 methods = [m for m in METHODS if m in set(group["method"])]
                 per = {m: group[group["method"] == m].set_index("seed")[col].dropna() for m in methods}
                 means = {m: float(s.mean()) for m, s in per.items() if len(s)}
                 order = sorted(means, key=lambda m: -means[m])
                 baselines = [m for m in order if m not in ours]
-                for m in methods:
+                for m in means:
                     s = per[m]
                     p, mark = float("nan"), ""
                     if m in ours and baselines and means.get(m, -1) > means[baselines[0]]:
@@ -72,7 +76,7 @@ def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS) -> pd.Data
                         common = sorted(set(s.index) & set(ref.index))
                         _, p = paired_ttest([s[i] for i in common], [ref[i] for i in common])
                         mark = "**" if p < 0.01 else "*" if p < 0.05 else ""
-                    rows.append({"dataset": dataset, "metric": metric, "backbone": backbone,
+                    rows.append({"dataset": dataset, "metric": metric, group_col: backbone,
                                  "method": m, "mean": means.get(m), "n": len(s),
                                  "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0,
                                  "rank": order.index(m) + 1 if m in means else None,
@@ -81,8 +85,12 @@ def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS) -> pd.Data
 
 
 def _cell(row, fmt: str) -> str:
-    text = f"{row['mean']:.4f} ± {row['std']:.4f}" if fmt == "md" else \
-        f"{row['mean']:.4f} $\\pm$ {row['std']:.4f}"
+    """``mean ± std``; a cell of one run (or a published mean) shows the value alone."""
+    if row["n"] <= 1:
+        text = f"{row['mean']:.4f}"
+    else:
+        text = f"{row['mean']:.4f} ± {row['std']:.4f}" if fmt == "md" else \
+            f"{row['mean']:.4f} $\\pm$ {row['std']:.4f}"
     if row["rank"] == 1:
         text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
     elif row["rank"] == 2:
@@ -92,14 +100,15 @@ def _cell(row, fmt: str) -> str:
     return text
 
 
-def render_table(cells: pd.DataFrame, fmt: str) -> str:
+def render_table(cells: pd.DataFrame, fmt: str, group_col: str = "backbone") -> str:
     """Markdown (``md``) or LaTeX (``tex``) text of a table built by :func:`build_table`."""
-    columns = list(dict.fromkeys(zip(cells["backbone"], cells["method"])))
+    columns = list(dict.fromkeys(zip(cells[group_col], cells["method"])))
     multi = len({b for b, _ in columns}) > 1
-    heads = [(f"{LABELS.get(b, b)}+" if multi else "") + LABELS.get(m, m) for b, m in columns]
+    joiner = "+" if group_col == "backbone" else ": "
+    heads = [(f"{LABELS.get(b, b)}{joiner}" if multi else "") + LABELS.get(m, m) for b, m in columns]
     body = []
     for (dataset, metric), group in cells.groupby(["dataset", "metric"], sort=False):
-        by = {(r["backbone"], r["method"]): r for _, r in group.iterrows()}
+        by = {(r[group_col], r["method"]): r for _, r in group.iterrows()}
         body.append([dataset, metric.upper()] + [_cell(by[c], fmt) if c in by else "-" for c in columns])
     if fmt == "md":
         lines = ["| Dataset | Metric | " + " | ".join(heads) + " |",
@@ -113,10 +122,10 @@ def render_table(cells: pd.DataFrame, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(cells: pd.DataFrame, out: Path, stem: str) -> None:
+def write_table(cells: pd.DataFrame, out: Path, stem: str, group_col: str = "backbone") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(render_table(cells, "md"))
-    (out / f"{stem}.tex").write_text(render_table(cells, "tex"))
+    (out / f"{stem}.md").write_text(render_table(cells, "md", group_col))
+    (out / f"{stem}.tex").write_text(render_table(cells, "tex", group_col))
     cells.to_csv(out / f"{stem}.csv", index=False)
 
 

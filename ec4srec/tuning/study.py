@@ -37,15 +37,16 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError, dump_config
 from ..data.sources import DATASETS, SYNTHETIC
-from . import results
+from . import results, watch
+from .budget import Budget, hms
 from .space import (SearchSpace, apply_params, dump_ranges, is_packaged_name, load_ranges,
                     narrowing_problem)
 from .trainable import retrain_seed, train_trial
+from .watch import BudgetedOptunaSearch, BudgetStopper, StudyWatcher
 
 OBJECTIVE = "valid/best_ndcg@10"     # Optuna's value and the best-trial rule
 ASHA_METRIC = "valid/ndcg@10"
@@ -86,6 +87,8 @@ class StudyOptions:
     warm_start: bool = True
     checkpoint_every: int = 1
     verbose: bool = False
+    time_budget: float | None = None          # seconds of the whole study (budget.py)
+    status_every: float | None = None         # seconds between summaries (None: 30 TTY, 120 log)
 
     def finalize(self) -> "StudyOptions":
         """Apply --smoke-test and resolve defaults (idempotent)."""
@@ -264,14 +267,15 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
-    """A new or restored Tuner for one run, and its number of trials."""
+def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> tuple[tune.Tuner, int]:
+    """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
+    the budget's plan; a restored run keeps the number it was created with)."""
     _, method, backbone = key
     name = run_name(key)
     base = base_config(opts, method, backbone)
     n_epochs = base.train.epochs
     space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE)
-    num = 1 if space.empty else opts.num_samples
+    num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
     grace = opts.grace_period or max(1, min(10, n_epochs // 10))
     study = {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
              "decision_epochs": _asha_rungs(grace, opts.reduction_factor, n_epochs)
@@ -284,15 +288,17 @@ def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
     path = f"{opts.storage_path}/{opts.name}/{name}"
     if tune.Tuner.can_restore(path):
         print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True), num
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        return tuner, _restored_num_samples(tuner, num)
     import optuna
     if opts.optuna_storage:
         storage = optuna.storages.RDBStorage(opts.optuna_storage)
     else:
         backend = optuna.storages.journal.JournalFileBackend(str(opts.exp_dir / "optuna.journal"))
         storage = optuna.storages.JournalStorage(backend)
-    searcher = OptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
-                            study_name=name, sampler=optuna.samplers.TPESampler(seed=opts.seed))
+    searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
+                                    study_name=name, budget_run=name,
+                                    sampler=optuna.samplers.TPESampler(seed=opts.seed))
     scheduler = (ASHAScheduler(time_attr=ASHA_CLOCK, metric=ASHA_METRIC, mode="max",
                                max_t=n_epochs, grace_period=grace,
                                reduction_factor=opts.reduction_factor)
@@ -303,11 +309,22 @@ def make_tuner(opts: StudyOptions, key, ranges) -> tuple[tune.Tuner, int]:
                                     max_concurrent_trials=opts.max_concurrent or None,
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=name, storage_path=f"{opts.storage_path}/{opts.name}", verbose=1,
-            callbacks=[ResultJsonLogger(), ProgressCsvLogger()],      # replace Ray's defaults
+            name=name, storage_path=f"{opts.storage_path}/{opts.name}",
+            verbose=1 if opts.verbose else 0,        # our watcher's lines replace Ray's table
+            stop=BudgetStopper(),
+            callbacks=[ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
+                       StudyWatcher(name, num, n_epochs, opts.status_every)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
+
+
+def _restored_num_samples(tuner, default: int) -> int:
+    """The trial count a restored Tuner was created with (its pickled TuneConfig)."""
+    try:
+        return int(tuner._local_tuner._tune_config.num_samples)
+    except (AttributeError, TypeError, ValueError):
+        return default
 
 
 def grid_records(grid, run: str | None = None) -> list[dict]:
@@ -317,8 +334,15 @@ def grid_records(grid, run: str | None = None) -> list[dict]:
         df = r.metrics_dataframe
         history = [] if df is None else json.loads(df.to_json(orient="records", double_precision=15))
         last = r.metrics or {}
-        records.append({"trial_id": last.get("trial_id") or Path(r.path).name, "params": r.config,
-                        "history": history, "error": repr(r.error)[:500] if r.error else None,
+        # a trial stopped (by the budget) before its first report has no result files, which
+        # Ray reports as an error: it is a trial without history, not a failed one
+        error = r.error
+        if error is not None and not history and isinstance(error, FileNotFoundError) \
+                and "Could not fetch metrics" in str(error):
+            error = None
+        records.append({"trial_id": last.get("trial_id") or Path(r.path).name,
+                        "params": r.config or {},
+                        "history": history, "error": repr(error)[:500] if error else None,
                         # relative to the experiment folder (<run>/<trial folder>), never a
                         # machine's absolute path or a bucket URI
                         "path": f"{run}/{Path(str(r.path)).name}" if run else r.path})
@@ -331,8 +355,24 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
     if done_file.exists():
         print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
         return json.loads(done_file.read_text())
-    tuner, num = make_tuner(opts, key, ranges)
+    budget = watch.ACTIVE
+    plan = budget.begin_run(run_name(key)) if budget else None
+    if plan is not None and plan.share_s is not None:
+        print(f"[budget] {run_name(key)}: share {hms(plan.share_s)}, planned "
+              f"{plan.planned_trials} trials (a full trial ~{hms(plan.full_trial_s)}, expected "
+              f"~{hms(plan.expected_trial_s)} with ASHA), study {hms(budget.used())} of "
+              f"{hms(budget.total_s)}", flush=True)
+    restorable = tune.Tuner.can_restore(f"{opts.storage_path}/{opts.name}/{run_name(key)}")
+    if plan is not None and not restorable and not budget.may_start(run_name(key), count=False):
+        print(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "
+              f"budget (resume with a larger --time-budget to run it)", flush=True)
+        budget.end_run(run_name(key))
+        plan.closed_by = "budget: skipped"
+        return []
+    tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None)
     grid = tuner.fit()
+    deadline_passed = budget is not None and budget.search_over()
+    closed = deadline_passed or (plan is not None and plan.closed_by == "budget")
     # After SIGINT, interrupted trials may look TERMINATED: a trial counts as finished when it
     # errored, is "done", or its last report shows it ended on its own (its epoch budget or
     # early stopping). The last test matters after a driver crash: a restored trial's final
@@ -340,25 +380,45 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
     def ended(m: dict) -> bool:
         return bool(m.get("done") or m.get("early_stop") or m.get("epoch", 0) >= opts.max_epochs)
     finished = sum(1 for r in grid if r.error is not None or ended(r.metrics or {}))
-    if len(grid) < num or finished < len(grid):
+    # a run is complete when all its trials ended, or the budget ended it: the gate refused
+    # further trials (and the started ones ended), or the search deadline stopped them all
+    if not deadline_passed and (finished < len(grid) or (len(grid) < num and not closed)):
         raise Interrupted(f"{run_name(key)}: {finished}/{num} trials finished")
     records = grid_records(grid, run_name(key))
     atomic_write_json(done_file, records)
+    if budget is not None:
+        budget.end_run(run_name(key), deadline_passed)
     return records
 
 
-def run_seeds(opts: StudyOptions, best: dict[str, Config]) -> None:
+def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int]) -> None:
     """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
-    seeds already recorded in seeds/<run>/seed_<s>.json are skipped."""
+    seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Under a time budget a
+    seed job starts only if it can end before the study's deadline (``expected_epochs``: what
+    the best trial trained); the ones that cannot are skipped and listed in the cost report."""
     task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
                                             num_gpus=opts.gpus_per_trial or 0, max_retries=2)
+    budget = watch.ACTIVE
+    slots = [0.0] * (budget.slots if budget else 1)      # when each slot is free (planning)
     pending = {}
-    for name, config in best.items():
-        for i in range(opts.seeds):
+    for i in range(opts.seeds):                          # seed-major: every run gets seed 1 first
+        for name, config in best.items():
             seed = config.train.seed + i
             out = opts.exp_dir / "seeds" / name / f"seed_{seed}.json"
-            if not out.exists():
-                pending[task.remote(config.to_dict(), seed)] = (name, seed, out)
+            if out.exists():
+                continue
+            if budget is not None:
+                slot = min(range(len(slots)), key=slots.__getitem__)
+                fits, end = budget.seed_fits(name, expected_epochs.get(name, opts.max_epochs),
+                                             slots[slot])
+                budget.seed_log.append({"run": name, "seed": seed,
+                                        "state": "started" if fits else "skipped: over budget"})
+                if not fits:
+                    print(f"[seeds] {name} seed {seed}: skipped, it cannot end within the "
+                          f"time budget", flush=True)
+                    continue
+                slots[slot] = end
+            pending[task.remote(config.to_dict(), seed)] = (name, seed, out)
     total = len(pending)
     while pending:
         [ref], _ = ray.wait(list(pending))
@@ -367,6 +427,47 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config]) -> None:
         atomic_write_json(out, record)
         print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
               f"({total - len(pending)}/{total})", flush=True)
+
+
+def cluster_slots(opts: StudyOptions) -> int:
+    """Trials that can run at once on the connected cluster."""
+    res = ray.cluster_resources()
+    if opts.gpus_per_trial:
+        slots = int(res.get("GPU", 0) / opts.gpus_per_trial)
+    else:
+        slots = int(res.get("CPU", 1) / max(opts.cpus_per_trial, 1e-9))
+    if opts.max_concurrent:
+        slots = min(slots, opts.max_concurrent)
+    return max(1, slots)
+
+
+def make_budget(opts: StudyOptions, started: float) -> Budget:
+    """The study's budget (or, without --time-budget, its cost bookkeeping only)."""
+    from .report import OURS
+    names = [run_name(k) for k in opts.runs()]
+    updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if k[1] in OURS else 0
+               for k in opts.runs()}
+    return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
+                  opts.num_samples, cluster_slots(opts), opts.seeds, started=started)
+
+
+def cost_report(budget: Budget, trials, epochs, max_epochs: int) -> dict:
+    """The budget's report plus trial-hours and what ASHA and warm-up sharing saved."""
+    import pandas as pd
+    out = budget.report()
+    out["trial_hours"] = round(float(trials["wall_time_s"].sum()) / 3600, 3) if len(trials) else 0.0
+    saved_epochs, saved_s = 0, 0.0
+    if len(trials):
+        for run, group in trials.groupby("run"):
+            pruned = group[group["state"] == "pruned"]
+            n = int((max_epochs - pruned["epochs"]).clip(lower=0).sum())
+            price = budget.cost.epoch_seconds(run)
+            if price is None and epochs is not None and len(epochs) and "seconds" in epochs:
+                price = pd.to_numeric(epochs[epochs["run"] == run]["seconds"]).median()
+            saved_epochs += n
+            saved_s += n * float(price or 0.0)
+    out["asha_saved"] = {"epochs": saved_epochs, "seconds": round(saved_s, 1)}
+    return out
 
 
 def run(opts: StudyOptions) -> dict:
@@ -382,9 +483,21 @@ def run(opts: StudyOptions) -> dict:
         ranges = load_ranges(opts.search_space)
         if fresh:                # (a resumed pre-version-2 study has none and gets none: its
             atomic_write_text(active, dump_ranges(ranges))   # searchers pickled their ranges)
+    started = time.time()          # the budget counts Ray's start-up too
     connect(opts)
-    started = time.time()
+    watch.ACTIVE = budget = make_budget(opts, started)
+    try:
+        return _run_phases(opts, exp, ranges, budget, started)
+    finally:
+        budget.write()
+        watch.ACTIVE = None
+
+
+def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: float) -> dict:
     all_records = {}
+    if budget.total_s is not None:
+        print(f"[budget] {hms(budget.total_s)} for the study ({hms(budget.used_before)} used "
+              f"before), {budget.slots} trial slots", flush=True)
     for key in opts.runs():
         print(f"[search] === {run_name(key)} ===", flush=True)
         all_records[run_name(key)] = (key, run_search(opts, key, ranges))
@@ -400,7 +513,12 @@ def run(opts: StudyOptions) -> dict:
         best[name] = config
         atomic_write_text(exp / "best" / f"{name}.yaml", dump_config(config))
     if opts.seeds > 0:
-        run_seeds(opts, best)
+        expected = {}
+        for name in best:
+            row = trials[(trials["run"] == name) & (trials["trial_id"].astype(str) ==
+                                                    results.best_trial_id(trials, name))]
+            expected[name] = int(row["epochs"].iloc[0]) if len(row) else opts.max_epochs
+        run_seeds(opts, best, expected)
     seeds = results.write_seed_table(exp)
     from . import report
     report_dir = report.render(exp) if len(seeds) else None
@@ -408,7 +526,8 @@ def run(opts: StudyOptions) -> dict:
                "errored": int((trials["state"] == "error").sum()) if len(trials) else 0,
                "warm_start": results.warm_start_savings(trials, epochs), "best": sorted(best),
                "report": str(report_dir) if report_dir else None,
-               "seconds": round(time.time() - started, 1)}
+               "seconds": round(time.time() - started, 1),
+               "cost": cost_report(budget, trials, epochs, opts.max_epochs)}
     atomic_write_json(exp / "summary.json", summary)   # of this (possibly resumed) driver run
     return summary
 
@@ -430,7 +549,28 @@ def print_summary(opts: StudyOptions, summary: dict) -> None:
         + (f", about {saved['seconds_saved']:.0f}s of {saved['train_seconds'] + saved['seconds_saved']:.0f}s "
            f"({saved['percent_seconds']:.1f}%)" if "seconds_saved" in saved else ""),
     ]
+    lines += cost_lines(summary["cost"])
     print("\n".join(lines), flush=True)
+
+
+def cost_lines(cost: dict) -> list[str]:
+    """The cost report as printed at the end (summary.json keeps it whole)."""
+    budget = (f"{hms(cost['used_s'])} used of a {hms(cost['budget_s'])} budget "
+              f"({100 * cost['used_s'] / cost['budget_s']:.0f}%)" if cost.get("budget_s")
+              else f"{hms(cost['used_s'])} used (no time budget)")
+    lines = [f"  cost          {budget}; {cost['trial_hours']:.2f} trial-hours on "
+             f"{cost['slots']} slots; ASHA saved {cost['asha_saved']['epochs']} epochs "
+             f"(~{hms(cost['asha_saved']['seconds'])})"]
+    for run, p in cost["plans"].items():
+        share = f"share {hms(p['share_s'])}, " if p.get("share_s") is not None else ""
+        lines.append(f"    {run}: {share}used {hms(p['used_s'])}; trials planned "
+                     f"{p['planned_trials']}, started {p['trials_started']}, finished "
+                     f"{p['trials_finished']}" + (" (ended by the budget)" if p.get("closed_by") else ""))
+    skipped = [s for s in cost.get("seeds", []) if s["state"] != "started"]
+    if skipped:
+        lines.append(f"    seed re-runs skipped by the budget: "
+                     + ", ".join(f"{s['run']} seed {s['seed']}" for s in skipped))
+    return lines
 
 
 def input_error(opts: StudyOptions) -> str | None:
@@ -481,11 +621,15 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
         if not manifest.exists():
             print(f"error: --resume: no study at {manifest}", file=sys.stderr)
             return 2
-        new_space = opts.search_space
+        new_space, new_budget = opts.search_space, opts.time_budget
         try:
             saved = read_manifest(manifest)
             version = saved.pop("_version")
             saved.update(address=opts.address, verbose=opts.verbose)
+            if opts.status_every is not None:
+                saved["status_every"] = opts.status_every
+            if new_budget is not None:       # a resumed study may get a new total budget
+                saved["time_budget"] = new_budget
             opts = StudyOptions(**saved)
             if new_space is not None:
                 narrow_space(opts, new_space, version)

@@ -159,9 +159,11 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
 def _maybe_kill_for_test(study: dict, session, epoch: int, restored: int) -> None:
     """Test hooks. ``study["_test_kill_after_epoch"] = k``: SIGKILL this worker process once, at
     the end of epoch k + 1, before reporting it (so Ray must restore from epoch <= k).
-    ``$EC4SREC_TEST_EPOCH_SLEEP``: sleep that many seconds per epoch."""
-    if os.environ.get("EC4SREC_TEST_EPOCH_SLEEP"):         # slows trials for driver-kill tests
-        time.sleep(float(os.environ["EC4SREC_TEST_EPOCH_SLEEP"]))
+    ``$EC4SREC_TEST_EPOCH_SLEEP`` or ``study["_test_epoch_sleep"]``: sleep that many seconds
+    per epoch (slow, predictable trials for driver-kill and time-budget tests)."""
+    sleep = study.get("_test_epoch_sleep") or os.environ.get("EC4SREC_TEST_EPOCH_SLEEP")
+    if sleep:
+        time.sleep(float(sleep))
     k = study.get("_test_kill_after_epoch")
     flag = session.trial_dir / "KILLED_BY_TEST"
     if k is not None and epoch == k + 1 and not restored and not flag.exists():

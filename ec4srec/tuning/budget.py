@@ -1,0 +1,362 @@
+"""The study's time budget (``--time-budget 3h``): a cost model measured from the study's own
+reports, a plan per run, and the two rules that keep the study inside the budget. No Ray here:
+study.py feeds it reports and asks it questions.
+
+Contracts:
+- The budget is the wall clock of the whole study, seed re-runs and tables included, summed
+  over every driver run of it (``--resume`` continues the ledger ``<exp>/budget.json``; the
+  ledger is rewritten atomically every ``LEDGER_EVERY`` seconds and at each run's start/end).
+- Cost model: per run (dataset-method-backbone), the median seconds of a plain epoch and the
+  median extra seconds of an importance-update epoch, from Ray's ``time_this_iter_s`` of
+  consecutive reports (the first report of a trial session, which holds its start-up, is
+  priced separately), and the median per-trial overhead: the driver's wall clock of a trial
+  minus its epochs (actor start, data loading, syncs; until a trial ends, the first report's
+  start-up stands in). A run not measured yet borrows the median of the runs that
+  are (for the update cost: their update/epoch ratio times its own epoch cost); with nothing
+  measured the cost is unknown and the first trials run to measure it.
+- The plan, made when a run starts: ``search_left = budget - used - seed_reserve - TABLE_RESERVE``;
+  the run's share is ``search_left / runs_left`` (the same for every (method, backbone));
+  planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
+  ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction of N
+  the study's finished trials trained on average (ASHA and early stopping; prior
+  ``PRIOR_FRACTION``). The seed reserve prices each seed re-run at a full trial times the
+  fraction of N that unpruned trials trained (prior 1.0), packed on the slots in waves.
+- Gate (:meth:`Budget.may_start`): a run starts a new trial only while ``now + expected trial
+  <= its share's end`` and ``now + full trial <= the search deadline`` (seed reserve kept).
+  A run the gate refuses its first trial is skipped (no Tuner; it stays incomplete, so a
+  resume with a larger budget runs it). Stop (:meth:`Budget.search_over`): past the search deadline every running trial is stopped;
+  its best validation so far still counts.
+- Seed phase (:meth:`Budget.seed_fits`): a seed job starts only if it can end before the
+  study's deadline, given the slots' queue.
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..checkpoint import atomic_write_json
+from ..config import ConfigError
+
+LEDGER = "budget.json"
+LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
+TABLE_RESERVE = 60.0           # seconds kept for the tables and report (at most 5 % of the budget)
+PRIOR_FRACTION = 0.5           # of N, for a trial under ASHA before any trial finished
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds of ``3h``, ``90m``, ``1h30m``, ``45s``, ``2d`` or a plain number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        s = str(text).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms]?)", s)
+        if not s or not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([dhms]?)", "", s).strip():
+            raise ConfigError(f"--time-budget: {text!r} is not a duration (e.g. 3h, 90m, 1h30m, 5400)")
+        seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+    if not seconds > 0 or math.isinf(seconds):
+        raise ConfigError(f"--time-budget: {text!r} must be a positive duration")
+    return seconds
+
+
+def hms(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ------------------------------------------------------------------ cost model
+@dataclass
+class CostModel:
+    """Measured seconds per run: plain epochs, update epochs, trial start-ups; trained
+    fractions of N of finished trials (all, and unpruned ones)."""
+
+    epoch: dict[str, list[float]] = field(default_factory=dict)
+    update: dict[str, list[float]] = field(default_factory=dict)
+    startup: dict[str, list[float]] = field(default_factory=dict)
+    overhead: dict[str, list[float]] = field(default_factory=dict)   # per trial, beyond epochs
+    fractions: list[float] = field(default_factory=list)
+    full_fractions: list[float] = field(default_factory=list)
+    _last: dict[str, int] = field(default_factory=dict)      # trial id -> last reported epoch
+    _session: dict[str, list[int]] = field(default_factory=dict)   # trial id -> [epochs, updates]
+
+    def observe(self, run: str, trial_id: str, result: dict) -> None:
+        """One trial report (``epoch``, ``time_this_iter_s``, ``importance_update``)."""
+        epoch, seconds = result.get("epoch"), result.get("time_this_iter_s")
+        if epoch is None or seconds is None:
+            return
+        previous = self._last.get(trial_id)
+        self._last[trial_id] = int(epoch)
+        if previous is None or int(epoch) != previous + 1:   # a session's first report
+            self.startup.setdefault(run, []).append(float(seconds))
+            self._session[trial_id] = [1, int(bool(result.get("importance_update")))]
+            return
+        session = self._session.setdefault(trial_id, [0, 0])
+        session[0] += 1
+        session[1] += int(bool(result.get("importance_update")))
+        kind = self.update if result.get("importance_update") else self.epoch
+        kind.setdefault(run, []).append(float(seconds))
+
+    def trial_wall(self, run: str, trial_id: str, wall_s: float) -> None:
+        """A trial session took ``wall_s`` as the driver saw it (start to end): what it cost
+        beyond its epochs (actor start, imports, data loading, checkpoint syncs) is its
+        overhead, the part ``time_this_iter_s`` does not see."""
+        epochs, updates = self._session.pop(trial_id, [0, 0])
+        base = self.epoch_seconds(run)
+        if base is None or not epochs:
+            return
+        trained = epochs * base + updates * self.update_extra_seconds(run)
+        self.overhead.setdefault(run, []).append(max(0.0, wall_s - trained))
+
+    def finished(self, epochs: int, max_epochs: int, pruned: bool) -> None:
+        """A trial ended after ``epochs`` of ``max_epochs`` (pruned: stopped by the scheduler)."""
+        fraction = min(1.0, epochs / max_epochs) if max_epochs else 1.0
+        self.fractions.append(fraction)
+        if not pruned:
+            self.full_fractions.append(fraction)
+
+    @staticmethod
+    def _median(values: dict[str, list[float]], run: str) -> float | None:
+        if values.get(run):
+            return statistics.median(values[run])
+        others = [statistics.median(v) for v in values.values() if v]
+        return statistics.median(others) if others else None
+
+    def epoch_seconds(self, run: str) -> float | None:
+        return self._median(self.epoch, run)
+
+    def update_extra_seconds(self, run: str) -> float:
+        """Extra seconds of an update epoch over a plain one (0 when nothing is known)."""
+        base = self.epoch_seconds(run)
+        if base is None:
+            return 0.0
+        if self.update.get(run):
+            return max(0.0, statistics.median(self.update[run]) - base)
+        ratios = [statistics.median(u) / statistics.median(self.epoch[r]) - 1.0
+                  for r, u in self.update.items() if u and self.epoch.get(r)]
+        return max(0.0, statistics.median(ratios)) * base if ratios else 0.0
+
+    def full_trial_seconds(self, run: str, epochs: int, updates: int) -> float | None:
+        base = self.epoch_seconds(run)
+        if base is None:
+            return None
+        overhead = self._median(self.overhead, run)
+        if overhead is None:             # no trial ended yet: the first report's start-up
+            overhead = max(0.0, (self._median(self.startup, run) or base) - base)
+        return epochs * base + updates * self.update_extra_seconds(run) + overhead
+
+    def trial_fraction(self) -> float:
+        return statistics.mean(self.fractions) if self.fractions else PRIOR_FRACTION
+
+    def seed_fraction(self) -> float:
+        return statistics.mean(self.full_fractions) if self.full_fractions else 1.0
+
+    def to_dict(self) -> dict:
+        runs = sorted(set(self.epoch) | set(self.update) | set(self.startup))
+        return {"runs": {r: {"epoch_s": _round(self.epoch_seconds(r)),
+                             "update_extra_s": _round(self.update_extra_seconds(r)),
+                             "measured_epochs": len(self.epoch.get(r, [])),
+                             "measured_updates": len(self.update.get(r, []))} for r in runs},
+                "trial_fraction": round(self.trial_fraction(), 4),
+                "seed_fraction": round(self.seed_fraction(), 4),
+                "samples": {"epoch": self.epoch, "update": self.update, "startup": self.startup,
+                            "overhead": self.overhead,
+                            "fractions": self.fractions, "full_fractions": self.full_fractions}}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "CostModel":
+        s = raw.get("samples", {})
+        return cls(epoch=dict(s.get("epoch", {})), update=dict(s.get("update", {})),
+                   startup=dict(s.get("startup", {})), overhead=dict(s.get("overhead", {})),
+                   fractions=list(s.get("fractions", [])),
+                   full_fractions=list(s.get("full_fractions", [])))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# ------------------------------------------------------------------ the plan
+@dataclass
+class RunPlan:
+    run: str
+    share_s: float | None              # None: no budget or nothing measured yet
+    planned_trials: int
+    started_at: float
+    deadline: float | None             # the share's end (wall clock)
+    full_trial_s: float | None = None
+    expected_trial_s: float | None = None
+    trials_started: int = 0
+    trials_finished: int = 0
+    refused: int = 0                   # suggestions the gate refused
+    ended_at: float | None = None
+    closed_by: str | None = None       # "budget" when the gate or the deadline ended it
+    used_before_s: float = 0.0         # seconds this run used in earlier driver runs
+    done: bool = False                 # the run is complete
+
+
+class Budget:
+    """The clock, plan and ledger of one study (see the module docstring).
+
+    ``runs``: every run name in order; ``updates``: importance updates of a full trial per run;
+    ``slots``: trials that run at once; ``total_s``: the budget (None: no budget, the plan and
+    cost report are still kept)."""
+
+    def __init__(self, exp: Path, total_s: float | None, runs: list[str], updates: dict[str, int],
+                 max_epochs: int, num_samples: int, slots: int, seeds: int,
+                 clock=time.time, started: float | None = None):
+        self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
+        self.max_epochs, self.num_samples, self.seeds = max_epochs, num_samples, seeds
+        self.slots, self.clock = max(1, int(slots)), clock
+        self.started = clock() if started is None else started   # this driver's start
+        self.used_before, self.plans, self.cost = 0.0, {}, CostModel()
+        self.seed_log: list[dict] = []
+        self._written = 0.0
+        ledger = self.exp / LEDGER
+        if ledger.exists():
+            self._load(ledger)
+
+    # ---------------------------------------------------------------- ledger
+    def _load(self, path: Path) -> None:
+        import json
+        try:
+            raw = json.loads(path.read_text())
+            self.used_before = float(raw["used_s"])
+            self.cost = CostModel.from_dict(raw.get("cost_model", {}))
+            for run, p in raw.get("plans", {}).items():
+                p = dict(p)
+                used = float(p.pop("used_s", 0.0))
+                # an earlier driver's plan: its clock is stopped at what it used
+                self.plans[run] = RunPlan(**{**p, "used_before_s": used, "started_at": self.started,
+                                             "ended_at": self.started})
+            self.seed_log = list(raw.get("seeds", []))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a budget ledger of this ec4srec ({exc})") from None
+
+    def used(self) -> float:
+        return self.used_before + (self.clock() - self.started)
+
+    def write(self, force: bool = True) -> None:
+        now = self.clock()
+        if not force and now - self._written < LEDGER_EVERY:
+            return
+        self._written = now
+        atomic_write_json(self.exp / LEDGER, self.report())
+
+    # ---------------------------------------------------------------- deadlines
+    @property
+    def deadline(self) -> float | None:
+        """Wall-clock end of the whole study."""
+        return None if self.total_s is None else self.started + self.total_s - self.used_before
+
+    def seed_reserve(self, runs: list[str] | None = None) -> float:
+        """Seconds kept for the seed re-runs of ``runs`` (default: every run)."""
+        if not self.seeds:
+            return 0.0
+        costs = [self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0))
+                 for r in (runs or self.runs)]
+        known = [c for c in costs if c is not None]
+        if not known:
+            return 0.0
+        job = max(known) * self.cost.seed_fraction()
+        waves = math.ceil(len(costs) * self.seeds / self.slots)
+        return waves * job
+
+    @property
+    def search_deadline(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - self.seed_reserve() - self.table_reserve
+
+    @property
+    def table_reserve(self) -> float:
+        return 0.0 if self.total_s is None else min(TABLE_RESERVE, 0.05 * self.total_s)
+
+    def search_over(self) -> bool:
+        return self.search_deadline is not None and self.clock() >= self.search_deadline
+
+    # ---------------------------------------------------------------- runs
+    def begin_run(self, run: str) -> RunPlan:
+        """Plan ``run`` now (a restored run is re-planned from what is left)."""
+        now = self.clock()
+        left = [r for r in self.runs if r not in self.plans or not self.plans[r].done]
+        full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
+        expected = None if full is None else full * self.cost.trial_fraction()
+        share = deadline = None
+        planned = self.num_samples
+        if self.search_deadline is not None:
+            share = max(0.0, self.search_deadline - now) / max(1, len(left))
+            deadline = now + share
+            if expected:
+                planned = max(1, min(self.num_samples, int(share * self.slots / expected)))
+        previous = self.plans.get(run)
+        plan = RunPlan(run, share, planned, now, deadline, full, expected)
+        if previous is not None:          # restored: keep its counts and the time it used
+            plan.trials_started, plan.trials_finished = previous.trials_started, previous.trials_finished
+            plan.used_before_s = previous.used_before_s + (
+                (previous.ended_at or now) - previous.started_at)
+        self.plans[run] = plan
+        self.write()
+        return plan
+
+    def may_start(self, run: str, count: bool = True) -> bool:
+        """The gate: may ``run`` start another trial now? (Counted unless ``count`` is False.)"""
+        plan = self.plans.get(run)
+        ok = True
+        if plan is not None and self.deadline is not None:
+            now = self.clock()
+            full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
+            if full is not None:
+                plan.full_trial_s = full
+                plan.expected_trial_s = full * self.cost.trial_fraction()
+                ok = (now + plan.expected_trial_s <= plan.deadline
+                      and now + full <= self.search_deadline)
+            else:
+                ok = now < plan.deadline
+        if plan is not None and count:
+            if ok:
+                plan.trials_started += 1
+            else:
+                plan.refused += 1
+                plan.closed_by = "budget"
+        return ok
+
+    def trial_done(self, run: str, epochs: int, pruned: bool) -> None:
+        self.cost.finished(epochs, self.max_epochs, pruned)
+        if run in self.plans:
+            self.plans[run].trials_finished += 1
+
+    def end_run(self, run: str, stopped_by_deadline: bool = False) -> None:
+        plan = self.plans.get(run)
+        if plan is not None:
+            plan.ended_at, plan.done = self.clock(), True
+            if stopped_by_deadline:
+                plan.closed_by = "budget"
+        self.write()
+
+    # ---------------------------------------------------------------- seeds
+    def seed_fits(self, run: str, expected_epochs: int, queue_end: float) -> tuple[bool, float]:
+        """Can a seed job of ``run`` (about ``expected_epochs`` epochs) start at ``queue_end``
+        (when a slot is free) and end before the deadline? Returns (fits, its end)."""
+        cost = self.cost.full_trial_seconds(run, expected_epochs, self.updates.get(run, 0))
+        end = max(queue_end, self.clock()) + (cost or 0.0)
+        fits = self.deadline is None or cost is None or end <= self.deadline - self.table_reserve
+        return fits, end
+
+    # ---------------------------------------------------------------- report
+    def report(self) -> dict:
+        """The cost report (summary.json's "cost"; the ledger's content)."""
+        now = self.clock()
+        plans = {}
+        for r, p in self.plans.items():
+            end = p.ended_at or now
+            plans[r] = {**asdict(p), "used_s": round(p.used_before_s + end - p.started_at, 1)}
+        return {"budget_s": self.total_s, "used_s": round(self.used(), 1),
+                "left_s": None if self.total_s is None else round(self.total_s - self.used(), 1),
+                "slots": self.slots, "seed_reserve_s": round(self.seed_reserve(), 1),
+                "plans": plans, "seeds": self.seed_log, "cost_model": self.cost.to_dict()}

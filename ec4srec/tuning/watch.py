@@ -1,0 +1,152 @@
+"""The driver's view of a running study: the budget's gate and stop inside Ray Tune, and the
+lines a user watches (one per finished trial, a periodic summary with ETA).
+
+Contracts:
+- :data:`ACTIVE` is the driver's :class:`~ec4srec.tuning.budget.Budget` while a study runs. The
+  Tune objects here (searcher, stopper, callback) are pickled into a run's folder and restored
+  with it by ``Tuner.restore``, so they hold only a run name and read the budget from
+  :data:`ACTIVE` at call time: a resumed driver's deadlines apply to restored runs too.
+- :class:`BudgetedOptunaSearch` is Ray's OptunaSearch that returns ``Searcher.FINISHED`` once
+  the budget's gate refuses the run another trial; :class:`BudgetStopper` stops every trial
+  past the search deadline; :class:`StudyWatcher` feeds each report to the cost model and
+  prints the lines below.
+- Per finished trial: ``[trial] <run> <id>: <how it ended> after <e> epochs, best valid
+  ndcg@10 <v> (<done>/<planned>)``. Summary every ``status_every`` seconds (default 30 on a
+  TTY, 120 otherwise): trials done/planned and running, best so far, elapsed vs budget, ETA.
+  On a TTY the summary is bold; in a log it is a plain line.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from .budget import Budget, hms
+
+ACTIVE: Budget | None = None
+OBJECTIVE = "valid/best_ndcg@10"
+
+
+class BudgetedOptunaSearch(OptunaSearch):
+    """OptunaSearch whose run stops starting trials when the budget's gate says so."""
+
+    def __init__(self, *args, budget_run: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget_run = budget_run
+
+    def suggest(self, trial_id: str):
+        if ACTIVE is not None and self.budget_run and not ACTIVE.may_start(self.budget_run):
+            if ACTIVE.plans.get(self.budget_run) and ACTIVE.plans[self.budget_run].refused == 1:
+                _print(f"[budget] {self.budget_run}: no new trial fits in its share of the "
+                       f"budget; finishing the running ones")
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
+
+class BudgetStopper(tune.Stopper):
+    """Stops every trial of the run once the search deadline (seed reserve kept) has passed."""
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if ACTIVE is not None and ACTIVE.search_over():
+            return True
+        return False
+
+
+def _print(line: str, bold: bool = False) -> None:
+    if bold and sys.stdout.isatty():
+        line = f"\033[1m{line}\033[0m"
+    print(line, flush=True)
+
+
+class StudyWatcher(tune.Callback):
+    """Per-trial lines, the periodic summary and the cost model's measurements of one run."""
+
+    def __init__(self, run: str, planned: int, max_epochs: int, status_every: float | None = None):
+        self.run, self.planned, self.max_epochs = run, planned, max_epochs
+        self.status_every = status_every
+        self._reset()
+
+    def _reset(self) -> None:
+        self.started = time.time()
+        self.done = 0
+        self.best = None
+        self.last_status = time.time()
+        self.running: dict[str, float] = {}       # trial id -> when it started (driver clock)
+
+    def __setstate__(self, state):      # restored with the run: a fresh clock for this driver
+        self.__dict__.update(state)
+        self._reset()
+
+    def _every(self) -> float:
+        if self.status_every is not None:
+            return self.status_every
+        return 30.0 if sys.stdout.isatty() else 120.0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running[trial.trial_id] = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if ACTIVE is not None:
+            ACTIVE.cost.observe(self.run, trial.trial_id, result)
+            ACTIVE.write(force=False)
+        value = result.get(OBJECTIVE)
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+
+    def _ended(self, trial, how: str | None = None) -> None:
+        began = self.running.pop(trial.trial_id, None)
+        if ACTIVE is not None and began is not None:
+            ACTIVE.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
+        self.done += 1
+        last = trial.last_result or {}
+        epochs = int(last.get("epoch", 0))
+        if how is None:
+            if last.get("early_stop"):
+                how = "early-stopped (patience)"
+            elif epochs >= self.max_epochs:
+                how = "completed its budget"
+            elif ACTIVE is not None and ACTIVE.search_over():
+                how = "stopped by the time budget"
+            else:
+                how = "stopped by ASHA"
+        if ACTIVE is not None:
+            ACTIVE.trial_done(self.run, epochs, pruned=how.startswith("stopped"))
+        best = last.get(OBJECTIVE)
+        best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
+        _print(f"[trial] {self.run} {trial.trial_id}: {how} after {epochs} epochs, best valid "
+               f"ndcg@10 {best_text} ({self.done}/{self.planned})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial, "error")
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.time()
+        if now - self.last_status < self._every():
+            return
+        self.last_status = now
+        _print(self.status_line(now, len(self.running)), bold=True)
+
+    def status_line(self, now: float, running: int) -> str:
+        elapsed = now - self.started
+        left = max(0, self.planned - self.done)
+        eta = elapsed / self.done * left if self.done else None
+        budget = ""
+        if ACTIVE is not None and ACTIVE.total_s is not None:
+            plan = ACTIVE.plans.get(self.run)
+            if plan is not None and plan.deadline is not None:
+                eta = min(eta, max(0.0, plan.deadline - now)) if eta is not None else \
+                    max(0.0, plan.deadline - now)
+            budget = f", study {hms(ACTIVE.used())} of {hms(ACTIVE.total_s)}"
+        best = f"{self.best:.4f}" if self.best is not None else "-"
+        return (f"[study] {self.run}: {self.done}/{self.planned} trials done, {running} running, "
+                f"best valid ndcg@10 {best}, run elapsed {hms(elapsed)}{budget}, "
+                f"ETA of this run {hms(eta)}")

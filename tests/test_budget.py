@@ -1,0 +1,159 @@
+"""The time budget's arithmetic on a fake clock: durations, the cost model, the plan, the gate,
+the deadline, the seed phase and the ledger that carries a study across resumes (no Ray)."""
+import json
+
+import pytest
+
+from ec4srec.config import ConfigError
+from ec4srec.tuning.budget import PRIOR_FRACTION, Budget, CostModel, parse_duration
+
+
+@pytest.mark.parametrize("text,seconds", [("3h", 10800), ("90m", 5400), ("1h30m", 5400),
+                                          ("45s", 45), ("2d", 172800), ("5400", 5400),
+                                          (" 1h 15m ", 4500), (120, 120)])
+def test_parse_duration(text, seconds):
+    # every accepted spelling gives the same seconds
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "3x", "h", "-1h", "0", "soon", "3h!"])
+def test_parse_duration_rejects_bad_values(text):
+    # anything else is one ConfigError naming the option
+    with pytest.raises(ConfigError, match="--time-budget"):
+        parse_duration(text)
+
+
+def reports(model: CostModel, run: str, trial: str, seconds: list[float], updates=()):
+    for epoch, s in enumerate(seconds, start=1):
+        model.observe(run, trial, {"epoch": epoch, "time_this_iter_s": s,
+                                   "importance_update": epoch in updates})
+
+
+def test_cost_model_separates_startup_epochs_and_updates():
+    model = CostModel()
+    # first report 9 s (start-up + epoch), plain epochs 2 s, the update epoch (3) 7 s
+    reports(model, "a", "t1", [9.0, 2.0, 7.0, 2.0, 2.0], updates={3})
+    # the first report of a session is start-up, never an epoch price
+    assert model.epoch_seconds("a") == 2.0
+    # an update costs its epoch plus 5 s
+    assert model.update_extra_seconds("a") == 5.0
+    # a full trial: 10 epochs, 2 updates, start-up overhead 9 - 2 = 7
+    assert model.full_trial_seconds("a", 10, 2) == pytest.approx(10 * 2 + 2 * 5 + 7)
+    # an unmeasured run borrows the measured runs' epoch price and update ratio (7/2 - 1)
+    reports(model, "b", "t2", [3.0, 4.0, 4.0])
+    assert model.epoch_seconds("c") == pytest.approx(3.0)         # median of 2 and 4
+    assert model.update_extra_seconds("b") == pytest.approx(4.0 * 2.5)
+    # a restored trial's first report (epoch jumps) counts as start-up again
+    model.observe("a", "t1", {"epoch": 9, "time_this_iter_s": 50.0})
+    assert model.epoch_seconds("a") == 2.0
+
+
+def test_trial_overhead_is_what_the_driver_saw_beyond_the_epochs():
+    model = CostModel()
+    reports(model, "a", "t1", [9.0, 2.0, 7.0, 2.0, 2.0], updates={3})
+    # the driver saw the trial take 40 s; its 5 epochs (one an update) price at 5 x 2 + 5
+    model.trial_wall("a", "t1", 40.0)
+    assert model.overhead["a"] == [pytest.approx(25.0)]
+    # a full trial now carries that overhead instead of the first report's start-up
+    assert model.full_trial_seconds("a", 10, 2) == pytest.approx(10 * 2 + 2 * 5 + 25)
+
+
+def test_cost_model_round_trips_through_the_ledger_format():
+    model = CostModel()
+    reports(model, "a", "t1", [5.0, 1.0, 1.5])
+    model.finished(3, 6, pruned=True)
+    again = CostModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    # the samples survive, so a resumed study prices runs as before
+    assert again.epoch_seconds("a") == model.epoch_seconds("a")
+    assert again.trial_fraction() == model.trial_fraction() == 0.5
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def make(tmp_path, clock, total=3600.0, runs=("r1", "r2"), seeds=1, slots=2, num=20):
+    return Budget(tmp_path, total, list(runs), {r: 0 for r in runs}, max_epochs=10,
+                  num_samples=num, slots=slots, seeds=seeds, clock=clock)
+
+
+def test_plan_splits_the_search_time_and_sizes_the_run(tmp_path):
+    clock = Clock()
+    b = make(tmp_path, clock)
+    plan = b.begin_run("r1")
+    # nothing measured: no seed reserve yet, the search time (budget - 60 s tables) in 2 shares
+    assert plan.share_s == pytest.approx((3600 - 60) / 2)
+    assert plan.planned_trials == 20                      # unknown cost: up to num_samples
+    reports(b.cost, "r1", "t", [10.0] + [10.0] * 9)        # 10 s epochs, start-up 0
+    b.end_run("r1")
+    clock.t += 600
+    plan = b.begin_run("r2")
+    full = 10 * 10.0
+    # seed reserve: 2 runs x 1 seed on 2 slots = 1 wave of a full trial (prior fraction 1.0)
+    assert b.seed_reserve() == pytest.approx(full)
+    # r2 gets everything left of the search time (one run left)
+    assert plan.share_s == pytest.approx(3600 - 600 - full - 60)
+    # trials: share x slots / expected trial (full x the prior fraction under ASHA), capped
+    expected = full * PRIOR_FRACTION
+    assert plan.planned_trials == min(20, int(plan.share_s * 2 / expected))
+
+
+def test_gate_and_deadline(tmp_path):
+    clock = Clock()
+    b = make(tmp_path, clock, total=1000.0, runs=("r1",), seeds=0)
+    b.begin_run("r1")
+    reports(b.cost, "r1", "t", [50.0] * 5)                 # a full trial = 10 x 50 = 500 s
+    # early on, a trial fits: the gate lets it start and counts it
+    assert b.may_start("r1") and b.plans["r1"].trials_started == 1
+    clock.t += 1000 - 50 - 500 + 1                         # a full trial no longer fits
+    # the gate refuses, and the refusal closes the run "by the budget"
+    assert not b.may_start("r1")
+    assert b.plans["r1"].refused == 1 and b.plans["r1"].closed_by == "budget"
+    assert not b.search_over()
+    clock.t = 1000 + 1000 - 50                             # the tables' reserve (5 %) begins
+    # past the search deadline every trial is stopped
+    assert b.search_over()
+
+
+def test_seed_phase_skips_jobs_that_cannot_end_in_time(tmp_path):
+    clock = Clock()
+    b = make(tmp_path, clock, total=1000.0, runs=("r1",), seeds=3, slots=1)
+    reports(b.cost, "r1", "t", [10.0] * 4)                 # 10 s epochs, no start-up overhead
+    clock.t += 700                                         # 300 s left, 50 s for the tables
+    fits, end = b.seed_fits("r1", expected_epochs=10, queue_end=0.0)
+    # a 100 s job fits at once and ends 100 s from now
+    assert fits and end == pytest.approx(clock.t + 100)
+    fits, end2 = b.seed_fits("r1", 10, queue_end=end)
+    assert fits
+    # a third queued behind two others would end after the deadline - reserve: skipped
+    fits, _ = b.seed_fits("r1", 10, queue_end=end2)
+    assert not fits
+
+
+def test_ledger_carries_used_time_across_drivers(tmp_path):
+    clock = Clock()
+    b = make(tmp_path, clock)
+    b.begin_run("r1")
+    clock.t += 1200
+    b.end_run("r1")
+    b.write()
+    # a resumed driver starts with what the first one used
+    later = Clock(50_000.0)
+    again = make(tmp_path, later)
+    assert again.used_before == pytest.approx(1200)
+    assert again.deadline == pytest.approx(50_000 + 3600 - 1200)
+    # the finished run keeps its plan and the time it used; the other run is still to plan
+    assert again.plans["r1"].done and again.report()["plans"]["r1"]["used_s"] == pytest.approx(1200)
+    later.t += 100
+    assert again.begin_run("r2").share_s == pytest.approx(3600 - 1200 - 100 - 60)
+
+
+def test_a_corrupt_ledger_is_one_error_naming_the_file(tmp_path):
+    (tmp_path / "budget.json").write_text('{"budget_s": 5}')
+    # a ledger without its keys is refused with the file's name
+    with pytest.raises(ConfigError, match="budget.json"):
+        make(tmp_path, Clock())

@@ -1,0 +1,125 @@
+"""The Table 3 layout of converged single runs (tune/report.py --runs): rows from run folders,
+the paper's numbers beside them, significance over seeds, curves, and errors on bad folders."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ec4srec.tuning.results import METRICS, TableError
+from ec4srec.tuning.runs import paper_rows, read_history, render_runs, runs_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(folder: Path, method: str, seed: int, ndcg10: float, *, epochs=(1, 2, 3),
+             stopped=True, history=True) -> Path:
+    """A finished run folder as `ec4srec train` writes it (metrics.json, config.yaml,
+    history.csv), every test metric equal to ``ndcg10``."""
+    folder.mkdir(parents=True)
+    record = {"method": method, "backbone": "sasrec", "dataset": "beauty", "best_epoch": epochs[-2],
+              "epochs_run": epochs[-1], "stopped_early": stopped, "epoch_budget": 150,
+              "valid": {m: ndcg10 + 0.01 for m in METRICS}, "test": {m: ndcg10 for m in METRICS},
+              "wall_time_s": 3600.0}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"train": {"seed": seed}}))
+    if history:
+        pd.DataFrame({"epoch": list(epochs), "valid/ndcg@10": [0.01 * e for e in epochs]}).to_csv(
+            folder / "history.csv", index=False)
+    return folder
+
+
+def three_seed_runs(tmp_path: Path) -> list[Path]:
+    """ours: EC4SRec 0.050 +- noise beats DuoRec 0.040 +- the same noise (p << 0.01)."""
+    noise = {1: 0.0, 2: 0.001, 3: -0.001}
+    runs = []
+    for method, base in (("sasrec", 0.030), ("duorec", 0.040), ("ec4srec", 0.050)):
+        for seed, eps in noise.items():
+            runs.append(fake_run(tmp_path / f"{method}-{seed}", method, seed, base + eps))
+    return runs
+
+
+def test_runs_table_reads_every_field(tmp_path):
+    run = fake_run(tmp_path / "r", "duorec", 7, 0.0439, epochs=(1, 2, 3, 4), stopped=False)
+    df = runs_table({"ours": [run]})
+    row = df.iloc[0]
+    # one row per run with its setting, seed (from config.yaml) and test metrics
+    assert (row["setting"], row["method"], row["seed"], row["test/ndcg@10"]) == ("ours", "duorec", 7, 0.0439)
+    # not stopped early and 4 of 150 epochs run: a cut run, never reported as converged
+    assert not row["converged"] and row["epochs_run"] == 4
+
+
+def test_table_groups_settings_with_paper_numbers_and_marks(tmp_path):
+    out = render_runs({"ours": three_seed_runs(tmp_path)}, tmp_path / "report")
+    cells = pd.read_csv(out / "table3.csv")
+    nd = cells[cells["metric"] == "ndcg@10"].set_index(["group", "method"])
+    # mean and sample std over the three seeds
+    assert nd.loc[("ours", "ec4srec"), "mean"] == pytest.approx(0.050)
+    assert nd.loc[("ours", "ec4srec"), "std"] == pytest.approx(0.001)
+    # EC4SRec beats the group's best baseline (DuoRec) in the paired t-test: marked **
+    assert nd.loc[("ours", "ec4srec"), "mark"] == "**"
+    # the paper's published Table 3 sits beside, one value per cell, ranked within its own group
+    assert nd.loc[("published", "ec4srec"), "mean"] == pytest.approx(0.0458)
+    assert nd.loc[("published", "ec4srec"), "rank"] == 1
+    assert nd.loc[("published", "sasrec"), "mean"] == pytest.approx(0.0281)
+    # the table has the paper's four metrics only
+    assert sorted(cells["metric"].unique()) == ["hr@10", "hr@5", "ndcg@10", "ndcg@5"]
+    md = (out / "table3.md").read_text()
+    assert "ours: EC4SRec" in md and "published: EC4SRec" in md and "0.0500 ± 0.0010**" in md
+    # one line per run in runs.md, and a curves figure from the runs' histories
+    assert (out / "runs.md").read_text().count("| ours |") == 9
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_paper_rows_of_table4_include_the_base_model():
+    rows = paper_rows("beauty", "gru4rec").set_index("method")
+    # Table 4's GRU4Rec rows plus GRU4Rec alone from Table 3, named as our base method
+    assert rows.loc["ec4srec", "test/ndcg@10"] == pytest.approx(0.0412)
+    assert rows.loc["sasrec", "test/ndcg@10"] == pytest.approx(0.0142)
+
+
+def test_history_falls_back_to_the_checkpoint(tmp_path):
+    import torch
+    run = fake_run(tmp_path / "old", "cl4srec", 1, 0.04, history=False)
+    torch.save({"loop": {"history": [{"epoch": 1, "valid/ndcg@10": 0.02}]}}, run / "checkpoint.pt")
+    # runs of older code (no history.csv) read the loop history inside checkpoint.pt
+    assert read_history(run)["valid/ndcg@10"].tolist() == [0.02]
+
+
+def test_unfinished_duplicate_and_reserved_runs_are_errors(tmp_path):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    # a run without metrics.json has not finished: an error naming the folder, not a row
+    with pytest.raises(TableError, match="unfinished.*resume"):
+        runs_table({"ours": [unfinished]})
+    a = fake_run(tmp_path / "a", "duorec", 1, 0.04)
+    b = fake_run(tmp_path / "b", "duorec", 1, 0.05)
+    # two runs of one (setting, method, seed) would be averaged silently: an error
+    with pytest.raises(TableError, match="same setting"):
+        runs_table({"ours": [a, b]})
+    # "published" is the paper's own group
+    with pytest.raises(TableError, match="reserved"):
+        runs_table({"published": [a]})
+
+
+def report(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tune" / "report.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_renders_runs_and_rejects_bad_arguments(tmp_path):
+    runs = three_seed_runs(tmp_path)
+    done = report("--runs", "ours", *runs, "--output", tmp_path / "out")
+    # the tables are printed and written
+    assert done.returncode == 0, done.stderr
+    assert "ours: EC4SRec" in done.stdout and (tmp_path / "out" / "table3.tex").exists()
+    # a label that is a folder: the label was forgotten; exit 2, one line, no traceback
+    bad = report("--runs", runs[0], runs[1], "--output", tmp_path / "out2")
+    assert bad.returncode == 2 and "label first" in bad.stderr and "Traceback" not in bad.stderr
+    # an unfinished run: exit 2 naming it, nothing written
+    (tmp_path / "empty").mkdir()
+    bad = report("--runs", "ours", tmp_path / "empty", "--output", tmp_path / "out3")
+    assert bad.returncode == 2 and "empty" in bad.stderr and not (tmp_path / "out3").exists()

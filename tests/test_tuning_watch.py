@@ -1,0 +1,123 @@
+"""A study under --time-budget on a real local Ray: it plans, stops starting trials that cannot
+finish, keeps time for the seed re-runs, ends within 10 % of the budget, prints a line per
+finished trial and periodic summaries, and its Optuna journal is readable by optuna-dashboard."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from test_tuning_helpers import TINY, ray_session
+
+from ec4srec.tuning import study as study_mod  # noqa: E402
+
+BUDGET_S = 60.0
+MANY = 60                      # far more trials than fit: the budget, not num_samples, binds
+
+
+@pytest.fixture(scope="module")
+def budgeted_study(tmp_path_factory):
+    ray_session()
+    tmp = tmp_path_factory.mktemp("budget")
+    opts = study_mod.StudyOptions(
+        dataset="synthetic", storage_path=str(tmp), name="budgeted", methods=["sasrec"],
+        num_samples=MANY, max_epochs=4, scheduler="fifo", seeds=1, cpus_per_trial=1,
+        gpus_per_trial=0, warm_start=False, time_budget=BUDGET_S, status_every=5,
+        overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
+    opts._test_hooks = {"_test_epoch_sleep": 1.0}          # epochs dominate a trial's cost
+    started = time.time()
+    import contextlib
+    import io
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        summary = study_mod.run(opts)
+    wall = time.time() - started
+    return {"summary": summary, "wall": wall, "stdout": buffer.getvalue(),
+            "exp": Path(summary["exp"])}
+
+
+@pytest.mark.slow
+def test_the_study_keeps_its_time_budget(budgeted_study):
+    s, exp = budgeted_study["summary"], budgeted_study["exp"]
+    cost = s["cost"]
+    # the whole study, Ray start-up, seed re-run and tables included, ends within 10 %
+    assert budgeted_study["wall"] <= 1.10 * BUDGET_S, budgeted_study["wall"]
+    assert cost["used_s"] <= 1.10 * BUDGET_S
+    plan = cost["plans"]["synthetic-sasrec-sasrec"]
+    # the budget, not num_samples, ended the search: the gate refused further trials
+    assert plan["closed_by"] == "budget" and 2 <= plan["trials_started"] < MANY
+    # every started trial finished (none was left running), and the trial table has them all
+    trials = pd.read_csv(exp / "trials.csv")
+    assert len(trials) == plan["trials_started"] == plan["trials_finished"]
+    # time was kept for the seed re-run; it ran and was tested unless the budget's own
+    # estimate said it could not end in time (then it is listed as skipped, never cut)
+    started = [x for x in cost["seeds"] if x["state"] == "started"]
+    assert cost["seed_reserve_s"] > 0 and len(cost["seeds"]) == 1
+    assert (exp / "seeds.csv").exists() == bool(started)
+    # the cost model measured the run's epochs; the ledger and summary.json keep the report
+    assert cost["cost_model"]["runs"]["synthetic-sasrec-sasrec"]["epoch_s"] > 0.4
+    assert json.loads((exp / "summary.json").read_text())["cost"]["budget_s"] == BUDGET_S
+    assert json.loads((exp / "budget.json").read_text())["plans"]
+
+
+@pytest.mark.slow
+def test_the_study_prints_a_line_per_trial_and_summaries(budgeted_study):
+    out = budgeted_study["stdout"]
+    trial_lines = [l for l in out.splitlines() if l.startswith("[trial] synthetic-sasrec-sasrec")]
+    # one line per finished trial, each with its end, epochs and best validation NDCG@10
+    trials = pd.read_csv(budgeted_study["exp"] / "trials.csv")
+    assert len(trial_lines) == len(trials)
+    assert all("completed its budget after 4 epochs, best valid ndcg@10 0." in l for l in trial_lines)
+    # the periodic summary: trials done/planned, best so far, elapsed vs budget, ETA
+    status = [l for l in out.splitlines() if l.startswith("[study] synthetic-sasrec-sasrec")]
+    assert status and all("of 0:01:00" in l and "ETA" in l and "trials done" in l for l in status)
+    # the plan is printed when the run starts
+    assert "[budget] synthetic-sasrec-sasrec: share" in out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_reads_the_study_journal(budgeted_study):
+    journal = budgeted_study["exp"] / "optuna.journal"
+    port = free_port()
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    # the documented command: optuna-dashboard <exp>/optuna.journal
+    proc = subprocess.Popen([str(exe), str(journal), "--port", str(port), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        studies = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(proc.stdout.read().decode())
+                time.sleep(0.2)
+        assert studies is not None, "optuna-dashboard did not answer"
+        by_name = {s["study_name"]: s for s in studies}
+        trials = pd.read_csv(budgeted_study["exp"] / "trials.csv")
+        # the run's Optuna study is there, maximising, with one Optuna trial per Tune trial
+        study = by_name["synthetic-sasrec-sasrec"]
+        assert study["directions"] == ["maximize"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}",
+                                    timeout=5) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == len(trials)
+        # the best value the dashboard shows is the trial table's best validation NDCG@10
+        best = max(t["values"][0] for t in detail["trials"] if t.get("values"))
+        assert best == pytest.approx(trials["valid/ndcg@10"].max())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
