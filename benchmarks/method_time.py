@@ -28,14 +28,15 @@ from ec4srec.trainer import Trainer
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
 
 
-def time_method(method: str, dataset, batches: int, runs: int) -> float:
+def time_method(method: str, dataset, batches: int, runs: int, bucket_batches: int = 64) -> float:
     config = Config().with_overrides([f"method.name={method}", "train.progress=off",
                                       "train.tensorboard=false", "method.explainer=saliency"])
     trainer = Trainer(config, dataset, log=lambda m: None)
     split = dataset.split
     if trainer.method.update_epochs:          # enter the guided phase (scores: saliency, cheap)
         trainer.method.on_epoch_start(trainer.method.update_epochs[0])
-    order = train_order(split.train.length, config.train.batch_size, np.random.default_rng(0))
+    order = train_order(split.train.length, config.train.batch_size, np.random.default_rng(0),
+                        bucket_batches)
     sample = order[:batches]
     trainer.model.train()
     times = []
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--explain-runs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--note", default=None)
+    parser.add_argument("--bucket-batches", type=int, nargs="+", default=None,
+                        help="compare length-bucketing windows (1 = random batches); no updates")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -81,6 +84,8 @@ def main() -> None:
     config.data.data_dir = data_dir(args.data_dir)
     dataset = load_dataset(config.data)
 
+    if args.bucket_batches:
+        return compare_windows(args, dataset)
     epoch = {m: time_method(m, dataset, args.batches, args.runs) for m in args.methods}
     base = epoch.get("sasrec") or time_method("sasrec", dataset, args.batches, args.runs)
     rows = [[m, fmt(t), f"{t / base:.2f}x"] for m, t in epoch.items()]
@@ -95,6 +100,26 @@ def main() -> None:
                   [[e, fmt(t), f"{t / base:.2f}x"] for e, t in upd.items()])
     load = open("/proc/loadavg").read().split()[0]
     text += f"\nLoad average when finished: {load} (2 cores).\n"
+    print(text)
+    if args.write:
+        append_markdown(text)
+
+
+def compare_windows(args, dataset) -> None:
+    """Epoch time per method and length-bucketing window; windows alternate per method."""
+    times = {m: {w: time_method(m, dataset, args.batches, args.runs, w) for w in args.bucket_batches}
+             for m in args.methods}
+    first = args.bucket_batches[0]
+    heads = ["method"] + [f"window {w} (s)" for w in args.bucket_batches] + \
+        [f"window {w} vs {first}" for w in args.bucket_batches[1:]]
+    rows = [[m] + [fmt(t[w]) for w in args.bucket_batches] +
+            [f"{t[w] / t[first]:.2f}x" for w in args.bucket_batches[1:]] for m, t in times.items()]
+    text = header(f"Random vs length-bucketed batches on {args.dataset} (SASRec backbone)",
+                  torch.get_num_threads(), args.note)
+    text += ("\nTraining epoch (extrapolated from a sample of each order's batches, guided phase "
+             "for the EC4SRec variants), median of runs; window 1 = random batches:\n\n")
+    text += table(heads, rows)
+    text += f"\nLoad average when finished: {open('/proc/loadavg').read().split()[0]} (2 cores).\n"
     print(text)
     if args.write:
         append_markdown(text)

@@ -157,3 +157,19 @@ def test_a_corrupt_ledger_is_one_error_naming_the_file(tmp_path):
     # a ledger without its keys is refused with the file's name
     with pytest.raises(ConfigError, match="budget.json"):
         make(tmp_path, Clock())
+
+
+def test_utilisation_integrates_busy_slots_capped_at_the_slot_count(tmp_path):
+    clock = Clock(0.0)
+    b = make(tmp_path, clock, slots=2)
+    b.begin_run("r1")                       # the search starts at t = 0
+    b.note_busy(0.0, 10.0)
+    b.note_busy(0.0, 5.0)
+    b.note_busy(4.0, 10.0)                  # overlaps: 3 sessions for 1 s, counted as 2 slots
+    clock.t = 10.0
+    b.end_run("r1")
+    # busy slot-seconds: 2 x 10 (both slots busy all along) of 2 x 10
+    assert b.utilisation() == pytest.approx(1.0)
+    b.busy = [(0.0, 10.0)]
+    # one slot of two busy: half
+    assert b.utilisation() == pytest.approx(0.5)

@@ -48,6 +48,13 @@ def test_fit_writes_run_files(tiny_file, tiny_dataset, tmp_path):
     assert ckpt["loop"]["epoch"] == 2 and ckpt["config"] == config.to_dict()
     # TensorBoard event files are written when train.tensorboard is on.
     assert list((out / "tb").glob("events.out.tfevents.*"))
+    # Files are written atomically but get a plain file's mode (0666 minus the umask), not
+    # the 0600 of a temp file.
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "config.yaml", CHECKPOINT, "history.csv"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask
     # history.csv holds one row per epoch, equal to the loop history (the run's curve).
     import pandas as pd
     history = pd.read_csv(out / "history.csv")

@@ -52,6 +52,9 @@ def parse(argv=None) -> tuple[StudyOptions, bool]:
     p.add_argument("--verbose", action="store_true", help="print every trial's epoch lines")
     p.add_argument("--time-budget", help="wall clock of the whole study, seed re-runs included "
                    "(3h, 90m, 1h30m, seconds); see docs/search.md")
+    p.add_argument("--concurrent-runs", type=int, default=D.concurrent_runs,
+                   help="(method, backbone) runs sharing the cluster at once (default 1: one "
+                   "after another); see docs/search.md")
     p.add_argument("--status-every", type=float, help="seconds between progress summaries "
                    "(default 30 on a terminal, 120 in a log)")
     args = vars(p.parse_args(argv))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +44,8 @@ from ..config import ConfigError
 
 LEDGER = "budget.json"
 LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
-TABLE_RESERVE = 60.0           # seconds kept for the tables and report (at most 5 % of the budget)
+TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of the budget,
+TABLE_RESERVE_MIN = 15.0       # at least 15 s and at most 60 s
 PRIOR_FRACTION = 0.5           # of N, for a trial under ASHA before any trial finished
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -141,11 +143,17 @@ class CostModel:
                   for r, u in self.update.items() if u and self.epoch.get(r)]
         return max(0.0, statistics.median(ratios)) * base if ratios else 0.0
 
-    def full_trial_seconds(self, run: str, epochs: int, updates: int) -> float | None:
+    def full_trial_seconds(self, run: str, epochs: int, updates: int,
+                           cold: bool = False) -> float | None:
+        """A trial of ``epochs`` epochs and ``updates`` updates; ``cold``: in a fresh worker
+        (a seed re-run is a new Ray task), priced with the largest overhead seen (the first
+        trials' cold actor starts) instead of the median (Tune reuses warm actors)."""
         base = self.epoch_seconds(run)
         if base is None:
             return None
         overhead = self._median(self.overhead, run)
+        if cold and self.overhead.get(run):
+            overhead = max(self.overhead[run])
         if overhead is None:             # no trial ended yet: the first report's start-up
             overhead = max(0.0, (self._median(self.startup, run) or base) - base)
         return epochs * base + updates * self.update_extra_seconds(run) + overhead
@@ -209,10 +217,14 @@ class Budget:
 
     def __init__(self, exp: Path, total_s: float | None, runs: list[str], updates: dict[str, int],
                  max_epochs: int, num_samples: int, slots: int, seeds: int,
-                 clock=time.time, started: float | None = None):
+                 clock=time.time, started: float | None = None, concurrency: int = 1):
         self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
         self.max_epochs, self.num_samples, self.seeds = max_epochs, num_samples, seeds
         self.slots, self.clock = max(1, int(slots)), clock
+        self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
+        self.busy: list[tuple[float, float]] = []        # (start, end) of trial sessions
+        self.search_started = self.search_ended = None
+        self._lock = threading.RLock()
         self.started = clock() if started is None else started   # this driver's start
         self.used_before, self.plans, self.cost = 0.0, {}, CostModel()
         self.seed_log: list[dict] = []
@@ -242,11 +254,12 @@ class Budget:
         return self.used_before + (self.clock() - self.started)
 
     def write(self, force: bool = True) -> None:
-        now = self.clock()
-        if not force and now - self._written < LEDGER_EVERY:
-            return
-        self._written = now
-        atomic_write_json(self.exp / LEDGER, self.report())
+        with self._lock:
+            now = self.clock()
+            if not force and now - self._written < LEDGER_EVERY:
+                return
+            self._written = now
+            atomic_write_json(self.exp / LEDGER, self.report())
 
     # ---------------------------------------------------------------- deadlines
     @property
@@ -258,7 +271,7 @@ class Budget:
         """Seconds kept for the seed re-runs of ``runs`` (default: every run)."""
         if not self.seeds:
             return 0.0
-        costs = [self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0))
+        costs = [self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0), cold=True)
                  for r in (runs or self.runs)]
         known = [c for c in costs if c is not None]
         if not known:
@@ -275,7 +288,9 @@ class Budget:
 
     @property
     def table_reserve(self) -> float:
-        return 0.0 if self.total_s is None else min(TABLE_RESERVE, 0.05 * self.total_s)
+        if self.total_s is None:
+            return 0.0
+        return min(TABLE_RESERVE, max(TABLE_RESERVE_MIN, 0.05 * self.total_s), 0.5 * self.total_s)
 
     def search_over(self) -> bool:
         return self.search_deadline is not None and self.clock() >= self.search_deadline
@@ -289,11 +304,17 @@ class Budget:
         expected = None if full is None else full * self.cost.trial_fraction()
         share = deadline = None
         planned = self.num_samples
+        if self.search_started is None:
+            self.search_started = now
         if self.search_deadline is not None:
-            share = max(0.0, self.search_deadline - now) / max(1, len(left))
+            # K runs share the slots at once: the runs left go in ceil(left / K) waves, each
+            # run with slots / K of the cluster for its wave's time
+            waves = math.ceil(max(1, len(left)) / self.concurrency)
+            share = max(0.0, self.search_deadline - now) / waves
             deadline = now + share
             if expected:
-                planned = max(1, min(self.num_samples, int(share * self.slots / expected)))
+                slots = self.slots / self.concurrency
+                planned = max(1, min(self.num_samples, int(share * slots / expected)))
         previous = self.plans.get(run)
         plan = RunPlan(run, share, planned, now, deadline, full, expected)
         if previous is not None:          # restored: keep its counts and the time it used
@@ -306,6 +327,10 @@ class Budget:
 
     def may_start(self, run: str, count: bool = True) -> bool:
         """The gate: may ``run`` start another trial now? (Counted unless ``count`` is False.)"""
+        with self._lock:
+            return self._may_start(run, count)
+
+    def _may_start(self, run: str, count: bool) -> bool:
         plan = self.plans.get(run)
         ok = True
         if plan is not None and self.deadline is not None:
@@ -326,6 +351,28 @@ class Budget:
                 plan.closed_by = "budget"
         return ok
 
+    def note_busy(self, start: float, end: float) -> None:
+        """A trial session held a slot from ``start`` to ``end`` (driver clock)."""
+        with self._lock:
+            self.busy.append((start, max(start, end)))
+
+    def utilisation(self) -> float | None:
+        """Busy slot-seconds / slot-seconds of the search phase (this driver run). Busy
+        slot-seconds integrate min(trials running, slots) over time, so the callbacks' latency
+        (a reused actor's next trial can start before the last one's end is seen) never counts
+        a slot twice."""
+        if self.search_started is None:
+            return None
+        end = self.search_ended or self.clock()
+        span = (end - self.search_started) * self.slots
+        events = sorted([(a, 1) for a, _ in self.busy] + [(b, -1) for _, b in self.busy])
+        busy, running, last = 0.0, 0, None
+        for t, step in events:
+            if last is not None:
+                busy += min(running, self.slots) * (t - last)
+            running, last = running + step, t
+        return busy / span if span > 0 else None
+
     def trial_done(self, run: str, epochs: int, pruned: bool) -> None:
         self.cost.finished(epochs, self.max_epochs, pruned)
         if run in self.plans:
@@ -333,6 +380,7 @@ class Budget:
 
     def end_run(self, run: str, stopped_by_deadline: bool = False) -> None:
         plan = self.plans.get(run)
+        self.search_ended = self.clock()
         if plan is not None:
             plan.ended_at, plan.done = self.clock(), True
             if stopped_by_deadline:
@@ -343,7 +391,7 @@ class Budget:
     def seed_fits(self, run: str, expected_epochs: int, queue_end: float) -> tuple[bool, float]:
         """Can a seed job of ``run`` (about ``expected_epochs`` epochs) start at ``queue_end``
         (when a slot is free) and end before the deadline? Returns (fits, its end)."""
-        cost = self.cost.full_trial_seconds(run, expected_epochs, self.updates.get(run, 0))
+        cost = self.cost.full_trial_seconds(run, expected_epochs, self.updates.get(run, 0), cold=True)
         end = max(queue_end, self.clock()) + (cost or 0.0)
         fits = self.deadline is None or cost is None or end <= self.deadline - self.table_reserve
         return fits, end
@@ -358,5 +406,7 @@ class Budget:
             plans[r] = {**asdict(p), "used_s": round(p.used_before_s + end - p.started_at, 1)}
         return {"budget_s": self.total_s, "used_s": round(self.used(), 1),
                 "left_s": None if self.total_s is None else round(self.total_s - self.used(), 1),
-                "slots": self.slots, "seed_reserve_s": round(self.seed_reserve(), 1),
+                "slots": self.slots, "concurrent_runs": self.concurrency,
+                "search_utilisation": None if self.utilisation() is None else round(self.utilisation(), 4),
+                "seed_reserve_s": round(self.seed_reserve(), 1),
                 "plans": plans, "seeds": self.seed_log, "cost_model": self.cost.to_dict()}

@@ -28,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +90,7 @@ class StudyOptions:
     checkpoint_every: int = 1
     verbose: bool = False
     time_budget: float | None = None          # seconds of the whole study (budget.py)
+    concurrent_runs: int = 1                  # runs that share the cluster at once
     status_every: float | None = None         # seconds between summaries (None: 30 TTY, 120 log)
 
     def finalize(self) -> "StudyOptions":
@@ -267,6 +270,35 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def run_trainable(name: str):
+    """:func:`train_trial` under the name ``train_<run>``: Ray registers a run's trainable in a
+    cluster-wide registry by its name, so runs sharing the cluster at once (``--concurrent-runs``)
+    must not share one, or a trial could start with another run's study constants."""
+    def trainable(params, study):
+        return train_trial(params, study)
+    trainable.__name__ = trainable.__qualname__ = "train_" + re.sub(r"\W", "_", name)
+    return trainable
+
+
+_REGISTRY_LOCK = threading.RLock()
+
+
+def _serialise_ray_registry() -> None:
+    """Ray 2.60's trainable registry iterates a dict that another thread's registration may
+    grow ("dictionary changed size during iteration"); concurrent Tuners register under a lock."""
+    from ray.tune import registry
+    if getattr(registry._Registry.register, "_ec4srec_locked", False):
+        return
+    for name in ("register", "flush_values"):
+        original = getattr(registry._Registry, name)
+
+        def locked(self, *args, _original=original, **kwargs):
+            with _REGISTRY_LOCK:
+                return _original(self, *args, **kwargs)
+        locked._ec4srec_locked = True
+        setattr(registry._Registry, name, locked)
+
+
 def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> tuple[tune.Tuner, int]:
     """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
     the budget's plan; a restored run keeps the number it was created with)."""
@@ -283,12 +315,16 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> t
              "warmup_dir": str(opts.exp_dir / "warmup") if opts.warm_start else None,
              "warmup_epochs": [f - 1 for f in space.first_update_epochs() if f > 1],
              **getattr(opts, "_test_hooks", {})}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, study=study),
-                                    {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0})
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
+    trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
     path = f"{opts.storage_path}/{opts.name}/{name}"
     if tune.Tuner.can_restore(path):
         print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        try:
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        except ValueError:      # a run of an older ec4srec: its trainable was "train_trial"
+            legacy = tune.with_resources(tune.with_parameters(train_trial, study=study), resources)
+            tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
         return tuner, _restored_num_samples(tuner, num)
     import optuna
     if opts.optuna_storage:
@@ -306,7 +342,10 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> t
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
-                                    max_concurrent_trials=opts.max_concurrent or None,
+                                    # also the number of trials Ray may create ahead
+                                    # (pending): 1 without it, which starts trials one
+                                    # actor start-up at a time and leaves slots idle
+                                    max_concurrent_trials=opts.max_concurrent or cluster_slots(opts),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=f"{opts.storage_path}/{opts.name}",
@@ -391,6 +430,54 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
     return records
 
 
+def run_concurrently(opts: StudyOptions, ranges) -> dict:
+    """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
+    ASHA brackets) in a thread of this driver, sharing the cluster's slots: when one run's ASHA
+    tail leaves slots idle, another run's trials take them. Runs start in ``opts.runs()`` order
+    as threads free up. Tune catches SIGINT only in the main thread: here Ctrl-C ends the
+    driver (Interrupted, exit 130) and ``--resume`` restores each unfinished run from its last
+    experiment snapshot, as after a killed driver."""
+    _serialise_ray_registry()
+    keys = list(opts.runs())
+    done: dict[str, tuple] = {}
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    todo = list(keys)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo or failures:
+                    return
+                key = todo.pop(0)
+            print(f"[search] === {run_name(key)} (concurrent) ===", flush=True)
+            try:
+                records = run_search(opts, key, ranges)
+            except BaseException as exc:        # noqa: BLE001 - re-raised by the main thread
+                with lock:
+                    failures.append(exc)
+                return
+            with lock:
+                done[run_name(key)] = (key, records)
+
+    threads = [threading.Thread(target=worker, daemon=True, name=f"ec4srec-run-{i}")
+               for i in range(min(opts.concurrent_runs, len(keys)))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        raise Interrupted("SIGINT: the concurrent runs resume from their last snapshots") from None
+    if failures:
+        interrupted = [f for f in failures if isinstance(f, Interrupted)]
+        if interrupted:
+            raise Interrupted("; ".join(str(f) for f in interrupted))
+        raise failures[0]
+    return {run_name(k): done[run_name(k)] for k in keys}
+
+
 def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int]) -> None:
     """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
     seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Under a time budget a
@@ -448,7 +535,8 @@ def make_budget(opts: StudyOptions, started: float) -> Budget:
     updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if k[1] in OURS else 0
                for k in opts.runs()}
     return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
-                  opts.num_samples, cluster_slots(opts), opts.seeds, started=started)
+                  opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
+                  concurrency=min(max(1, opts.concurrent_runs), len(names)))
 
 
 def cost_report(budget: Budget, trials, epochs, max_epochs: int) -> dict:
@@ -498,9 +586,12 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     if budget.total_s is not None:
         print(f"[budget] {hms(budget.total_s)} for the study ({hms(budget.used_before)} used "
               f"before), {budget.slots} trial slots", flush=True)
-    for key in opts.runs():
-        print(f"[search] === {run_name(key)} ===", flush=True)
-        all_records[run_name(key)] = (key, run_search(opts, key, ranges))
+    if opts.concurrent_runs > 1 and len(opts.runs()) > 1:
+        all_records = run_concurrently(opts, ranges)
+    else:
+        for key in opts.runs():
+            print(f"[search] === {run_name(key)} ===", flush=True)
+            all_records[run_name(key)] = (key, run_search(opts, key, ranges))
     trials, epochs = results.write_trial_tables(exp, all_records, opts.max_epochs)
     best = {}
     for name, (key, records) in all_records.items():

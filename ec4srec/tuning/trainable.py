@@ -3,8 +3,8 @@
 Contracts:
 - Every epoch the trial reports validation metrics (``valid/*``, never test), training losses
   (``train/*``), ``valid/best_ndcg@10`` (the searcher's objective), ``epoch``, ``guided_epoch``
-  (epochs since the first importance update, counting it; ASHA's clock) and where it ran
-  (``node_id``, ``node_ip``, ``pid``).
+  (epochs since the first importance update, counting it; ASHA's clock), its ``method`` and
+  ``backbone`` and where it ran (``node_id``, ``node_ip``, ``pid``).
 - A trainer checkpoint (model, optimizer, RNG, loop and method state, importance scores
   included) goes with the report at every ``checkpoint_every``-th epoch, every importance-update
   epoch, every ASHA decision epoch and the last epoch. A trial restarted by Ray (worker crash,
@@ -127,7 +127,8 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     warm = cache.load_into(trainer, first) if cache and not restored else 0
     every = int(study.get("checkpoint_every", 1))
     decisions = set(study.get("decision_epochs") or [])
-    static = {"first_update": first, "restored_from_epoch": restored, "warm_start_epoch": warm,
+    static = {"method": config.method.name, "backbone": config.model.backbone,
+              "first_update": first, "restored_from_epoch": restored, "warm_start_epoch": warm,
               **where()}
     tc = config.train
 

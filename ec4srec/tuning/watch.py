@@ -103,6 +103,7 @@ class StudyWatcher(tune.Callback):
         began = self.running.pop(trial.trial_id, None)
         if ACTIVE is not None and began is not None:
             ACTIVE.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
+            ACTIVE.note_busy(began, time.time())
         self.done += 1
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
