@@ -25,8 +25,14 @@ BASE_MODEL = {"sasrec": {"train.lr", "model.dropout", "model.attn_dropout"},
               "caser": {"train.lr", "model.caser_dropout"}}
 
 
+def per_trial(ranges):
+    """``ranges`` with every param sampled per trial (no shared warm-up keys: those draw the
+    same ranges once per key, tests/test_warmup_keys.py)."""
+    return {**ranges, "warmup_keys": None}
+
+
 def sample(method, backbone="sasrec", max_epochs=100, n=60, ranges=None, distributions=False):
-    space = SearchSpace(method, backbone, max_epochs, ranges or load_ranges())
+    space = SearchSpace(method, backbone, max_epochs, per_trial(ranges or load_ranges()))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     out = []
     for _ in range(n):

@@ -23,22 +23,35 @@ Contracts:
   choices, a numeric range turned into choices) is suggested under an alias Optuna name
   (``key{a,b}``, :func:`optuna_name`) and returned under its config key, so the trial's config
   holds only config keys.
+- ``warmup_keys: K`` (top level): a guided run (ec4srec_ssl/_sl/ec4srec) does not sample its
+  warm-up params (those that act before the first importance update: learning rate, dropout,
+  similarity, tau, lambda_cl, lambda_sl) per trial but picks one of K fixed warm-up configs
+  (Optuna param ``warmup_key``, categorical; the values, drawn once from the original ranges by
+  a generator seeded by (method, backbone, key), go into the config), so trials share warm-up
+  checkpoints by design; the first K trials take keys 0..K-1 (points_to_evaluate). Keys can be
+  seeded with given configs (``warmup_configs``: the study passes its best cl4srec and duorec
+  trials, whose losses are the warm-up's two terms). A narrower space on resume changes only
+  the guided params of such a run.
 - :func:`apply_params` turns a base Config and suggested params into a validated Config.
 """
 from __future__ import annotations
 
 import difflib
 import math
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..config import _FLOAT_RE, BACKBONES, METHODS, Config, ConfigError
 
 ATTENTION_BACKBONES = ("sasrec",)
-TOP_KEYS = ("params", "common", "backbones", "methods")
+TOP_KEYS = ("params", "common", "backbones", "methods", "warmup_keys")
+GUIDED_METHODS = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
+WARMUP_KEY = "warmup_key"       # the Optuna param that picks one of a run's shared warm-ups
 SPEC_KEYS = ("choices", "low", "high", "step", "log")
 PACKAGED = "{}_space.yaml"
 
@@ -189,7 +202,10 @@ def parse_ranges(raw: Any, where: str) -> dict[str, Any]:
             if name not in known:
                 raise ConfigError(f"{where}: {top}.{name} is not one of {known}{_suggest(name, known)}")
             groups[top][name] = _name_list(where, f"{top}.{name}", names, params)
-    return {"params": params, "common": common, **groups}
+    keys = raw.get("warmup_keys")
+    if keys is not None and (not isinstance(keys, int) or isinstance(keys, bool) or keys < 1):
+        raise ConfigError(f"{where}: warmup_keys must be a whole number >= 1 (or absent), got {keys!r}")
+    return {"params": params, "common": common, **groups, "warmup_keys": keys}
 
 
 def load_ranges(path: str | Path | None = None) -> dict[str, Any]:
@@ -204,6 +220,8 @@ def load_ranges(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def dump_ranges(ranges: dict[str, Any]) -> str:
+    if ranges.get("warmup_keys") is None:
+        ranges = {k: v for k, v in ranges.items() if k != "warmup_keys"}
     return yaml.safe_dump(ranges, sort_keys=False)
 
 
@@ -264,6 +282,9 @@ def narrowing_problem(old: dict[str, Any], new: dict[str, Any], runs, where: str
     run must search the same params, each within its old range or choices."""
     for method, backbone in runs:
         a, b = run_params(old, method, backbone), run_params(new, method, backbone)
+        if method in GUIDED_METHODS and old.get("warmup_keys") != new.get("warmup_keys"):
+            return (f"{where}: warmup_keys {new.get('warmup_keys')!r} differs from the study's "
+                    f"{old.get('warmup_keys')!r} (the shared warm-ups were drawn when the study began)")
         if set(a) != set(b):
             return (f"{where}: a resumed study keeps its params; {method}/{backbone} searched "
                     f"{sorted(a)}, the new space {sorted(b)} (fix a param with a one-value "
@@ -279,11 +300,36 @@ class SearchSpace:
     """Define-by-run space of one (method, backbone) study; see the module docstring."""
 
     def __init__(self, method: str, backbone: str, max_epochs: int, ranges: dict[str, Any],
-                 active: str | Path | None = None):
+                 active: str | Path | None = None, warmup_configs: list[dict] | None = None):
         self.method, self.backbone, self.max_epochs = method, backbone, max_epochs
         self.params = run_params(ranges, method, backbone)     # the study's original space
         self.active = str(active) if active else None
         self._cache: tuple[int, dict] | None = None
+        warmup = [k for k in self.params if is_warmup_param(k)]
+        keys = ranges.get("warmup_keys")
+        # shared warm-ups: a guided run draws its warm-up params as one of K fixed configs
+        self.warmup_keys = keys if keys and method in GUIDED_METHODS and warmup else None
+        self.warmup_params = warmup if self.warmup_keys else []
+        # seeds for the keys (the best baseline trials' warm-up params), fixed at creation
+        self.warmup_configs = [{k: c[k] for k in self.warmup_params if k in c}
+                               for c in (warmup_configs or [])][: self.warmup_keys or 0]
+
+    def warmup_values(self, key: int) -> dict[str, Any]:
+        """The warm-up params of shared warm-up ``key`` (0..K-1): the key-th seed config where
+        one was given (the study's best cl4srec/duorec trials), its missing params and the
+        other keys drawn from the study's original ranges by a generator seeded by (method,
+        backbone, key), so every trial, driver and resume gets the same values."""
+        seed = [zlib.crc32(f"{self.method}/{self.backbone}".encode()), int(key)]
+        rng = np.random.default_rng(seed)
+        drawn = {k: draw(self.params[k], rng) for k in self.warmup_params}
+        configs = getattr(self, "warmup_configs", [])
+        return {**drawn, **(configs[key] if key < len(configs) else {})}
+
+    def points_to_evaluate(self, num_samples: int) -> list[dict[str, int]]:
+        """The first trials, one per warm-up key, so each shared warm-up is trained once early."""
+        if not self.warmup_keys:
+            return []
+        return [{WARMUP_KEY: k} for k in range(min(self.warmup_keys, num_samples))]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -305,7 +351,13 @@ class SearchSpace:
 
     def __call__(self, trial) -> dict[str, Any] | None:
         aliased = {}
+        keyed = getattr(self, "warmup_keys", None)
+        if keyed:        # on the bare Optuna trial: the config gets the values, not the key
+            bare = getattr(trial, "ot_trial", trial)
+            aliased.update(self.warmup_values(bare.suggest_categorical(WARMUP_KEY, list(range(keyed)))))
         for key, spec in self.current().items():
+            if keyed and key in self.warmup_params:
+                continue
             name = optuna_name(key, self.params.get(key, spec), spec)
             # an alias is suggested on the bare Optuna trial (Ray's captor would put the alias
             # into the trial's config) and returned under its config key
@@ -343,6 +395,28 @@ class SearchSpace:
             low, high = updates_range(spec, self.max_epochs)
             ps = range(low, high + 1)
         return sorted({self.max_epochs // (p + 1) for p in ps})
+
+
+def is_warmup_param(key: str) -> bool:
+    """Whether config key ``key`` acts in the warm-up phase (before the first update)."""
+    from .warmstart import WARMUP_IRRELEVANT
+    section, _, name = key.partition(".")
+    return name not in WARMUP_IRRELEVANT.get(section, ())
+
+
+def draw(spec: dict[str, Any], rng: np.random.Generator) -> Any:
+    """One value of ``spec`` drawn uniformly (log-uniformly with ``log``) by ``rng``."""
+    if "choices" in spec:
+        return spec["choices"][int(rng.integers(len(spec["choices"])))]
+    low, high, step = spec["low"], spec["high"], spec.get("step")
+    if _is_int(spec):
+        step = step or 1
+        return int(low + step * rng.integers((high - low) // step + 1))
+    if step:
+        return round(float(low + step * rng.integers(int(math.floor((high - low) / step + 1e-9)) + 1)), 10)
+    if spec.get("log"):
+        return round(float(math.exp(rng.uniform(math.log(low), math.log(high)))), 10)
+    return round(float(rng.uniform(low, high)), 10)
 
 
 def apply_params(base: Config | dict, params: dict[str, Any]) -> Config:

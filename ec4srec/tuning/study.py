@@ -270,6 +270,36 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
+    """Up to ``k`` warm-up configs for a guided run: the best finished trials of the study's
+    cl4srec and duorec runs on the same dataset and backbone (the warm-up loss is their two
+    terms), best first, alternating between the two, without repeats. Empty when neither run
+    has finished (e.g. runs going concurrently, or a study without them)."""
+    dataset, method, backbone = key
+    if not k or method not in ("ec4srec_ssl", "ec4srec_sl", "ec4srec"):
+        return []
+    ranked = []
+    for base in ("cl4srec", "duorec"):
+        path = opts.exp_dir / "runs" / f"{run_name((dataset, base, backbone))}.json"
+        if not path.exists():
+            continue
+        records = json.loads(path.read_text())
+        scored = [(max((h.get("valid/ndcg@10", -1.0) for h in r["history"]), default=-1.0),
+                   r["params"]) for r in records if r["history"] and not r["error"]]
+        ranked.append([p for _, p in sorted(scored, key=lambda x: -x[0])])
+    out, seen = [], set()
+    for i in range(max((len(r) for r in ranked), default=0)):
+        for r in ranked:
+            if i < len(r):
+                params = {k2: v for k2, v in r[i].items() if k2 != "method.lambda_cl"
+                          and k2 != "method.lambda_sl"}
+                sig = json.dumps(params, sort_keys=True, default=str)
+                if sig not in seen:
+                    seen.add(sig)
+                    out.append(params)
+    return out[:k]
+
+
 def run_trainable(name: str):
     """:func:`train_trial` under the name ``train_<run>``: Ray registers a run's trainable in a
     cluster-wide registry by its name, so runs sharing the cluster at once (``--concurrent-runs``)
@@ -306,7 +336,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> t
     name = run_name(key)
     base = base_config(opts, method, backbone)
     n_epochs = base.train.epochs
-    space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE)
+    space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE,
+                        warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0))
     num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
     grace = opts.grace_period or max(1, min(10, n_epochs // 10))
     study = {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
@@ -334,6 +365,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> t
         storage = optuna.storages.JournalStorage(backend)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=name, budget_run=name,
+                                    points_to_evaluate=space.points_to_evaluate(num) or None,
                                     sampler=optuna.samplers.TPESampler(seed=opts.seed))
     scheduler = (ASHAScheduler(time_attr=ASHA_CLOCK, metric=ASHA_METRIC, mode="max",
                                max_t=n_epochs, grace_period=grace,

@@ -124,17 +124,24 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     cache = (WarmupCache(study["warmup_dir"], study.get("warmup_epochs"))
              if study.get("warmup_dir") and first > 1 else None)
     restored = session.restore(trainer)
+    waited = cache.wait_for_producer(trainer.config, first) if cache and not restored else 0.0
     warm = cache.load_into(trainer, first) if cache and not restored else 0
     every = int(study.get("checkpoint_every", 1))
     decisions = set(study.get("decision_epochs") or [])
     static = {"method": config.method.name, "backbone": config.model.backbone,
+              "warmup_wait_s": round(waited, 1),
               "first_update": first, "restored_from_epoch": restored, "warm_start_epoch": warm,
               **where()}
     tc = config.train
 
+    last = {"seconds": tr_seconds(trainer)}
+
     def on_epoch(tr: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if cache and cache.wants(epoch, first):
             cache.store(tr, epoch)
+        if cache and epoch < first:
+            cache.renew_lease(tr, epoch, first, tr_seconds(tr) - last["seconds"])
+        last["seconds"] = tr_seconds(tr)
         _maybe_kill_for_test(study, session, epoch, restored)
         st = tr.state
         guided = epoch - first + 1 if first else epoch
@@ -155,6 +162,10 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(exc))
         raise
+
+
+def tr_seconds(trainer: Trainer) -> float:
+    return trainer.state.train_seconds
 
 
 def _maybe_kill_for_test(study: dict, session, epoch: int, restored: int) -> None:

@@ -11,15 +11,25 @@ Contracts:
   folder never see half a file and racing writers store equal bytes.
 - :meth:`WarmupCache.load_into` restores only model, optimizer, RNG, loop state and best
   weights: the trainer keeps its own config and its own (not yet updated) method state.
+- A trial training a warm-up leaves ``<key>/lease.json`` (its first update, its last warm-up
+  epoch, that epoch's seconds, when), rewritten each warm-up epoch. A trial of the same key that
+  starts meanwhile waits (:meth:`WarmupCache.wait_for_producer`) for the epoch it can use
+  instead of training the same epochs again beside it: it never waits longer than the producer
+  needs to get there, which is less than training them itself. A lease not renewed within
+  ``3 x its epoch seconds + LEASE_GRACE`` is stale (its trial died or was stopped) and ignored.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text, save_torch
+from ..checkpoint import atomic_write_json, atomic_write_text, save_torch
+
+LEASE = "lease.json"
+LEASE_GRACE = 30.0              # seconds added to 3 epochs before a lease counts as stale
 from ..config import Config, dump_config
 
 WARMUP_IRRELEVANT = {
@@ -64,6 +74,38 @@ class WarmupCache:
             if not readme.exists():
                 atomic_write_text(readme, dump_config(trainer.config))
         return path
+
+    def renew_lease(self, trainer, epoch: int, first_update: int, epoch_seconds: float) -> None:
+        """This trial is training ``key``'s warm-up: it has finished ``epoch``."""
+        atomic_write_json(self._dir(trainer.config) / LEASE,
+                          {"first_update": first_update, "epoch": epoch,
+                           "epoch_seconds": epoch_seconds, "time": time.time()})
+
+    def _lease(self, config: Config) -> dict | None:
+        try:
+            lease = json.loads((self._dir(config) / LEASE).read_text())
+            stale = time.time() - lease["time"] > 3 * lease["epoch_seconds"] + LEASE_GRACE
+            return None if stale else lease
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def wait_for_producer(self, config: Config, first_update: int, poll: float = 1.0,
+                          sleep=time.sleep) -> float:
+        """Wait while a live trial of the same warm-up is still producing an epoch this trial
+        could start from (below ``first_update``, and one that producer will store); returns
+        the seconds waited."""
+        waited = 0.0
+        while True:
+            lease = self._lease(config)
+            if lease is None:
+                return waited
+            reachable = min(first_update, int(lease["first_update"])) - 1
+            have = max([e for e in self.cached_epochs(config) if e < first_update], default=0)
+            wanted = [e for e in (self.epochs or range(1, reachable + 1)) if have < e <= reachable]
+            if not wanted or int(lease["epoch"]) >= reachable:
+                return waited
+            sleep(poll)
+            waited += poll
 
     def cached_epochs(self, config: Config) -> list[int]:
         directory = self._dir(config)
