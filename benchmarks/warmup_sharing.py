@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="ec4srec")
     p.add_argument("--max-epochs", type=int, default=150)
     p.add_argument("--num-samples", type=int, default=12)
+    p.add_argument("--with-baselines", action="store_true",
+                   help="run cl4srec and duorec first in both studies (the keys are then seeded "
+                        "by their best trials); the table is the guided method's")
     args = p.parse_args(argv)
 
     from test_tuning_helpers import TINY, ray_session
@@ -37,7 +40,8 @@ def main(argv=None) -> int:
         unkeyed.write_text(dump_ranges({**ranges, "warmup_keys": None}))
         for label, space in (("warmup_keys 4 (default)", None), ("per-trial warm-up params", str(unkeyed))):
             opts = study_mod.StudyOptions(
-                dataset="synthetic", storage_path=d, name=f"w{len(rows)}", methods=[args.method],
+                dataset="synthetic", storage_path=d, name=f"w{len(rows)}",
+                methods=(["cl4srec", "duorec"] if args.with_baselines else []) + [args.method],
                 num_samples=args.num_samples, max_epochs=args.max_epochs, seeds=0,
                 cpus_per_trial=1, gpus_per_trial=0, search_space=space, status_every=1e9,
                 overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
@@ -45,11 +49,12 @@ def main(argv=None) -> int:
             summary = study_mod.run(opts)
             import pandas as pd
             trials = pd.read_csv(Path(summary["exp"]) / "trials.csv")
-            saved = summary["warm_start"]
+            trials = trials[trials["method"] == args.method]
+            saved = study_mod.results.warm_start_savings(trials)
             trained = saved["epochs"] - saved["skipped"]
             rows.append({"label": label, "trials": len(trials), "saved": saved, "trained": trained,
                          "best": float(trials["valid/ndcg@10"].max()), "wall": time.time() - started,
-                         "curve": best_by_compute(Path(summary["exp"]))})
+                         "curve": best_by_compute(Path(summary["exp"]), args.method)})
     keyed = rows[0]
     same = rows[1]["curve"]
     at_same = max([b for spent, b in same if spent <= keyed["trained"]], default=float("nan"))
@@ -66,12 +71,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def best_by_compute(exp: Path):
+def best_by_compute(exp: Path, method: str):
     """(trained epochs spent so far, best valid NDCG@10 so far) after each trial, in the order
     the trials ended (their last report's timestamp in runs/<run>.json)."""
     import json
     ended = []
-    for path in (exp / "runs").glob("*.json"):
+    for path in (exp / "runs").glob(f"*-{method}-*.json"):
         for rec in json.loads(path.read_text()):
             hist = rec["history"]
             if hist:
