@@ -23,7 +23,7 @@ def fake_run(folder: Path, method: str, seed: int, ndcg10: float, *, epochs=(1, 
     record = {"method": method, "backbone": "sasrec", "dataset": "beauty", "best_epoch": epochs[-2],
               "epochs_run": epochs[-1], "stopped_early": stopped, "epoch_budget": 150,
               "valid": {m: ndcg10 + 0.01 for m in METRICS}, "test": {m: ndcg10 for m in METRICS},
-              "wall_time_s": 3600.0}
+              "wall_time_s": 3600.0, "update_epochs": [2] if method.startswith("ec4srec") else []}
     (folder / "metrics.json").write_text(json.dumps(record))
     (folder / "config.yaml").write_text(yaml.safe_dump({"train": {"seed": seed}}))
     if history:
@@ -69,6 +69,8 @@ def test_table_groups_settings_with_paper_numbers_and_marks(tmp_path):
     assert sorted(cells["metric"].unique()) == ["hr@10", "hr@5", "ndcg@10", "ndcg@5"]
     md = (out / "table3.md").read_text()
     assert "ours: EC4SRec" in md and "published: EC4SRec" in md and "0.0500 ± 0.0010**" in md
+    # the guided runs' first importance update is known (the curves mark it)
+    assert set(runs_table({"ours": three_seed_runs(tmp_path / "again")})["first_update"].dropna()) == {2}
     # one line per run in runs.md, and a curves figure from the runs' histories
     assert (out / "runs.md").read_text().count("| ours |") == 9
     assert (out / "curves.png").stat().st_size > 0

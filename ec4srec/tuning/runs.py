@@ -53,7 +53,8 @@ def read_run(path: str | Path, setting: str) -> dict:
            "best_epoch": record.get("best_epoch"), "epochs_run": run_epochs,
            "epoch_budget": budget, "stopped_early": bool(record.get("stopped_early")),
            "converged": bool(record.get("stopped_early")) or (run_epochs is not None and run_epochs == budget),
-           "wall_time_s": record.get("wall_time_s"), "path": str(path)}
+           "wall_time_s": record.get("wall_time_s"), "path": str(path),
+           "first_update": (record.get("update_epochs") or [None])[0]}
     row.update({f"test/{m}": float(test[m]) for m in METRICS})
     row.update({f"valid/{m}": v for m, v in (record.get("valid") or {}).items()})
     return row
@@ -130,7 +131,8 @@ def runs_markdown(df: pd.DataFrame) -> str:
 
 def curves_figure(df: pd.DataFrame, path: Path) -> Path | None:
     """Validation NDCG@10 per epoch of every run in one figure: a colour per method, a line
-    style per setting, a dot at each run's best epoch. None when no run has a history."""
+    style per setting, a dot at each run's best epoch, a dotted line at the guided runs' first
+    importance update. None when no run has a history."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -155,6 +157,10 @@ def curves_figure(df: pd.DataFrame, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
+    firsts = sorted({int(e) for e in df.get("first_update", pd.Series(dtype=float)).dropna()})
+    for i, epoch in enumerate(firsts):       # where the guided runs switched to guided training
+        ax.axvline(epoch, color="grey", ls=":", lw=0.8,
+                   label="first importance update" if i == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
     ax.legend(fontsize=6, ncol=2, title="dot: best epoch (the model tested)", title_fontsize=6)
