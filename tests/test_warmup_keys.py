@@ -101,7 +101,7 @@ def test_keys_are_seeded_by_the_best_baseline_trials(tmp_path):
                 "history": [{"valid/ndcg@10": score}], "error": None}
     (runs / "synthetic-cl4srec-sasrec.json").write_text(json.dumps([record(1e-3, 0.1), record(2e-3, 0.3)]))
     (runs / "synthetic-duorec-sasrec.json").write_text(json.dumps([record(5e-3, 0.2)]))
-    seeds = study_mod.baseline_warmups(opts, ("synthetic", "ec4srec", "sasrec"), 3)
+    seeds = study_mod.baseline_warmups(opts, ("synthetic", "ec4srec", "sasrec"), 3)[:3]
     # best cl4srec, best duorec, then the next cl4srec
     assert [s["train.lr"] for s in seeds] == [2e-3, 5e-3, 1e-3]
     # baselines get none

@@ -311,8 +311,12 @@ class SearchSpace:
         self.warmup_keys = keys if keys and method in GUIDED_METHODS and warmup else None
         self.warmup_params = warmup if self.warmup_keys else []
         # seeds for the keys (the best baseline trials' warm-up params), fixed at creation
-        self.warmup_configs = [{k: c[k] for k in self.warmup_params if k in c}
-                               for c in (warmup_configs or [])][: self.warmup_keys or 0]
+        seeds = []
+        for c in warmup_configs or []:      # only this run's warm-up params, each config once
+            kept = {k: c[k] for k in self.warmup_params if k in c}
+            if kept not in seeds:
+                seeds.append(kept)
+        self.warmup_configs = seeds[: self.warmup_keys or 0]
 
     def warmup_values(self, key: int) -> dict[str, Any]:
         """The warm-up params of shared warm-up ``key`` (0..K-1): the key-th seed config where

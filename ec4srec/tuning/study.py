@@ -271,9 +271,10 @@ def trial_dirname(trial) -> str:
 
 
 def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
-    """Up to ``k`` warm-up configs for a guided run: the best finished trials of the study's
+    """Warm-up configs for a guided run with ``k`` keys (none when ``k`` is 0): the best finished trials of the study's
     cl4srec and duorec runs on the same dataset and backbone (the warm-up loss is their two
-    terms), best first, alternating between the two, without repeats. Empty when neither run
+    terms), best first, alternating between the two (SearchSpace keeps the run's warm-up params
+    of each and drops repeats). Empty when neither run
     has finished (e.g. runs going concurrently, or a study without them)."""
     dataset, method, backbone = key
     if not k or method not in ("ec4srec_ssl", "ec4srec_sl", "ec4srec"):
@@ -287,17 +288,9 @@ def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
         scored = [(max((h.get("valid/ndcg@10", -1.0) for h in r["history"]), default=-1.0),
                    r["params"]) for r in records if r["history"] and not r["error"]]
         ranked.append([p for _, p in sorted(scored, key=lambda x: -x[0])])
-    out, seen = [], set()
-    for i in range(max((len(r) for r in ranked), default=0)):
-        for r in ranked:
-            if i < len(r):
-                params = {k2: v for k2, v in r[i].items() if k2 != "method.lambda_cl"
-                          and k2 != "method.lambda_sl"}
-                sig = json.dumps(params, sort_keys=True, default=str)
-                if sig not in seen:
-                    seen.add(sig)
-                    out.append(params)
-    return out[:k]
+    out = [r[i] for i in range(max((len(r) for r in ranked), default=0)) for r in ranked
+           if i < len(r)]
+    return out                  # SearchSpace takes the first k distinct ones
 
 
 def run_trainable(name: str):

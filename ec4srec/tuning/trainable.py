@@ -134,14 +134,14 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
               **where()}
     tc = config.train
 
-    last = {"seconds": tr_seconds(trainer)}
+    last = {"seconds": trainer.state.train_seconds}     # for the warm-up lease's epoch time
 
     def on_epoch(tr: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if cache and cache.wants(epoch, first):
             cache.store(tr, epoch)
         if cache and epoch < first:
-            cache.renew_lease(tr, epoch, first, tr_seconds(tr) - last["seconds"])
-        last["seconds"] = tr_seconds(tr)
+            cache.renew_lease(tr, epoch, first, tr.state.train_seconds - last["seconds"])
+        last["seconds"] = tr.state.train_seconds
         _maybe_kill_for_test(study, session, epoch, restored)
         st = tr.state
         guided = epoch - first + 1 if first else epoch
@@ -162,10 +162,6 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(exc))
         raise
-
-
-def tr_seconds(trainer: Trainer) -> float:
-    return trainer.state.train_seconds
 
 
 def _maybe_kill_for_test(study: dict, session, epoch: int, restored: int) -> None:

@@ -53,9 +53,7 @@ class BudgetStopper(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        if ACTIVE is not None and ACTIVE.search_over():
-            return True
-        return False
+        return ACTIVE is not None and ACTIVE.search_over()
 
 
 def _print(line: str, bold: bool = False) -> None:
