@@ -124,6 +124,20 @@ class MethodConfig:
                                      # second, dropout-only encoding of the anchor (DuoRec's us_x)
     warmup_loss: str = "paper"       # paper: L_rec + CL + SL before the first update | rec_only
 
+    def guided_weights(self) -> dict[str, float]:
+        """The weight of each explanation-guided term after the first update (Eqs. 6, 7, 9):
+        {"cl+": w, "cl-": w, "sl+": w}, 0 for a term the method does not have. With
+        ``ssl_weighting=nested`` (Eq. 6 as printed) L_cl- is weighted lambda_cl+ * lambda_cl-."""
+        ssl = self.name in ("ec4srec_ssl", "ec4srec")
+        w_neg = self.lambda_cl_neg * (self.lambda_cl_pos if self.ssl_weighting == "nested" else 1.0)
+        return {"cl+": self.lambda_cl_pos if ssl else 0.0, "cl-": w_neg if ssl else 0.0,
+                "sl+": self.lambda_sl_pos if self.name in ("ec4srec_sl", "ec4srec") else 0.0}
+
+    def guided_terms(self) -> tuple[str, ...]:
+        """The guided terms with a non-zero weight, in the order cl+, cl-, sl+ (empty for the
+        unguided methods). Zeroing lambdas of ``ec4srec`` gives the paper's Figure 5 ablation."""
+        return tuple(t for t, w in self.guided_weights().items() if w > 0)
+
     def validate(self) -> None:
         _check(self.name in METHODS, "method.name", f"must be one of {METHODS}")
         _check(self.tau > 0, "method.tau", "must be > 0")

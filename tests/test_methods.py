@@ -463,6 +463,51 @@ def test_upstream_negative_loss_option(tiny_file, tiny_dataset):
     assert not torch.allclose(values[0]["cl-"], values[1]["cl-"])
 
 
+ZEROED = {"cl+": "method__lambda_cl_pos", "cl-": "method__lambda_cl_neg", "sl+": "method__lambda_sl_pos"}
+
+
+@pytest.mark.parametrize("terms, views", [
+    (("cl+", "cl-", "sl+"), 5), (("cl+", "cl-"), 4), (("cl+", "sl+"), 4), (("cl-", "sl+"), 5),
+    (("cl+",), 3), (("cl-",), 4), (("sl+",), 2)])
+def test_figure5_ablation_by_zeroed_lambdas(tiny_file, tiny_dataset, terms, views):
+    zero = {ZEROED[t]: 0.0 for t in ZEROED if t not in terms}
+    full = composition_trainer(tiny_file, tiny_dataset, "ec4srec")
+    trainer = composition_trainer(tiny_file, tiny_dataset, "ec4srec", **zero)
+    trainer.model.load_state_dict(full.model.state_dict())
+    # The config names the guided terms left after zeroing (the Figure 5 combination).
+    assert trainer.config.method.guided_terms() == terms
+    batch = first_batch(trainer)
+    results = []
+    for t in (full, trainer):
+        t.method.on_epoch_start(2)
+        encoded = []
+        forward = t.model.forward
+        t.model.forward = lambda items, lengths, f=forward: encoded.append(len(items)) or f(items, lengths)
+        torch.manual_seed(7)
+        total, parts = t.method.loss(batch, 2)
+        results.append((total, parts, sum(encoded)))
+    (_, full_parts, _), (total, parts, rows) = results
+    # Only the remaining terms are computed, and the total weights exactly those.
+    assert set(parts) == {"rec", *terms}
+    assert torch.allclose(total.detach(), weighted(parts, trainer.config), rtol=1e-6, atol=1e-7)
+    # A zeroed term's views are not encoded (L_cl- alone still needs the positive views, its S+).
+    assert rows == views * len(batch.rows)
+    # The views drawn before the first skipped one are the full run's: their terms agree.
+    for t in terms:
+        if t != "sl+" or "cl-" in terms:
+            assert torch.allclose(parts[t], full_parts[t], rtol=1e-5, atol=1e-6)
+
+
+def test_guided_terms_of_each_method():
+    from ec4srec.config import MethodConfig
+    # The unguided methods have no guided terms; each variant has its equation's.
+    assert [MethodConfig(name=m).guided_terms() for m in METHODS] == [
+        (), (), (), ("cl+", "cl-"), ("sl+",), ("cl+", "cl-", "sl+")]
+    # Eq. 6 as printed (nested) weights L_cl- by lambda_cl+ * lambda_cl-.
+    nested = MethodConfig(name="ec4srec", ssl_weighting="nested", lambda_cl_pos=0.5, lambda_cl_neg=0.2)
+    assert nested.guided_weights() == {"cl+": 0.5, "cl-": 0.1, "sl+": 0.1}
+
+
 # =========================================================================== every pair trains
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("method", METHODS)

@@ -125,3 +125,52 @@ def test_cli_renders_runs_and_rejects_bad_arguments(tmp_path):
     (tmp_path / "empty").mkdir()
     bad = report("--runs", "ours", tmp_path / "empty", "--output", tmp_path / "out3")
     assert bad.returncode == 2 and "empty" in bad.stderr and not (tmp_path / "out3").exists()
+
+
+def ablation_runs(tmp_path: Path) -> list[Path]:
+    """Figure 5's runs on two seeds: CL4SRec, DuoRec, EC4SRec(SSL) (= L_cl+ + L_cl-), and
+    EC4SRec with L_sl+ zeroed (the same terms) and with only L_cl+."""
+    runs = []
+    for seed in (1, 2):
+        eps = 0.001 * seed
+        runs += [fake_run(tmp_path / f"cl4srec-{seed}", "cl4srec", seed, 0.030 + eps),
+                 fake_run(tmp_path / f"duorec-{seed}", "duorec", seed, 0.040 + eps),
+                 fake_run(tmp_path / f"ssl-{seed}", "ec4srec_ssl", seed, 0.044 + eps)]
+        for name, zero, base in (("no-slp", ("lambda_sl_pos",), 0.046),
+                                 ("clp", ("lambda_sl_pos", "lambda_cl_neg"), 0.042)):
+            run = fake_run(tmp_path / f"{name}-{seed}", "ec4srec", seed, base + eps)
+            (run / "config.yaml").write_text(yaml.safe_dump(
+                {"train": {"seed": seed}, "method": {"name": "ec4srec", **{k: 0.0 for k in zero}}}))
+            runs.append(run)
+    return runs
+
+
+def test_ablation_runs_make_figure5_and_stay_out_of_table3(tmp_path):
+    runs = ablation_runs(tmp_path)
+    df = runs_table({"ours": runs}).set_index("run")
+    # A run's guided terms come from its method and lambdas; zeroed lambdas make an ablation run.
+    assert (df.loc["ssl-1", "terms"], df.loc["ssl-1", "ablation"]) == ("cl+ cl-", False)
+    assert (df.loc["clp-1", "terms"], df.loc["clp-1", "ablation"]) == ("cl+", True)
+    out = render_runs({"ours": runs}, tmp_path / "report", paper=False)
+    cells = pd.read_csv(out / "table3.csv")
+    # Table 3 has no ablation run: EC4SRec's column does not exist, EC4SRec(SSL)'s is its own.
+    assert "ec4srec" not in set(cells["method"])
+    ssl = cells[(cells["metric"] == "ndcg@5") & (cells["method"] == "ec4srec_ssl")].iloc[0]
+    assert ssl["mean"] == pytest.approx(0.0455) and ssl["n"] == 2
+    fig5 = pd.read_csv(out / "ablation.csv", keep_default_na=False).set_index("bar")
+    # Figure 5's bars in its order: the two baselines, then the seven combinations.
+    assert list(fig5.index) == ["CL4SRec", "DuoRec", "L_rec + L_cl+", "L_rec + L_cl-", "L_rec + L_sl+",
+                                "L_rec + L_cl+ + L_cl-", "L_rec + L_cl+ + L_sl+",
+                                "L_rec + L_cl- + L_sl+", "L_rec + L_cl+ + L_cl- + L_sl+"]
+    # L_cl+ + L_cl- pools EC4SRec(SSL) and EC4SRec with L_sl+ zeroed: 4 runs, mean of both.
+    both = fig5.loc["L_rec + L_cl+ + L_cl-"]
+    assert both["n"] == 4 and float(both["ndcg@5_mean"]) == pytest.approx((0.0455 + 0.0475) / 2)
+    # A combination nobody ran is shown as not run, never as 0.
+    assert fig5.loc["L_rec + L_cl-", "n"] == 0
+    assert "| L_rec + L_cl- | 0 | not run | not run |" in (out / "ablation.md").read_text()
+    assert (out / "ablation.png").stat().st_size > 0
+    # the ablation runs are listed with their terms
+    assert "ec4srec [cl+] | sasrec | 1 |" in (out / "runs.md").read_text()
+    # two runs of one method and seed are fine when their terms differ; equal terms are not
+    with pytest.raises(TableError, match="same setting"):
+        runs_table({"ours": [tmp_path / "clp-1", tmp_path / "clp-1"]})

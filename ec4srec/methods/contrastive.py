@@ -129,9 +129,11 @@ class Contrastive(Method):
         # A term whose lambda is 0 contributes nothing: its views are neither built nor encoded.
         use_cl = (self.name == "cl4srec" or warmup) and mc.lambda_cl > 0
         use_sl = (self.name == "duorec" or warmup) and mc.lambda_sl > 0
-        use_ssl_plus = (guided_phase and self.name in ("ec4srec_ssl", "ec4srec")
-                        and (mc.lambda_cl_pos > 0 or mc.lambda_cl_neg > 0))
-        use_sl_plus = guided_phase and self.name in ("ec4srec_sl", "ec4srec") and mc.lambda_sl_pos > 0
+        weights = mc.guided_weights() if guided_phase else {"cl+": 0.0, "cl-": 0.0, "sl+": 0.0}
+        # L_cl- needs the positive views too (they are its S+), so they are built for either term.
+        use_ssl_plus = weights["cl+"] > 0 or weights["cl-"] > 0
+        use_cl_neg = weights["cl-"] > 0
+        use_sl_plus = weights["sl+"] > 0
 
         items, lengths = batch.items, batch.lengths
         views: list[tuple[torch.Tensor, torch.Tensor]] = [(items, lengths)]
@@ -152,10 +154,11 @@ class Contrastive(Method):
         if use_ssl_plus:
             k = self.num_lowest(lengths)
             p1, pl1, p2, pl2 = augment.two_guided_views(items, lengths, scores, k, mask_token=mask_token)
-            k_high = lengths - k if mc.k_counts == "important" else k
-            neg, neg_len = augment.one_negative_view(items, lengths, scores, k, mask_token=mask_token,
-                                                     k_high=k_high)
-            views += [(p1, pl1), (p2, pl2), (neg, neg_len)]
+            views += [(p1, pl1), (p2, pl2)]
+            if use_cl_neg:
+                k_high = lengths - k if mc.k_counts == "important" else k
+                views.append(augment.one_negative_view(items, lengths, scores, k,
+                                                       mask_token=mask_token, k_high=k_high))
         if use_sl_plus:
             partner = self.index.guided_partner(batch.rows, items, lengths, scores, self.data.num_items,
                                                 mc.retrieval_candidates, util_table=self.util_table())
@@ -175,20 +178,24 @@ class Contrastive(Method):
             total = total + mc.lambda_sl * l_sl
             parts["sl"] = l_sl.detach()
         if use_ssl_plus:
-            z1, z2, zn = rest.pop(0), rest.pop(0), rest.pop(0)
-            l_pos = pair_nce(z1, z2, tau, sim)
-            positives = torch.cat([z1, z2])
-            valid = lengths >= mc.neg_min_length if mc.neg_min_length > 1 else None
-            l_neg = (negative_view_loss(zn, positives, tau, sim, valid) if mc.neg_loss == "paper"
-                     else negative_view_supcon(zn, positives, mc.neg_tau, sim, valid))
-            if mc.ssl_weighting == "nested":      # Eq. 6 as printed: l_cl+ (L_cl+ + l_cl- L_cl-)
-                total = total + mc.lambda_cl_pos * (l_pos + mc.lambda_cl_neg * l_neg)
-            else:                                  # Eq. 9's flat weighting
-                total = total + mc.lambda_cl_pos * l_pos + mc.lambda_cl_neg * l_neg
-            parts["cl+"], parts["cl-"] = l_pos.detach(), l_neg.detach()
+            # weights: Eq. 9's flat l_cl+ L_cl+ + l_cl- L_cl-, or Eq. 6's nested
+            # l_cl+ (L_cl+ + l_cl- L_cl-) (MethodConfig.guided_weights)
+            z1, z2 = rest.pop(0), rest.pop(0)
+            if weights["cl+"] > 0:
+                l_pos = pair_nce(z1, z2, tau, sim)
+                total = total + weights["cl+"] * l_pos
+                parts["cl+"] = l_pos.detach()
+            if use_cl_neg:
+                zn = rest.pop(0)
+                positives = torch.cat([z1, z2])
+                valid = lengths >= mc.neg_min_length if mc.neg_min_length > 1 else None
+                l_neg = (negative_view_loss(zn, positives, tau, sim, valid) if mc.neg_loss == "paper"
+                         else negative_view_supcon(zn, positives, mc.neg_tau, sim, valid))
+                total = total + weights["cl-"] * l_neg
+                parts["cl-"] = l_neg.detach()
         if use_sl_plus:
             l_slp = pair_nce(sl_anchor, rest.pop(0), tau, sim)
-            total = total + mc.lambda_sl_pos * l_slp
+            total = total + weights["sl+"] * l_slp
             parts["sl+"] = l_slp.detach()
         return total, parts
 

@@ -11,6 +11,11 @@ Contracts:
   ``setting`` (the label the runs were given), ``best_epoch``, ``epochs_run``, ``converged``
   (stopped early, or ran its whole epoch budget) and ``wall_time_s``, so the study's Table 3
   code (:func:`ec4srec.tuning.report.build_table`) renders it grouped by setting.
+- ``terms`` is the guided terms a run trained with after its first update (``cl+ cl- sl+``,
+  from its method and lambdas: ``MethodConfig.guided_terms``); a guided run with fewer terms
+  than its method has (a zeroed lambda) is an ``ablation`` run: it is left out of the Table 3
+  layout and goes to :func:`ablation_table` (the paper's Figure 5: L_rec with each combination
+  of L_cl+, L_cl- and L_sl+, beside CL4SRec and DuoRec).
 - :func:`paper_rows` gives the paper's published numbers (``paper_results.json``: Tables 3
   and 4) in the same layout, as one row per method (setting "published", ``seed`` = "paper").
 """
@@ -26,6 +31,28 @@ from .results import METRICS, TableError
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.json")
 PUBLISHED = "published"                  # the setting label of the paper's own numbers
+
+
+TERM_KEYS = ("lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos", "ssl_weighting")
+# Figure 5's combinations, in its order (each with L_rec)
+COMBINATIONS = (("cl+",), ("cl-",), ("sl+",), ("cl+", "cl-"), ("cl+", "sl+"), ("cl-", "sl+"),
+                ("cl+", "cl-", "sl+"))
+TERM_LABELS = {"cl+": "L_cl+", "cl-": "L_cl-", "sl+": "L_sl+"}
+
+
+def run_terms(method: str, method_config: dict | None) -> tuple[tuple[str, ...], bool]:
+    """(the guided terms a run trained with, whether that is fewer than its method has)."""
+    from ..config import MethodConfig
+    given = {k: v for k, v in (method_config or {}).items() if k in TERM_KEYS}
+    try:
+        terms = MethodConfig(name=method, **given).guided_terms()
+    except TypeError:                       # a lambda that is not a number
+        raise TableError(f"method config {given} of a {method} run is malformed") from None
+    return terms, terms != MethodConfig(name=method).guided_terms()
+
+
+def combination_label(terms: tuple[str, ...]) -> str:
+    return "L_rec + " + " + ".join(TERM_LABELS[t] for t in terms)
 
 
 def read_run(path: str | Path, setting: str) -> dict:
@@ -47,6 +74,11 @@ def read_run(path: str | Path, setting: str) -> dict:
         seed = int(config["train"]["seed"])
     except (KeyError, TypeError, ValueError):
         raise TableError(f"{config_file}: no train.seed") from None
+    method_config = config.get("method") if isinstance(config, dict) else None
+    try:
+        terms, ablation = run_terms(record["method"], method_config if isinstance(method_config, dict) else None)
+    except TableError as exc:
+        raise TableError(f"{config_file}: {exc}") from None
     budget, run_epochs = record.get("epoch_budget"), record.get("epochs_run")
     row = {"setting": setting, "dataset": record["dataset"], "method": record["method"],
            "backbone": record["backbone"], "seed": seed, "run": path.name,
@@ -54,7 +86,8 @@ def read_run(path: str | Path, setting: str) -> dict:
            "epoch_budget": budget, "stopped_early": bool(record.get("stopped_early")),
            "converged": bool(record.get("stopped_early")) or (run_epochs is not None and run_epochs == budget),
            "wall_time_s": record.get("wall_time_s"), "path": str(path),
-           "first_update": (record.get("update_epochs") or [None])[0]}
+           "first_update": (record.get("update_epochs") or [None])[0],
+           "terms": " ".join(terms), "ablation": ablation}
     row.update({f"test/{m}": float(test[m]) for m in METRICS})
     row.update({f"valid/{m}": v for m, v in (record.get("valid") or {}).items()})
     return row
@@ -68,9 +101,9 @@ def runs_table(groups: dict[str, list[str | Path]]) -> pd.DataFrame:
     if not rows:
         raise TableError("no run folders given")
     df = pd.DataFrame(rows)
-    dup = df[df.duplicated(["setting", "dataset", "method", "backbone", "seed"], keep=False)]
+    dup = df[df.duplicated(["setting", "dataset", "method", "backbone", "terms", "seed"], keep=False)]
     if len(dup):
-        raise TableError(f"two runs of the same setting, method and seed: {sorted(dup['path'])}")
+        raise TableError(f"two runs of the same setting, method, terms and seed: {sorted(dup['path'])}")
     return df
 
 
@@ -123,7 +156,8 @@ def runs_markdown(df: pd.DataFrame) -> str:
         wall = f"{r['wall_time_s'] / 3600:.2f}" if pd.notna(r["wall_time_s"]) else "-"
         valid = f"{r['valid/ndcg@10']:.4f}" if pd.notna(r.get("valid/ndcg@10")) else "-"
         epochs = " / ".join(_int(r[k]) for k in ("best_epoch", "epochs_run"))
-        lines.append(f"| {r['setting']} | {r['method']} | {r['backbone']} | {r['seed']} | "
+        method = f"{r['method']} [{r['terms']}]" if r.get("ablation") else r["method"]
+        lines.append(f"| {r['setting']} | {method} | {r['backbone']} | {r['seed']} | "
                      f"{epochs} ({_int(r['epoch_budget'])}) | {conv} | "
                      f"{valid} | {r['test/ndcg@10']:.4f} | {r['test/hr@10']:.4f} | {wall} |")
     return "\n".join(lines) + "\n"
@@ -149,7 +183,8 @@ def curves_figure(df: pd.DataFrame, path: Path) -> Path | None:
             continue
         color = f"C{METHODS.index(r['method'])}" if r["method"] in METHODS else "k"
         style = styles[settings.index(r["setting"]) % len(styles)]
-        label = f"{r['setting']}: {LABELS.get(r['method'], r['method'])} (seed {r['seed']})"
+        name = LABELS.get(r["method"], r["method"]) + (f" [{r['terms']}]" if r.get("ablation") else "")
+        label = f"{r['setting']}: {name} (seed {r['seed']})"
         ax.plot(hist["epoch"], hist["valid/ndcg@10"], style, color=color, lw=1, label=label)
         best = hist.loc[hist["valid/ndcg@10"].idxmax()]
         ax.plot([best["epoch"]], [best["valid/ndcg@10"]], "o", color=color, ms=3)
@@ -179,7 +214,10 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     from .report import OURS, build_table, write_table
     df = runs_table(groups)
     out = Path(out)
-    table = df
+    table = df[~df["ablation"]]
+    if table.empty:
+        raise TableError("every run given is an ablation run (a zeroed guided lambda); "
+                         "Table 3 needs at least one run of a method as specified")
     if paper:
         extra = [paper_rows(d, b) for d, b in df[["dataset", "backbone"]].drop_duplicates().values]
         table = pd.concat([df, *extra], ignore_index=True)
@@ -190,7 +228,80 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     cells = build_table(table, groups_order, tuple(ours or OURS), group_col="group",
                         metrics=PAPER_METRICS)
     write_table(cells, out, "table3", group_col="group")
+    if df["ablation"].any():
+        ablation = ablation_table(df)
+        ablation.to_csv(out / "ablation.csv", index=False)
+        (out / "ablation.md").write_text(ablation_markdown(ablation))
+        ablation_figure(ablation, out / "ablation.png")
     (out / "runs.md").write_text(runs_markdown(df))
     df.drop(columns=["path"]).to_csv(out / "runs.csv", index=False)
     curves_figure(df, out / "curves.png")
     return out
+
+
+# ------------------------------------------------------------------ Figure 5: the loss ablation
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Figure 5's layout per (setting, dataset, backbone): CL4SRec, DuoRec, then L_rec with each
+    combination of the guided terms (a guided run of any variant counts for the terms it trained
+    with: EC4SRec(SSL) = L_cl+ + L_cl-, EC4SRec(SL) = L_sl+). Rows: setting, dataset, backbone,
+    bar, terms, n (seeds), test NDCG@5 and NDCG@10 mean and sample std; n = 0 where not run."""
+    rows = []
+    for (setting, dataset, backbone), g in df.groupby(["setting", "dataset", "backbone"], sort=False):
+        bars = [("CL4SRec", g[g["method"] == "cl4srec"], ""), ("DuoRec", g[g["method"] == "duorec"], "")]
+        guided = g[g["terms"] != ""]
+        bars += [(combination_label(c), guided[guided["terms"] == " ".join(c)], " ".join(c))
+                 for c in COMBINATIONS]
+        for bar, runs, terms in bars:
+            row = {"setting": setting, "dataset": dataset, "backbone": backbone, "bar": bar,
+                   "terms": terms, "n": len(runs)}
+            for m in ("ndcg@5", "ndcg@10"):
+                v = runs[f"test/{m}"]
+                row[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
+                row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else float("nan"))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    lines = ["| setting | dataset | backbone | loss | seeds | test NDCG@5 | test NDCG@10 |",
+             "|" + "---|" * 7]
+    for _, r in table.iterrows():
+        cells = []
+        for m in ("ndcg@5", "ndcg@10"):
+            mean, std = r[f"{m}_mean"], r[f"{m}_std"]
+            cells.append("not run" if r["n"] == 0 else f"{mean:.4f}" if r["n"] == 1
+                         else f"{mean:.4f} ± {std:.4f}")
+        lines.append(f"| {r['setting']} | {r['dataset']} | {r['backbone']} | {r['bar']} | {r['n']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_figure(table: pd.DataFrame, path: Path) -> Path:
+    """Bars of test NDCG@5 (the paper's Figure 5 metric) per loss combination, one panel per
+    (setting, dataset, backbone); error bars = std over seeds; the full EC4SRec bar in yellow."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = list(table.groupby(["setting", "dataset", "backbone"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, ((setting, dataset, backbone), g) in zip(axes[0], panels):
+        colors = ["C0", "C2"] + ["C7"] * (len(g) - 3) + ["gold"]
+        ax.bar(range(len(g)), g["ndcg@5_mean"].fillna(0), yerr=g["ndcg@5_std"].fillna(0),
+               color=colors, capsize=2)
+        ax.set_xticks(range(len(g)))
+        ax.set_xticklabels([b.replace("L_rec + ", "") for b in g["bar"]], rotation=45,
+                           ha="right", fontsize=7)
+        ax.set_title(f"{setting}: {dataset}, {backbone} (each with L_rec)", fontsize=8)
+        ax.set_ylabel("test NDCG@5")
+        known = g["ndcg@5_mean"].dropna()
+        if len(known):
+            ax.set_ylim(known.min() * 0.9, known.max() * 1.05)
+        for i, n in enumerate(g["n"]):
+            if n == 0:
+                ax.text(i, ax.get_ylim()[0], "not run", rotation=90, ha="center", va="bottom",
+                        fontsize=6)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
