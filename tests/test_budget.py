@@ -134,6 +134,43 @@ def test_seed_phase_skips_jobs_that_cannot_end_in_time(tmp_path):
     assert not fits
 
 
+def test_a_budget_too_small_for_every_run_keeps_the_runs_that_fit(tmp_path):
+    """Beauty-5k at 45 min (6 runs, 1 seed, 2 slots): the seeds of six runs alone would need
+    3 waves of a full trial, more than the budget. Only runs that fit get seed time."""
+    clock = Clock(0.0)
+    runs = [f"r{i}" for i in range(1, 7)]
+    b = make(tmp_path, clock, total=2700.0, runs=runs, seeds=1, slots=2)
+    first = b.begin_run("r1")
+    # nothing measured: the search time in six shares
+    assert first.share_s == pytest.approx((2700 - 60) / 6)
+    reports(b.cost, "r1", "t1", [100.0] * 3)               # a full trial: 10 x 100 s
+    clock.t = 200.0
+    # at the measured costs r1 and r2 fit with their seeds (r2's full trial + one seed wave of
+    # 1000 s after r1's share); r3 would need a second seed wave: the reserve is for r1, r2
+    assert b.fitting_runs() == ["r1", "r2"]
+    assert b.seed_reserve() == pytest.approx(1000.0)
+    # so r1's running trials go on (the reserve of all six runs, 3000 s, would stop them now)
+    assert not b.search_over()
+    clock.t = first.deadline
+    b.trial_done("r1", epochs=5, pruned=True)             # ASHA: half of N, as the prior
+    b.end_run("r1")
+    second = b.begin_run("r2")
+    # r2 gets the search time up to the seed reserve and the tables, and its trials start
+    assert second.share_s == pytest.approx(2700 - 60 - 1000 - clock.t)
+    assert b.may_start("r2")
+    clock.t = second.deadline
+    b.trial_done("r2", epochs=5, pruned=True)
+    b.end_run("r2")
+    b.begin_run("r3")
+    # r3 does not fit: its first trial is refused (the study skips it, left for a resume)
+    assert not b.may_start("r3", count=False)
+    b.end_run("r3")
+    # the seeds of r1 and r2 (one wave on two slots) end within the budget
+    fits, end = b.seed_fits("r1", 10, queue_end=0.0)
+    assert fits and end <= 2700 - b.table_reserve
+    assert b.fitting_runs() == ["r1", "r2"]
+
+
 def test_ledger_carries_used_time_across_drivers(tmp_path):
     clock = Clock()
     b = make(tmp_path, clock)

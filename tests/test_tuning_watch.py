@@ -2,6 +2,7 @@
 finish, keeps time for the seed re-runs, ends within 10 % of the budget, prints a line per
 finished trial and periodic summaries, and its Optuna journal is readable by optuna-dashboard."""
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -69,10 +70,12 @@ def test_the_study_keeps_its_time_budget(budgeted_study):
 def test_the_study_prints_a_line_per_trial_and_summaries(budgeted_study):
     out = budgeted_study["stdout"]
     trial_lines = [l for l in out.splitlines() if l.startswith("[trial] synthetic-sasrec-sasrec")]
-    # one line per finished trial, each with its end, epochs and best validation NDCG@10
+    # one line per finished trial, each with its end, epochs and best validation NDCG@10 (on
+    # a loaded machine the search deadline may stop the last trials: they get their line too)
     trials = pd.read_csv(budgeted_study["exp"] / "trials.csv")
     assert len(trial_lines) == len(trials)
-    assert all("completed its budget after 4 epochs, best valid ndcg@10 0." in l for l in trial_lines)
+    ends = r"(completed its budget after 4|stopped by the time budget after [0-4]) epochs"
+    assert all(re.search(ends + r", best valid ndcg@10 (0\.|-)", l) for l in trial_lines), trial_lines
     # the periodic summary: trials done/planned, best so far, elapsed vs budget, ETA
     status = [l for l in out.splitlines() if l.startswith("[study] synthetic-sasrec-sasrec")]
     assert status and all("of 0:01:00" in l and "ETA" in l and "trials done" in l for l in status)

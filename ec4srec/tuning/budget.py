@@ -268,17 +268,52 @@ class Budget:
         return None if self.total_s is None else self.started + self.total_s - self.used_before
 
     def seed_reserve(self, runs: list[str] | None = None) -> float:
-        """Seconds kept for the seed re-runs of ``runs`` (default: every run)."""
+        """Seconds kept for the seed re-runs of ``runs`` (default: the runs that will have
+        seeds, :meth:`fitting_runs`)."""
         if not self.seeds:
             return 0.0
+        runs = self.fitting_runs() if runs is None else runs
         costs = [self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0), cold=True)
-                 for r in (runs or self.runs)]
+                 for r in runs]
         known = [c for c in costs if c is not None]
         if not known:
             return 0.0
         job = max(known) * self.cost.seed_fraction()
         waves = math.ceil(len(costs) * self.seeds / self.slots)
         return waves * job
+
+    def fitting_runs(self) -> list[str]:
+        """The runs the budget keeps seed time for: runs that ended with a finished trial, the
+        runs in progress, and, in order, as many runs not yet started as fit in the time after
+        the running runs' shares: each wave of them one full trial long (what the gate needs
+        to admit a run's first trial), plus the seed re-runs of all of these. A run that does not fit is skipped when its turn comes (the
+        gate refuses its first trial) and left for a resume with a larger budget; without this
+        rule the seeds of runs that never run would be reserved, and a budget too small for
+        every run would stop the study before any run finished a trial."""
+        started = [r for r in self.runs if r in self.plans
+                   and (not self.plans[r].done or self.plans[r].trials_finished > 0)]
+        pending = [r for r in self.runs if r not in self.plans]
+        if self.deadline is None or not pending:
+            return started + pending
+        now = self.clock()
+        active_end = max([p.deadline for p in self.plans.values() if not p.done and p.deadline]
+                         + [now])
+        after = self.deadline - self.table_reserve - active_end
+        chosen: list[str] = []
+        def full(r: str) -> float | None:
+            return self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0))
+
+        for run in pending:
+            if full(run) is None:             # nothing measured yet: it cannot be judged
+                chosen.append(run)
+                continue
+            candidate = chosen + [run]
+            trials = [t for t in map(full, candidate) if t is not None]
+            search = math.ceil(len(candidate) / self.concurrency) * max(trials)
+            if search + self.seed_reserve(started + candidate) > after:
+                break
+            chosen = candidate
+        return started + chosen
 
     @property
     def search_deadline(self) -> float | None:
@@ -299,7 +334,12 @@ class Budget:
     def begin_run(self, run: str) -> RunPlan:
         """Plan ``run`` now (a restored run is re-planned from what is left)."""
         now = self.clock()
-        left = [r for r in self.runs if r not in self.plans or not self.plans[r].done]
+        previous = self.plans.pop(run, None)          # re-planned as a run not yet started
+        fitting = self.fitting_runs()
+        if previous is not None:
+            self.plans[run] = previous
+        # the runs left to search that fit (this one first); 0 when this one does not fit
+        left = [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
         full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
         expected = None if full is None else full * self.cost.trial_fraction()
         share = deadline = None
@@ -310,12 +350,11 @@ class Budget:
             # K runs share the slots at once: the runs left go in ceil(left / K) waves, each
             # run with slots / K of the cluster for its wave's time
             waves = math.ceil(max(1, len(left)) / self.concurrency)
-            share = max(0.0, self.search_deadline - now) / waves
+            share = max(0.0, self.search_deadline - now) / waves if run in left else 0.0
             deadline = now + share
             if expected:
                 slots = self.slots / self.concurrency
                 planned = max(1, min(self.num_samples, int(share * slots / expected)))
-        previous = self.plans.get(run)
         plan = RunPlan(run, share, planned, now, deadline, full, expected)
         if previous is not None:          # restored: keep its counts and the time it used
             plan.trials_started, plan.trials_finished = previous.trials_started, previous.trials_finished

@@ -426,6 +426,10 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
               f"{plan.planned_trials} trials (a full trial ~{hms(plan.full_trial_s)}, expected "
               f"~{hms(plan.expected_trial_s)} with ASHA), study {hms(budget.used())} of "
               f"{hms(budget.total_s)}", flush=True)
+        later = [r for r in budget.runs if r not in budget.plans and r not in budget.fitting_runs()]
+        if later:
+            print(f"[budget] at the measured costs {', '.join(later)} do not fit with their seed "
+                  f"re-runs: they will be skipped (resume with a larger --time-budget)", flush=True)
     restorable = tune.Tuner.can_restore(f"{opts.storage_path}/{opts.name}/{run_name(key)}")
     if plan is not None and not restorable and not budget.may_start(run_name(key), count=False):
         print(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "

@@ -7,8 +7,8 @@ Contracts:
   with it by ``Tuner.restore``, so they hold only a run name and read the budget from
   :data:`ACTIVE` at call time: a resumed driver's deadlines apply to restored runs too.
 - :class:`BudgetedOptunaSearch` is Ray's OptunaSearch that returns ``Searcher.FINISHED`` once
-  the budget's gate refuses the run another trial; :class:`BudgetStopper` stops every trial
-  past the search deadline; :class:`StudyWatcher` feeds each report to the cost model and
+  the budget's gate refuses the run another trial; :class:`BudgetStopper` stops each trial
+  at its first report past the search deadline; :class:`StudyWatcher` feeds each report to the cost model and
   prints the lines below.
 - Per finished trial: ``[trial] <run> <id>: <how it ended> after <e> epochs, best valid
   ndcg@10 <v> (<done>/<planned>)``. Summary every ``status_every`` seconds (default 30 on a
@@ -47,13 +47,17 @@ class BudgetedOptunaSearch(OptunaSearch):
 
 
 class BudgetStopper(tune.Stopper):
-    """Stops every trial of the run once the search deadline (seed reserve kept) has passed."""
+    """Past the search deadline (seed reserve kept) each trial is stopped at its next report:
+    Tune's ordinary stop, which tells the searcher (the Optuna trial gets its value) and the
+    callbacks. ``stop_all`` is only the backstop at the end of the seed time: ending the
+    experiment there drops the running trials without telling the searcher."""
 
     def __call__(self, trial_id, result) -> bool:
-        return False
+        return ACTIVE is not None and ACTIVE.search_over()
 
     def stop_all(self) -> bool:
-        return ACTIVE is not None and ACTIVE.search_over()
+        return ACTIVE is not None and ACTIVE.deadline is not None and \
+            ACTIVE.clock() >= ACTIVE.deadline - ACTIVE.table_reserve
 
 
 def _print(line: str, bold: bool = False) -> None:
@@ -126,6 +130,15 @@ class StudyWatcher(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, "error")
+
+    def on_experiment_end(self, trials, **info):
+        # Trials the backstop stopped (BudgetStopper.stop_all) end with the experiment,
+        # without on_trial_complete: count them here, or the plan, the cost model and the
+        # utilisation would miss them.
+        for trial in trials:
+            if trial.trial_id in self.running:
+                self._ended(trial, "stopped by the time budget"
+                            if ACTIVE is not None and ACTIVE.search_over() else "stopped")
 
     def on_step_end(self, iteration, trials, **info):
         now = time.time()
