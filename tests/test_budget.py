@@ -48,6 +48,19 @@ def test_cost_model_separates_startup_epochs_and_updates():
     assert model.epoch_seconds("a") == 2.0
 
 
+def test_an_unmeasured_run_is_priced_by_the_methods_relative_cost():
+    model = CostModel(weights={"sasrec": 1.0, "ec4srec": 3.6, "duorec": 2.4})
+    reports(model, "sasrec", "t1", [9.0, 10.0, 10.0])
+    # measured: its own median; not measured: the measured run's epoch x 3.6 / 1.0
+    assert model.epoch_seconds("sasrec") == 10.0
+    assert model.epoch_seconds("ec4srec") == pytest.approx(36.0)
+    reports(model, "duorec", "t2", [30.0, 30.0])
+    # two measured runs: the median of their scaled prices (36 and 30 x 3.6 / 2.4 = 45)
+    assert model.epoch_seconds("ec4srec") == pytest.approx((36.0 + 45.0) / 2)
+    # a run without a prior weighs 1
+    assert model.epoch_seconds("other") == pytest.approx((10.0 + 30.0 / 2.4) / 2)
+
+
 def test_trial_overhead_is_what_the_driver_saw_beyond_the_epochs():
     model = CostModel()
     reports(model, "a", "t1", [9.0, 2.0, 7.0, 2.0, 2.0], updates={3})

@@ -11,9 +11,10 @@ Contracts:
   consecutive reports (the first report of a trial session, which holds its start-up, is
   priced separately), and the median per-trial overhead: the driver's wall clock of a trial
   minus its epochs (actor start, data loading, syncs; until a trial ends, the first report's
-  start-up stands in). A run not measured yet borrows the median of the runs that
-  are (for the update cost: their update/epoch ratio times its own epoch cost); with nothing
-  measured the cost is unknown and the first trials run to measure it.
+  start-up stands in). A run not measured yet borrows the median of the runs that are, its
+  epoch scaled by the methods' relative cost prior (``METHOD_EPOCH_COST``; for the update
+  cost: their update/epoch ratio times its own epoch cost); with nothing measured the cost is
+  unknown and the first trials run to measure it.
 - The plan, made when a run starts: ``search_left = budget - used - seed_reserve - TABLE_RESERVE``;
   the run's share is ``search_left / runs_left`` (the same for every (method, backbone));
   planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
@@ -48,6 +49,12 @@ TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of 
 TABLE_RESERVE_MIN = 15.0       # at least 15 s and at most 60 s
 PRIOR_FRACTION = 0.5           # of N, for a trial under ASHA before any trial finished
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+# An epoch's cost relative to SASRec's, the prior a run not measured yet is priced with (its
+# views are full encoder passes): seconds per epoch of the converged Beauty runs, SASRec
+# backbone, 1 thread (results/beauty-ours: 43, 81, 104, 146, 153 s). EC4SRec(SSL) encodes one
+# view fewer than EC4SRec after the first update and as many before it.
+METHOD_EPOCH_COST = {"sasrec": 1.0, "cl4srec": 1.9, "duorec": 2.4, "ec4srec_ssl": 3.4,
+                     "ec4srec_sl": 3.4, "ec4srec": 3.6}
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -84,6 +91,7 @@ class CostModel:
     overhead: dict[str, list[float]] = field(default_factory=dict)   # per trial, beyond epochs
     fractions: list[float] = field(default_factory=list)
     full_fractions: list[float] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)   # run -> relative epoch cost (prior)
     _last: dict[str, int] = field(default_factory=dict)      # trial id -> last reported epoch
     _session: dict[str, list[int]] = field(default_factory=dict)   # trial id -> [epochs, updates]
 
@@ -130,7 +138,14 @@ class CostModel:
         return statistics.median(others) if others else None
 
     def epoch_seconds(self, run: str) -> float | None:
-        return self._median(self.epoch, run)
+        """The run's median plain epoch; a run not measured yet: the measured runs' medians,
+        each scaled by the relative cost prior (``weights``, 1 when unknown), their median."""
+        if self.epoch.get(run):
+            return statistics.median(self.epoch[run])
+        w = self.weights.get(run, 1.0)
+        others = [statistics.median(v) * w / self.weights.get(r, 1.0)
+                  for r, v in self.epoch.items() if v]
+        return statistics.median(others) if others else None
 
     def update_extra_seconds(self, run: str) -> float:
         """Extra seconds of an update epoch over a plain one (0 when nothing is known)."""
@@ -217,7 +232,8 @@ class Budget:
 
     def __init__(self, exp: Path, total_s: float | None, runs: list[str], updates: dict[str, int],
                  max_epochs: int, num_samples: int, slots: int, seeds: int,
-                 clock=time.time, started: float | None = None, concurrency: int = 1):
+                 clock=time.time, started: float | None = None, concurrency: int = 1,
+                 weights: dict[str, float] | None = None):
         self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
         self.max_epochs, self.num_samples, self.seeds = max_epochs, num_samples, seeds
         self.slots, self.clock = max(1, int(slots)), clock
@@ -232,6 +248,7 @@ class Budget:
         ledger = self.exp / LEDGER
         if ledger.exists():
             self._load(ledger)
+        self.cost.weights = dict(weights or {})
 
     # ---------------------------------------------------------------- ledger
     def _load(self, path: Path) -> None:

@@ -44,7 +44,7 @@ from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError, dump_config
 from ..data.sources import DATASETS, SYNTHETIC
 from . import results, watch
-from .budget import Budget, hms
+from .budget import METHOD_EPOCH_COST, Budget, hms
 from .space import (SearchSpace, apply_params, dump_ranges, is_packaged_name, load_ranges,
                     narrowing_problem)
 from .trainable import retrain_seed, train_trial
@@ -563,9 +563,10 @@ def make_budget(opts: StudyOptions, started: float) -> Budget:
     names = [run_name(k) for k in opts.runs()]
     updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if k[1] in OURS else 0
                for k in opts.runs()}
+    weights = {run_name(k): METHOD_EPOCH_COST.get(k[1], 1.0) for k in opts.runs()}
     return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
                   opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
-                  concurrency=min(max(1, opts.concurrent_runs), len(names)))
+                  concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights)
 
 
 def cost_report(budget: Budget, trials, epochs, max_epochs: int) -> dict:
