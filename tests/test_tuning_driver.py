@@ -147,3 +147,52 @@ def test_resume_with_a_narrower_space_applies_it_to_trials_not_yet_created(ray_l
     # exactly the trials created after the resume; the ones before used the wide choice
     assert sum("train.lr{0.003}" in t.params for t in ot) == len(new)
     assert sum("train.lr" in t.params and "train.lr{0.003}" not in t.params for t in ot) == len(before)
+
+
+@pytest.mark.slow
+def test_interrupted_concurrent_runs_resume_without_repeating_trials(ray_local, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {choices: [0.001, 0.002, 0.003]}\n"
+                     "methods:\n  sasrec: [train.lr]\n  duorec: [train.lr]\n")
+    address = ray_local.get_runtime_context().gcs_address
+    common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
+    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test",
+           "--methods", "sasrec", "duorec", "--concurrent-runs", "2", "--search-space", str(space),
+           "--num-samples", "3", "--max-epochs", "3", "--max-concurrent", "1", "--seeds", "0",
+           "--scheduler", "fifo", *common]
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
+    runs = [tmp_path / "s" / f"synthetic-{m}-sasrec" for m in ("sasrec", "duorec")]
+    try:
+        # both runs going at once, each with a finished trial: interrupt mid-study
+        wait_for(lambda: all(any(finished(r) for r in trial_reports(d).values()) for d in runs),
+                 240, proc)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    text = (tmp_path / "first.log").read_text()
+    # SIGINT with both runs in flight: exit 130 and the resume command
+    assert rc == 130, text[-3000:]
+    assert "--resume" in text
+    before = {d.name: {n: r for n, r in trial_reports(d).items() if finished(r)} for d in runs}
+    resumed = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--resume", *common],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "s" / "trials.csv")
+    for d in runs:
+        after = trial_reports(d)
+        # each run's trials finished before the interrupt were not re-run
+        assert all(after[n] == r for n, r in before[d.name].items())
+        mine = trials[trials["run"] == d.name]
+        # each run completed its own 3 trials, none repeated, none in the other run's study
+        assert len(mine) == 3 and mine["trial_id"].is_unique
+        assert (mine["state"] == "completed").all() and (mine["epochs"] == 3).all()
+    epochs = pd.read_csv(tmp_path / "s" / "epochs.csv")
+    assert len(epochs) == 18 and not epochs.duplicated(["trial_id", "epoch"]).any()
