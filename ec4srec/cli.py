@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set train.epochs=50 (repeatable)")
     train.add_argument("--output", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    train.add_argument("--warm-start", metavar="RUN_DIR",
+                       help="an explanation-guided run to start from: its warmup.pt (the state "
+                            "after its last warm-up epoch), when its warm-up equals this run's "
+                            "(any guided variant and guided lambdas; docs/methods.md)")
     train.add_argument("--finish", action="store_true",
                        help="with --resume: stop the run now (budget cut), test its best weights "
                             "once and write metrics.json")
@@ -101,7 +105,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--resume: no checkpoint at {ckpt}")
     if args.finish and not args.resume:
         raise CLIError("--finish ends a run that already exists: use it with --resume")
+    if args.warm_start and args.resume:
+        raise CLIError("--warm-start starts a new run; a run with a checkpoint continues with --resume")
     config = resolve_resumed_config(args, output) if args.resume else resolve_config(args)
+    warmup = check_warm_start(Path(args.warm_start), config) if args.warm_start else None
     if not args.resume and ((output / "metrics.json").exists() or ckpt.exists()):
         raise CLIError(f"{output} already holds a run ({'metrics.json' if (output / 'metrics.json').exists() else CHECKPOINT}); "
                        "choose another --output, or pass --resume to continue it")
@@ -111,11 +118,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.load_checkpoint(ckpt)
         print(f"resumed from {ckpt} after epoch {trainer.state.epoch}", flush=True)
+    elif warmup is not None:
+        trainer.load_warmup(warmup)
+        print(f"warm-started from {warmup} after epoch {trainer.state.epoch}", flush=True)
     record = trainer.finish() if args.finish else trainer.fit()
     print(f"best epoch {record['best_epoch']}  valid ndcg@10 {record['valid']['ndcg@10']:.4f}  "
           f"test ndcg@10 {record['test']['ndcg@10']:.4f} hr@10 {record['test']['hr@10']:.4f}  "
           f"({time.perf_counter() - started:.0f}s) -> {output}/metrics.json", flush=True)
     return 0
+
+
+def check_warm_start(run_dir: Path, config) -> Path:
+    """The donor's warmup.pt, checked before anything is written: it exists, is readable and
+    its warm-up equals this run's (else one CLIError naming the file or the keys)."""
+    from .checkpoint import load_torch
+    from .config import Config, ConfigError
+    from .trainer import WARMUP_CHECKPOINT
+    from .tuning.warmstart import warmup_mismatch
+    path = run_dir / WARMUP_CHECKPOINT if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise CLIError(f"--warm-start: no {WARMUP_CHECKPOINT} in {run_dir} (a guided run writes it "
+                       f"after its last warm-up epoch)")
+    try:
+        donor = Config.from_dict(load_torch(path)["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CLIError(f"--warm-start: {path} holds no usable config ({exc})") from None
+    differ = warmup_mismatch(donor, config)
+    if differ:
+        raise CLIError(f"--warm-start: the warm-up of {path} differs from this run's in "
+                       f"{', '.join(differ)}")
+    return path
 
 
 def _load_run(path: str, data_dir: str | None):

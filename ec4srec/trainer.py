@@ -39,6 +39,7 @@ from .models import build_model, refresh_dropout_banks
 from .precision import autocast, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
+WARMUP_CHECKPOINT = "warmup.pt"     # guided runs: the state after the last warm-up epoch
 HISTORY = "history.csv"
 SELECT_METRIC = "ndcg@10"
 Callback = Callable[["Trainer", int, dict], "bool | None"]
@@ -99,6 +100,7 @@ class Trainer:
         self.method.device = self.device
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.warm_start: dict[str, Any] | None = None     # set by load_warmup
         self._writer = None
         # Training draws from torch's global RNG; keep its post-init state so that building
         # another Trainer before fit() cannot change this run's numbers.
@@ -123,6 +125,9 @@ class Trainer:
             if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
                 self.save_checkpoint()
                 self._write_history()
+            if self.output_dir is not None and self.method.update_epochs \
+                    and epoch == self.method.update_epochs[0] - 1:
+                self.save_checkpoint(self.output_dir / WARMUP_CHECKPOINT)   # for --warm-start
             for callback in self.callbacks:
                 stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
             if stop:
@@ -221,6 +226,7 @@ class Trainer:
             "seconds_per_epoch": round(st.train_seconds / max(st.epoch, 1), 3),
             "update_epochs": self.method.update_epochs, "data": self.dataset.stats(),
             "hardware": hardware(), "device": str(self.device), "precision": self.precision,
+            **({"warm_start": self.warm_start} if self.warm_start else {}),
         }
 
     # ------------------------------------------------------------------ checkpoints
@@ -248,6 +254,16 @@ class Trainer:
         self.best_weights = ckpt["best_weights"]
         if method_state:
             self.method.load_state_dict(ckpt["method"])
+
+    def load_warmup(self, path: str | Path) -> None:
+        """Start from another guided run's last warm-up epoch (its ``warmup.pt``): model,
+        optimizer, RNG, loop state (history, best so far, seconds) and best weights, as if
+        this run had trained those epochs itself, which it would have done bit-identically
+        (the caller checks :func:`~ec4srec.tuning.warmstart.warmup_mismatch`). The metrics
+        record keeps where the warm-up came from and what it cost (``warm_start``)."""
+        self.load_checkpoint(path, method_state=False)
+        self.warm_start = {"from": str(path), "epochs": self.state.epoch,
+                           "seconds": round(self.state.train_seconds, 2)}
 
     # ------------------------------------------------------------------ output
     def _write_config(self) -> None:

@@ -181,3 +181,53 @@ def test_finish_requires_resume(config_file, tmp_path, capsys):
     code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "r"), "--finish"])
     # --finish without --resume is a usage error, not a silent fresh run.
     assert code == 2 and "--resume" in one_error_line(capsys.readouterr().err)
+
+
+GUIDED_ARGS = ["--set", "train.epochs=5", "--set", "method.update_epochs=[3]",
+               "--set", "method.explainer=saliency", "--set", "train.patience=10"]
+
+
+def test_warm_start_from_another_variant_equals_training_from_scratch(config_file, tmp_path, capsys):
+    import pandas as pd
+    run = lambda *a: main(["train", "--config", str(config_file), *GUIDED_ARGS, *a])
+    donor, scratch, warm = tmp_path / "ec4srec", tmp_path / "sl", tmp_path / "sl-warm"
+    assert run("--method", "ec4srec", "--output", str(donor)) == 0
+    # A guided run keeps its state after the last warm-up epoch (first update at 3: epoch 2).
+    assert (donor / "warmup.pt").is_file()
+    assert run("--method", "ec4srec_sl", "--output", str(scratch)) == 0
+    capsys.readouterr()
+    assert run("--method", "ec4srec_sl", "--warm-start", str(donor), "--output", str(warm)) == 0
+    assert "warm-started from" in capsys.readouterr().out
+    a = json.loads((scratch / "metrics.json").read_text())
+    b = json.loads((warm / "metrics.json").read_text())
+    # EC4SRec(SL) started from EC4SRec's warm-up is the run trained from scratch (same seed):
+    # the variants share their warm-up bit for bit.
+    assert a["test"] == b["test"] and a["valid"] == b["valid"] and a["best_epoch"] == b["best_epoch"]
+    pd.testing.assert_frame_equal(pd.read_csv(scratch / "history.csv"), pd.read_csv(warm / "history.csv"))
+    # the record says where its 2 warm-up epochs came from
+    assert b["warm_start"]["epochs"] == 2 and "warm_start" not in a
+
+
+@pytest.mark.parametrize("case", ["no_warmup", "other_lr", "other_schedule", "unguided", "with_resume"])
+def test_warm_start_errors_exit_2_and_write_nothing(case, config_file, tmp_path, capsys):
+    donor = tmp_path / "donor"
+    assert main(["train", "--config", str(config_file), *GUIDED_ARGS, "--method", "ec4srec",
+                 "--output", str(donor)]) == 0
+    plain = tmp_path / "plain"
+    assert main(["train", "--config", str(config_file), "--output", str(plain)]) == 0
+    capsys.readouterr()
+    args, expected = {
+        "no_warmup": (["--method", "ec4srec_sl", "--warm-start", str(plain)], "no warmup.pt"),
+        "other_lr": (["--method", "ec4srec_sl", "--set", "train.lr=0.002", "--warm-start", str(donor)],
+                     "train.lr"),
+        "other_schedule": (["--method", "ec4srec_sl", "--set", "method.update_epochs=[4]",
+                            "--warm-start", str(donor)], "first importance update (epoch 3 vs 4)"),
+        "unguided": (["--method", "duorec", "--warm-start", str(donor)], "explanation-guided"),
+        "with_resume": (["--method", "ec4srec_sl", "--warm-start", str(donor), "--resume"], "--resume"),
+    }[case]
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config_file), *GUIDED_ARGS, *args, "--output", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    # exit 2, one line naming what is wrong, and nothing written
+    assert code == 2 and expected in line, line
+    assert not out.exists()

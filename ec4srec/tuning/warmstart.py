@@ -40,12 +40,39 @@ WARMUP_IRRELEVANT = {
 }
 
 
-def warmup_key(config: Config) -> str:
+GUIDED_METHODS = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
+
+
+def _warmup_view(config: Config, across_variants: bool = False) -> dict:
     raw = config.to_dict()
     for section, names in WARMUP_IRRELEVANT.items():
         for name in names:
             raw[section].pop(name, None)
-    blob = json.dumps(raw, sort_keys=True, default=str).encode()
+    if across_variants and config.method.name in GUIDED_METHODS:
+        raw["method"].pop("name")          # the three variants share one warm-up (Sec. 4.1)
+    return raw
+
+
+def warmup_mismatch(donor: Config, config: Config) -> list[str]:
+    """The dotted keys that make ``donor``'s warm-up differ from ``config``'s (empty: the
+    warm-ups are bit-identical and ``config``'s run may start from ``donor``'s last warm-up
+    epoch). Both must be guided with the same first importance update; the variants
+    (EC4SRec(SSL), (SL), EC4SRec, any guided lambdas) share their warm-up."""
+    from ..methods.schedule import update_epochs
+    if donor.method.name not in GUIDED_METHODS or config.method.name not in GUIDED_METHODS:
+        return ["method.name (both runs must be explanation-guided)"]
+    a, b = _warmup_view(donor, True), _warmup_view(config, True)
+    keys = sorted(f"{sec}.{k}" for sec in a for k in set(a[sec]) | set(b.get(sec, {}))
+                  if a[sec].get(k) != b.get(sec, {}).get(k))
+    first = [update_epochs(c.train.epochs, c.method.updates, c.method.update_epochs)[0]
+             for c in (donor, config)]
+    if first[0] != first[1]:
+        keys.append(f"the first importance update (epoch {first[0]} vs {first[1]})")
+    return keys
+
+
+def warmup_key(config: Config) -> str:
+    blob = json.dumps(_warmup_view(config), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
