@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write_json, atomic_write_text, capture_rng, load_torch, restore_rng, save_torch
-from .config import Config, dump_config
+from .config import Config, ConfigError, dump_config
 from .data import Dataset
 from .data.batches import make_batch, train_order
 from .evaluate import evaluate
@@ -234,7 +234,14 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng": capture_rng(self.rng), "loop": asdict(self.state),
                 "best_weights": self.best_weights, "method": self.method.state_dict(),
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "warm_start": self.warm_start,
+                "runtime": self.runtime()}
+
+    def runtime(self) -> dict[str, Any]:
+        """What numbers depend on beyond the config: device type, precision, torch threads
+        and version (a warm-up is only shared between runs with the same)."""
+        return {"device": self.device.type, "precision": self.precision,
+                "threads": torch.get_num_threads(), "torch": torch.__version__}
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         path = Path(path) if path else self.output_dir / CHECKPOINT
@@ -252,6 +259,7 @@ class Trainer:
         restore_rng(ckpt["rng"], self.rng)
         self.state = LoopState(**ckpt["loop"])
         self.best_weights = ckpt["best_weights"]
+        self.warm_start = ckpt.get("warm_start")
         if method_state:
             self.method.load_state_dict(ckpt["method"])
 
@@ -260,7 +268,17 @@ class Trainer:
         optimizer, RNG, loop state (history, best so far, seconds) and best weights, as if
         this run had trained those epochs itself, which it would have done bit-identically
         (the caller checks :func:`~ec4srec.tuning.warmstart.warmup_mismatch`). The metrics
-        record keeps where the warm-up came from and what it cost (``warm_start``)."""
+        record keeps where the warm-up came from and what it cost (``warm_start``). A donor
+        trained on another device type, precision, thread count or torch version would not
+        give the same numbers: ConfigError naming what differs (not checked for donors
+        written before the checkpoint recorded it)."""
+        donor = load_torch(path).get("runtime")
+        if donor:
+            mine = self.runtime()
+            differ = [f"{k} {donor.get(k)!r} vs {v!r}" for k, v in mine.items() if donor.get(k) != v]
+            if differ:
+                raise ConfigError(f"--warm-start: {path} was trained with another runtime: "
+                                  f"{', '.join(differ)}")
         self.load_checkpoint(path, method_state=False)
         self.warm_start = {"from": str(path), "epochs": self.state.epoch,
                            "seconds": round(self.state.train_seconds, 2)}

@@ -184,6 +184,19 @@ def test_a_budget_too_small_for_every_run_keeps_the_runs_that_fit(tmp_path):
     assert b.fitting_runs() == ["r1", "r2"]
 
 
+def test_concurrent_runs_fit_side_by_side(tmp_path):
+    clock = Clock(0.0)
+    b = Budget(tmp_path, 4000.0, ["a", "b"], {"a": 0, "b": 0}, max_epochs=10, num_samples=20,
+               slots=4, seeds=1, clock=clock, concurrency=2)
+    reports(b.cost, "a", "t0", [10.0] * 3)                # known costs: a full trial is 100 s
+    first = b.begin_run("a")
+    second = b.begin_run("b")
+    # with two lanes, b starts beside a (a's share does not delay it): both get the same share
+    assert b.fitting_runs() == ["a", "b"]
+    assert second.share_s == pytest.approx(first.share_s) and second.share_s > 0
+    assert b.may_start("b")
+
+
 def test_ledger_carries_used_time_across_drivers(tmp_path):
     clock = Clock()
     b = make(tmp_path, clock)

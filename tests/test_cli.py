@@ -208,11 +208,17 @@ def test_warm_start_from_another_variant_equals_training_from_scratch(config_fil
     assert b["warm_start"]["epochs"] == 2 and "warm_start" not in a
 
 
-@pytest.mark.parametrize("case", ["no_warmup", "other_lr", "other_schedule", "unguided", "with_resume"])
+@pytest.mark.parametrize("case", ["no_warmup", "other_lr", "other_schedule", "unguided", "with_resume",
+                                  "other_runtime"])
 def test_warm_start_errors_exit_2_and_write_nothing(case, config_file, tmp_path, capsys):
     donor = tmp_path / "donor"
     assert main(["train", "--config", str(config_file), *GUIDED_ARGS, "--method", "ec4srec",
                  "--output", str(donor)]) == 0
+    if case == "other_runtime":             # a warm-up trained with 7 threads
+        import torch
+        ckpt = torch.load(donor / "warmup.pt", weights_only=False)
+        ckpt["runtime"]["threads"] = 7
+        torch.save(ckpt, donor / "warmup.pt")
     plain = tmp_path / "plain"
     assert main(["train", "--config", str(config_file), "--output", str(plain)]) == 0
     capsys.readouterr()
@@ -224,6 +230,7 @@ def test_warm_start_errors_exit_2_and_write_nothing(case, config_file, tmp_path,
                             "--warm-start", str(donor)], "first importance update (epoch 3 vs 4)"),
         "unguided": (["--method", "duorec", "--warm-start", str(donor)], "explanation-guided"),
         "with_resume": (["--method", "ec4srec_sl", "--warm-start", str(donor), "--resume"], "--resume"),
+        "other_runtime": (["--method", "ec4srec_sl", "--warm-start", str(donor)], "threads 7 vs 1"),
     }[case]
     out = tmp_path / "run"
     code = main(["train", "--config", str(config_file), *GUIDED_ARGS, *args, "--output", str(out)])

@@ -181,9 +181,9 @@ class Contrastive(Method):
             # weights: Eq. 9's flat l_cl+ L_cl+ + l_cl- L_cl-, or Eq. 6's nested
             # l_cl+ (L_cl+ + l_cl- L_cl-) (MethodConfig.guided_weights)
             z1, z2 = rest.pop(0), rest.pop(0)
+            l_pos = l_neg = None
             if weights["cl+"] > 0:
                 l_pos = pair_nce(z1, z2, tau, sim)
-                total = total + weights["cl+"] * l_pos
                 parts["cl+"] = l_pos.detach()
             if use_cl_neg:
                 zn = rest.pop(0)
@@ -191,8 +191,12 @@ class Contrastive(Method):
                 valid = lengths >= mc.neg_min_length if mc.neg_min_length > 1 else None
                 l_neg = (negative_view_loss(zn, positives, tau, sim, valid) if mc.neg_loss == "paper"
                          else negative_view_supcon(zn, positives, mc.neg_tau, sim, valid))
-                total = total + weights["cl-"] * l_neg
                 parts["cl-"] = l_neg.detach()
+            if mc.ssl_weighting == "nested" and l_pos is not None and l_neg is not None:
+                total = total + mc.lambda_cl_pos * (l_pos + mc.lambda_cl_neg * l_neg)
+            else:
+                total = total + sum(w * l for w, l in ((weights["cl+"], l_pos), (weights["cl-"], l_neg))
+                                    if l is not None)
         if use_sl_plus:
             l_slp = pair_nce(sl_anchor, rest.pop(0), tau, sim)
             total = total + weights["sl+"] * l_slp

@@ -301,36 +301,39 @@ class Budget:
 
     def fitting_runs(self) -> list[str]:
         """The runs the budget keeps seed time for: runs that ended with a finished trial, the
-        runs in progress, and, in order, as many runs not yet started as fit in the time after
-        the running runs' shares: each wave of them one full trial long (what the gate needs
-        to admit a run's first trial), plus the seed re-runs of all of these. A run that does not fit is skipped when its turn comes (the
-        gate refuses its first trial) and left for a resume with a larger budget; without this
-        rule the seeds of runs that never run would be reserved, and a budget too small for
-        every run would stop the study before any run finished a trial."""
-        started = [r for r in self.runs if r in self.plans
-                   and (not self.plans[r].done or self.plans[r].trials_finished > 0)]
-        pending = [r for r in self.runs if r not in self.plans]
-        if self.deadline is None or not pending:
-            return started + pending
-        now = self.clock()
-        active_end = max([p.deadline for p in self.plans.values() if not p.done and p.deadline]
-                         + [now])
-        after = self.deadline - self.table_reserve - active_end
-        chosen: list[str] = []
-        def full(r: str) -> float | None:
-            return self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0))
-
-        for run in pending:
-            if full(run) is None:             # nothing measured yet: it cannot be judged
+        runs in progress, and, in order, every run not yet started that fits: on K lanes
+        (``concurrency``; a running run holds its lane until its share ends, a free lane is
+        free now) each such run takes one full trial (what the gate needs to admit its first
+        trial) on the earliest lane, and the last lane's end plus the seed re-runs of all of
+        these must come before the deadline's table reserve. A run that does not fit is
+        skipped when its turn comes (the gate refuses its first trial) and left for a resume
+        with a larger budget; without this rule the seeds of runs that never run would be
+        reserved, and a budget too small for every run would stop the study before any run
+        finished a trial."""
+        with self._lock:
+            started = [r for r in self.runs if r in self.plans
+                       and (not self.plans[r].done or self.plans[r].trials_finished > 0)]
+            pending = [r for r in self.runs if r not in self.plans]
+            if self.deadline is None or not pending:
+                return started + pending
+            now = self.clock()
+            running = sorted(max(now, p.deadline) for p in self.plans.values()
+                             if not p.done and p.deadline)
+            lanes = (running + [now] * self.concurrency)[:max(self.concurrency, len(running))]
+            end = self.deadline - self.table_reserve
+            chosen: list[str] = []
+            for run in pending:
+                full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
+                if full is None:              # nothing measured yet: it cannot be judged
+                    chosen.append(run)
+                    continue
+                trial_lanes = sorted(lanes)
+                trial_lanes[0] += full
+                if max(trial_lanes) + self.seed_reserve(started + chosen + [run]) > end:
+                    continue                  # a cheaper run after it may still fit
                 chosen.append(run)
-                continue
-            candidate = chosen + [run]
-            trials = [t for t in map(full, candidate) if t is not None]
-            search = math.ceil(len(candidate) / self.concurrency) * max(trials)
-            if search + self.seed_reserve(started + candidate) > after:
-                break
-            chosen = candidate
-        return started + chosen
+                lanes = trial_lanes
+            return started + chosen
 
     @property
     def search_deadline(self) -> float | None:
@@ -350,6 +353,10 @@ class Budget:
     # ---------------------------------------------------------------- runs
     def begin_run(self, run: str) -> RunPlan:
         """Plan ``run`` now (a restored run is re-planned from what is left)."""
+        with self._lock:
+            return self._begin_run(run)
+
+    def _begin_run(self, run: str) -> RunPlan:
         now = self.clock()
         previous = self.plans.pop(run, None)          # re-planned as a run not yet started
         fitting = self.fitting_runs()

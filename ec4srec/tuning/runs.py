@@ -220,7 +220,7 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
                          "Table 3 needs at least one run of a method as specified")
     if paper:
         extra = [paper_rows(d, b) for d, b in df[["dataset", "backbone"]].drop_duplicates().values]
-        table = pd.concat([df, *extra], ignore_index=True)
+        table = pd.concat([table, *extra], ignore_index=True)
     multi_backbone = df["backbone"].nunique() > 1
     table = table.assign(group=table["setting"] + (("/" + table["backbone"]) if multi_backbone else ""))
     out.mkdir(parents=True, exist_ok=True)

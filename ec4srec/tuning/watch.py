@@ -56,8 +56,13 @@ class BudgetStopper(tune.Stopper):
         return ACTIVE is not None and ACTIVE.search_over()
 
     def stop_all(self) -> bool:
-        return ACTIVE is not None and ACTIVE.deadline is not None and \
-            ACTIVE.clock() >= ACTIVE.deadline - ACTIVE.table_reserve
+        return backstop_passed()
+
+
+def backstop_passed() -> bool:
+    """The seed time is over too: the study's deadline minus the tables' reserve."""
+    return ACTIVE is not None and ACTIVE.deadline is not None and \
+        ACTIVE.clock() >= ACTIVE.deadline - ACTIVE.table_reserve
 
 
 def _print(line: str, bold: bool = False) -> None:
@@ -134,11 +139,13 @@ class StudyWatcher(tune.Callback):
     def on_experiment_end(self, trials, **info):
         # Trials the backstop stopped (BudgetStopper.stop_all) end with the experiment,
         # without on_trial_complete: count them here, or the plan, the cost model and the
-        # utilisation would miss them.
+        # utilisation would miss them. Trials still running after Ctrl-C or a driver error are
+        # not finished (a resume continues them) and are not counted.
+        if not backstop_passed():
+            return
         for trial in trials:
             if trial.trial_id in self.running:
-                self._ended(trial, "stopped by the time budget"
-                            if ACTIVE is not None and ACTIVE.search_over() else "stopped")
+                self._ended(trial, "stopped by the time budget")
 
     def on_step_end(self, iteration, trials, **info):
         now = time.time()
