@@ -243,7 +243,8 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Figure 5's layout per (setting, dataset, backbone): CL4SRec, DuoRec, then L_rec with each
     combination of the guided terms (a guided run of any variant counts for the terms it trained
-    with: EC4SRec(SSL) = L_cl+ + L_cl-, EC4SRec(SL) = L_sl+). Rows: setting, dataset, backbone,
+    with: EC4SRec(SSL) = L_cl+ + L_cl-, EC4SRec(SL) = L_sl+; one run per seed, the variant's
+    when an ablation run repeats it). Rows: setting, dataset, backbone,
     bar, terms, n (seeds), test NDCG@5 and NDCG@10 mean and sample std; n = 0 where not run."""
     rows = []
     for (setting, dataset, backbone), g in df.groupby(["setting", "dataset", "backbone"], sort=False):
@@ -252,6 +253,9 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
         bars += [(combination_label(c), guided[guided["terms"] == " ".join(c)], " ".join(c))
                  for c in COMBINATIONS]
         for bar, runs, terms in bars:
+            # one run per seed: a variant and an EC4SRec run zeroed to its terms train the
+            # same experiment (EC4SRec(SSL) = EC4SRec with lambda_sl+ = 0); the variant counts
+            runs = runs.sort_values("ablation", kind="stable").drop_duplicates("seed")
             row = {"setting": setting, "dataset": dataset, "backbone": backbone, "bar": bar,
                    "terms": terms, "n": len(runs)}
             for m in ("ndcg@5", "ndcg@10"):
