@@ -44,6 +44,22 @@ def wait_for(condition, timeout: float, proc) -> None:
         time.sleep(0.1)
 
 
+def interrupt_when(condition, proc, sig=signal.SIGINT, timeout: float = 180) -> int:
+    """Wait for ``condition``, send ``sig`` to search.py, return its exit status; whatever
+    happens, nothing of its process group is left running."""
+    try:
+        wait_for(condition, timeout, proc)
+        proc.send_signal(sig)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)              # leftovers of our own process group
+        except ProcessLookupError:
+            pass
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_driver_resumes_without_repeating_trials(ray_local, tmp_path, sig):
@@ -59,21 +75,11 @@ def test_interrupted_driver_resumes_without_repeating_trials(ray_local, tmp_path
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=env)
     run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
-    try:
-        def one_done_and_next_running():
-            reps = trial_reports(run_dir)
-            return (any(finished(r) for r in reps.values())
-                    and any(r and not finished(r) for r in reps.values()))
-        wait_for(one_done_and_next_running, 120, proc)
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)              # leftovers of our own process group
-        except ProcessLookupError:
-            pass
+    def one_done_and_next_running():
+        reps = trial_reports(run_dir)
+        return (any(finished(r) for r in reps.values())
+                and any(r and not finished(r) for r in reps.values()))
+    rc = interrupt_when(one_done_and_next_running, proc, sig, timeout=120)
     text = (tmp_path / "first.log").read_text()
     if sig == signal.SIGINT:
         assert rc == 130, text[-3000:]
@@ -112,18 +118,8 @@ def test_resume_with_a_narrower_space_applies_it_to_trials_not_yet_created(ray_l
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
     run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
-    try:
-        wait_for(lambda: any(finished(r) for r in trial_reports(run_dir).values())
-                 and any(r and not finished(r) for r in trial_reports(run_dir).values()), 180, proc)
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    rc = interrupt_when(lambda: any(finished(r) for r in trial_reports(run_dir).values())
+                        and any(r and not finished(r) for r in trial_reports(run_dir).values()), proc)
     assert rc == 130, (tmp_path / "first.log").read_text()[-3000:]
     # trials that existed at the interrupt (max-concurrent 1: none was pending unstarted)
     before = {name.removeprefix("trial_") for name in trial_reports(run_dir)}
@@ -164,19 +160,9 @@ def test_interrupted_concurrent_runs_resume_without_repeating_trials(ray_local, 
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
     runs = [tmp_path / "s" / f"synthetic-{m}-sasrec" for m in ("sasrec", "duorec")]
-    try:
-        # both runs going at once, each with a finished trial: interrupt mid-study
-        wait_for(lambda: all(any(finished(r) for r in trial_reports(d).values()) for d in runs),
-                 240, proc)
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    # both runs going at once, each with a finished trial: interrupt mid-study
+    rc = interrupt_when(lambda: all(any(finished(r) for r in trial_reports(d).values()) for d in runs),
+                        proc, timeout=240)
     text = (tmp_path / "first.log").read_text()
     # SIGINT with both runs in flight: exit 130 and the resume command
     assert rc == 130, text[-3000:]
