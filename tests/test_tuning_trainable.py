@@ -9,7 +9,7 @@ from ec4srec.checkpoint import load_torch
 from ec4srec.data import load_dataset
 from ec4srec.trainer import NonFiniteLossError, Trainer
 from ec4srec.tuning.space import SearchSpace, load_ranges
-from ec4srec.tuning.trainable import NONFINITE_MARKER, LocalSession, run_trial
+from ec4srec.tuning.trainable import FINISHED_MARKER, NONFINITE_MARKER, LocalSession, run_trial
 from ec4srec.tuning.warmstart import WarmupCache, warmup_key
 from test_tuning_helpers import CONTRASTIVE, GUIDED, require_method, tiny_config
 
@@ -58,6 +58,29 @@ def test_restore_from_checkpoint_equals_uninterrupted_run(tmp_path, method):
     assert repr(a["method"]) == repr(b["method"])          # importance scores included
     if method in GUIDED:
         assert a["method"], "a guided method must checkpoint its importance state"
+
+
+def test_a_finished_trial_restored_again_repeats_its_last_report_and_trains_nothing(tmp_path):
+    config = tiny_config(epochs=3)
+    first = LocalSession(tmp_path)
+    run_trial({}, study_of(config), first)
+    # the trial ended on its own: its last report is on disk
+    assert (tmp_path / FINISHED_MARKER).exists()
+    # Ray restores it from an older checkpoint (its snapshot predates the end)
+    again = LocalSession(tmp_path, restore_from=first.checkpoints[0])
+    run_trial({}, study_of(config), again)
+    # one report, the last one again, marked as a replay; no new checkpoint
+    assert len(again.reports) == 1 and again.reports[0]["replayed"] is True
+    assert {k: v for k, v in again.reports[0].items() if k != "replayed"} == first.reports[-1]
+    assert again.checkpoints == []
+
+
+def test_a_trial_interrupted_before_its_last_epoch_is_not_marked_finished(tmp_path):
+    broken = LocalSession(tmp_path, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial({}, study_of(tiny_config(epochs=3)), broken)
+    # only a trial that ended on its own may skip training when restored
+    assert not (tmp_path / FINISHED_MARKER).exists()
 
 
 def test_nonfinite_loss_fails_and_retries_fail_at_once(tmp_path):

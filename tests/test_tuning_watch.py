@@ -153,3 +153,38 @@ def test_concurrent_runs_share_the_cluster_without_mixing(tmp_path):
     cost = summary["cost"]
     # the cost report says how many runs shared the cluster and how busy the slots were
     assert cost["concurrent_runs"] == 2 and 0 < cost["search_utilisation"] <= 1.0
+
+
+def test_restored_searcher_trusts_the_optuna_storage_over_an_older_snapshot(tmp_path):
+    import optuna
+    from ec4srec.tuning.watch import OBJECTIVE, BudgetedOptunaSearch
+
+    def searcher():
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))
+        return BudgetedOptunaSearch(
+            space={"train.lr": optuna.distributions.CategoricalDistribution([0.001, 0.002])},
+            metric=OBJECTIVE, mode="max", storage=storage, study_name="run", budget_run="run",
+            sampler=optuna.samplers.TPESampler(seed=0))
+
+    first = searcher()
+    first.suggest("a")
+    first.suggest("b")
+    first.on_trial_result("a", {OBJECTIVE: 0.1, "training_iteration": 1})
+    first.save(str(tmp_path / "snapshot.pkl"))        # Ray's snapshot: both trials running
+    first.on_trial_complete("a", {OBJECTIVE: 0.2, "training_iteration": 2})   # then a ends
+    # the driver dies here; the next one restores the older snapshot
+    second = searcher()
+    second.restore(str(tmp_path / "snapshot.pkl"))
+    # the trial Optuna holds as finished is known as such; the running one is not
+    assert second.finished_before_restore == {"a"}
+    # its re-run (Ray restores it as running) reports and completes without an Optuna error
+    second.on_trial_result("a", {OBJECTIVE: 0.15, "training_iteration": 2})
+    second.on_trial_complete("a", {OBJECTIVE: 0.25, "training_iteration": 2})
+    second.on_trial_result("b", {OBJECTIVE: 0.3, "training_iteration": 1})
+    second.on_trial_complete("b", {OBJECTIVE: 0.3, "training_iteration": 1})
+    trials = optuna.load_study(study_name="run", storage=second._ot_study._storage).trials
+    # Optuna keeps the first driver's value of the re-run trial and gets the running one's
+    assert [t.value for t in trials] == [0.2, 0.3]
+    # and the re-run's report was not added to its intermediate values
+    assert trials[0].intermediate_values == {1: 0.1}

@@ -257,11 +257,20 @@ class _KeepLocalLogMixin:
         super()._restore_from_remote(file_name, trial)
 
 
-class ResultJsonLogger(_KeepLocalLogMixin, JsonLoggerCallback):
+class _SkipReplayedMixin:
+    """A finished trial restored by a resumed driver repeats its last report (``replayed``,
+    see trainable.py); it is already in the trial's files."""
+
+    def log_trial_result(self, iteration, trial, result) -> None:
+        if not result.get("replayed"):
+            super().log_trial_result(iteration, trial, result)
+
+
+class ResultJsonLogger(_SkipReplayedMixin, _KeepLocalLogMixin, JsonLoggerCallback):
     """``result.json`` (what ``ResultGrid.metrics_dataframe`` reads), restart-safe."""
 
 
-class ProgressCsvLogger(_KeepLocalLogMixin, CSVLoggerCallback):
+class ProgressCsvLogger(_SkipReplayedMixin, _KeepLocalLogMixin, CSVLoggerCallback):
     """``progress.csv``, restart-safe."""
 
 

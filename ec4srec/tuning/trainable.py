@@ -14,6 +14,10 @@ Contracts:
 - NaN/inf loss raises :class:`NonFiniteLossError`, so the trial ends in ERROR; a marker in the
   trial folder makes Ray's retries (FailureConfig.max_failures) fail at once instead of
   training again.
+- A trial that ends on its own (its epoch budget or early stopping) writes its last report to
+  ``FINISHED.json`` in the trial folder first. Restored again (a driver died before Ray's
+  experiment snapshot recorded the end), it trains nothing: it repeats that report once, marked
+  ``replayed`` (the result loggers skip it, so the trial's files do not change), and ends.
 - :func:`run_trial` is Ray-free given a session object; :class:`LocalSession` runs it in tests.
 """
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from ..checkpoint import atomic_write_json
 from ..config import Config
 from ..data import load_dataset
 from ..trainer import NonFiniteLossError, Trainer
@@ -40,6 +45,7 @@ from .warmstart import WarmupCache
 
 TRAINER_FILE = "trainer.pt"
 NONFINITE_MARKER = "NONFINITE"
+FINISHED_MARKER = "FINISHED.json"
 _DATASETS: dict[str, Any] = {}          # per worker process; reuse_actors keeps it warm
 
 
@@ -117,6 +123,10 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     marker = session.trial_dir / NONFINITE_MARKER
     if marker.exists():                         # a retry of a diverged trial: fail at once
         raise NonFiniteLossError(marker.read_text())
+    finished = session.trial_dir / FINISHED_MARKER
+    if finished.exists():                       # it ended under an earlier driver: end again
+        session.report({**json.loads(finished.read_text()), "replayed": True}, None)
+        return
     log = (lambda m: print(m, flush=True)) if study.get("verbose") else (lambda m: None)
     trainer = Trainer(config, dataset_for(config.data), log=log)
     updates = list(trainer.method.update_epochs)
@@ -151,8 +161,10 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
                     "valid/best_ndcg@10": max(st.best_score, 0.0), "best_epoch": st.best_epoch,
                     "importance_update": epoch in updates, "early_stop": early,
                     "train_seconds": round(st.train_seconds, 3), **static})
-        save = (epoch % every == 0 or epoch in updates or guided in decisions or early
-                or epoch == tc.epochs)
+        last_epoch = early or epoch == tc.epochs
+        if last_epoch:
+            atomic_write_json(finished, out)
+        save = epoch % every == 0 or epoch in updates or guided in decisions or last_epoch
         session.report(out, tr if save else None)
 
     trainer.callbacks.append(on_epoch)

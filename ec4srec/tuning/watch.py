@@ -31,11 +31,50 @@ OBJECTIVE = "valid/best_ndcg@10"
 
 
 class BudgetedOptunaSearch(OptunaSearch):
-    """OptunaSearch whose run stops starting trials when the budget's gate says so."""
+    """OptunaSearch whose run stops starting trials when the budget's gate says so, and whose
+    restore trusts the Optuna storage over Ray's snapshot.
+
+    The storage is written at once (``tell`` when a trial ends); Ray's experiment snapshot,
+    which holds this searcher's pickled state and the trials' statuses, only every few
+    seconds. A driver that dies in between (SIGKILL, or Ctrl-C during ``--concurrent-runs``,
+    whose Tuners run outside the main thread and save nothing on the way out) leaves trials
+    that Optuna holds as finished but that Ray restores as running. Such a trial ends again
+    at once, repeating its last report (trainable.py's ``FINISHED.json``; it re-trains from its
+    last checkpoint only where that file is not on its node). Its repeat reports and completion
+    are not sent to Optuna (which refuses to update a finished trial,
+    ``UpdateFinishedTrialError``): the value Optuna holds is the first driver's."""
 
     def __init__(self, *args, budget_run: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.budget_run = budget_run
+        self.finished_before_restore: set[str] = set()
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.finished_before_restore = set()
+        storage = self._ot_study._storage
+        for trial_id, ot_trial in self._ot_trials.items():
+            if trial_id in self._completed_trials:
+                continue
+            try:
+                state = storage.get_trial(ot_trial._trial_id).state
+            except KeyError:
+                continue
+            if state.is_finished():
+                self._completed_trials.add(trial_id)
+                self.finished_before_restore.add(trial_id)
+        if self.finished_before_restore:
+            _print(f"[search] {self.budget_run}: {len(self.finished_before_restore)} trial(s) "
+                   f"finished after the last snapshot ({', '.join(sorted(self.finished_before_restore))}); "
+                   f"they end again without training, Optuna keeps their value")
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.finished_before_restore:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.finished_before_restore:
+            super().on_trial_complete(trial_id, result, error)
 
     def suggest(self, trial_id: str):
         if ACTIVE is not None and self.budget_run and not ACTIVE.may_start(self.budget_run):
@@ -99,7 +138,7 @@ class StudyWatcher(tune.Callback):
         self.running[trial.trial_id] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if ACTIVE is not None:
+        if ACTIVE is not None and not result.get("replayed"):
             ACTIVE.cost.observe(self.run, trial.trial_id, result)
             ACTIVE.write(force=False)
         value = result.get(OBJECTIVE)
@@ -108,11 +147,14 @@ class StudyWatcher(tune.Callback):
 
     def _ended(self, trial, how: str | None = None) -> None:
         began = self.running.pop(trial.trial_id, None)
-        if ACTIVE is not None and began is not None:
+        last = trial.last_result or {}
+        # a replayed end (trainable.py's FINISHED.json) trained nothing here: its costs were
+        # the previous driver's
+        replayed = bool(last.get("replayed"))
+        if ACTIVE is not None and began is not None and not replayed:
             ACTIVE.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
             ACTIVE.note_busy(began, time.time())
         self.done += 1
-        last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
         if how is None:
             if last.get("early_stop"):
@@ -123,7 +165,7 @@ class StudyWatcher(tune.Callback):
                 how = "stopped by the time budget"
             else:
                 how = "stopped by ASHA"
-        if ACTIVE is not None:
+        if ACTIVE is not None and not replayed:
             ACTIVE.trial_done(self.run, epochs, pruned=how.startswith("stopped"))
         best = last.get(OBJECTIVE)
         best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
