@@ -215,6 +215,32 @@ def test_ledger_carries_used_time_across_drivers(tmp_path):
     assert again.begin_run("r2").share_s == pytest.approx(3600 - 1200 - 100 - 60)
 
 
+def test_a_skipped_run_is_planned_again_by_a_resumed_driver(tmp_path):
+    runs = ["r1", "r2", "r3"]
+
+    def budget(clock, total):
+        return Budget(tmp_path, total, runs, {r: 0 for r in runs}, max_epochs=10, num_samples=20,
+                      slots=2, seeds=0, clock=clock, concurrency=2)
+
+    clock = Clock(0.0)
+    b = budget(clock, 1500.0)
+    reports(b.cost, "r1", "t1", [100.0] * 3)               # a full trial: 10 x 100 s
+    b.begin_run("r1")
+    clock.t = 900.0
+    b.begin_run("r2")                                      # beside r1, late
+    # r2 cannot finish one trial before the search deadline: skipped; then the driver dies
+    assert not b.may_start("r2", count=False)
+    b.skip_run("r2")
+    b.write()
+    # a resumed driver with a larger budget: r2 is a run not yet started again
+    again = budget(Clock(10_000.0), 6000.0)
+    assert "r2" not in again.plans and not again.plans["r1"].done
+    # so the restored r1 leaves r2 its share: three runs on two lanes are two waves
+    share = again.begin_run("r1").share_s
+    assert share == pytest.approx((6000 - 900 - again.table_reserve) / 2)
+    assert again.begin_run("r2").share_s > 0 and again.may_start("r2")
+
+
 def test_a_corrupt_ledger_is_one_error_naming_the_file(tmp_path):
     (tmp_path / "budget.json").write_text('{"budget_s": 5}')
     # a ledger without its keys is refused with the file's name

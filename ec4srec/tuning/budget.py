@@ -44,6 +44,7 @@ from ..checkpoint import atomic_write_json
 from ..config import ConfigError
 
 LEDGER = "budget.json"
+SKIPPED = "budget: skipped"   # RunPlan.closed_by of a run not one trial of which fit
 LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
 TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of the budget,
 TABLE_RESERVE_MIN = 15.0       # at least 15 s and at most 60 s
@@ -259,6 +260,8 @@ class Budget:
             self.cost = CostModel.from_dict(raw.get("cost_model", {}))
             for run, p in raw.get("plans", {}).items():
                 p = dict(p)
+                if p.get("closed_by") == SKIPPED and not p.get("trials_started"):
+                    continue      # never ran: still to plan, with its share of what is left
                 used = float(p.pop("used_s", 0.0))
                 # an earlier driver's plan: its clock is stopped at what it used
                 self.plans[run] = RunPlan(**{**p, "used_before_s": used, "started_at": self.started,
@@ -440,6 +443,15 @@ class Budget:
         self.cost.finished(epochs, self.max_epochs, pruned)
         if run in self.plans:
             self.plans[run].trials_finished += 1
+
+    def skip_run(self, run: str) -> None:
+        """``run`` was planned but not one trial of it fits: it ends without trials. A later
+        driver (``--resume``, perhaps with a larger budget) plans it again as a run not yet
+        started (the ledger does not load a skipped plan)."""
+        plan = self.plans.get(run)
+        if plan is not None:
+            plan.closed_by = SKIPPED
+        self.end_run(run)
 
     def end_run(self, run: str, stopped_by_deadline: bool = False) -> None:
         plan = self.plans.get(run)

@@ -443,8 +443,7 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
     if plan is not None and not restorable and not budget.may_start(run_name(key), count=False):
         print(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "
               f"budget (resume with a larger --time-budget to run it)", flush=True)
-        budget.end_run(run_name(key))
-        plan.closed_by = "budget: skipped"
+        budget.skip_run(run_name(key))
         return []
     tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None)
     grid = tuner.fit()
