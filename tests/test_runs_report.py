@@ -145,6 +145,22 @@ def ablation_runs(tmp_path: Path) -> list[Path]:
     return runs
 
 
+def test_ablation_bars_are_paired_on_the_seeds_every_bar_has(tmp_path):
+    runs = ablation_runs(tmp_path)
+    cln = fake_run(tmp_path / "cln-1", "ec4srec", 1, 0.047)        # L_cl- alone, seed 1 only
+    (cln / "config.yaml").write_text(yaml.safe_dump(
+        {"train": {"seed": 1}, "method": {"name": "ec4srec", "lambda_cl_pos": 0.0,
+                                           "lambda_sl_pos": 0.0}}))
+    out = render_runs({"ours": [*runs, cln]}, tmp_path / "report")
+    fig5 = pd.read_csv(out / "ablation.csv", keep_default_na=False).set_index("bar")
+    # a bar run on seed 1 only: every bar of the panel uses seed 1 only (same batch order)
+    ran = fig5[fig5["n"] > 0]
+    assert (ran["n"] == 1).all() and (ran["seeds"].astype(str) == "1").all() and ran["paired"].all()
+    # so CL4SRec's bar is its seed-1 run, not the mean of both seeds
+    assert float(fig5.loc["CL4SRec", "ndcg@5_mean"]) == pytest.approx(0.031)
+    assert float(fig5.loc["L_rec + L_cl-", "ndcg@5_mean"]) == pytest.approx(0.047)
+
+
 def test_ablation_runs_make_figure5_and_stay_out_of_table3(tmp_path):
     runs = ablation_runs(tmp_path)
     df = runs_table({"ours": runs}).set_index("run")
@@ -171,6 +187,8 @@ def test_ablation_runs_make_figure5_and_stay_out_of_table3(tmp_path):
     # A combination nobody ran is shown as not run, never as 0.
     assert fig5.loc["L_rec + L_cl-", "n"] == 0
     assert "| L_rec + L_cl- | 0 | not run | not run |" in (out / "ablation.md").read_text()
+    # every bar has both seeds: the bars are paired on them
+    assert "| L_rec + L_cl+ + L_cl- | 2 (1 2) |" in (out / "ablation.md").read_text()
     assert (out / "ablation.png").stat().st_size > 0
     # the ablation runs are listed with their terms
     assert "ec4srec [cl+] | sasrec | 1 |" in (out / "runs.md").read_text()

@@ -244,20 +244,30 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Figure 5's layout per (setting, dataset, backbone): CL4SRec, DuoRec, then L_rec with each
     combination of the guided terms (a guided run of any variant counts for the terms it trained
     with: EC4SRec(SSL) = L_cl+ + L_cl-, EC4SRec(SL) = L_sl+; one run per seed, the variant's
-    when an ablation run repeats it). Rows: setting, dataset, backbone,
-    bar, terms, n (seeds), test NDCG@5 and NDCG@10 mean and sample std; n = 0 where not run."""
+    when an ablation run repeats it). The bars of a panel are paired: each uses only the seeds
+    that every bar run at all was run with (the ablation runs are often one seed where the
+    variants have three; a seed fixes the batch order, so bars on one seed differ only by their
+    losses); without such a seed each bar uses all of its own, and ``paired`` says so.
+    Rows: setting, dataset, backbone, bar, terms, n (seeds), seeds, paired, test NDCG@5 and
+    NDCG@10 mean and sample std; n = 0 where not run."""
     rows = []
     for (setting, dataset, backbone), g in df.groupby(["setting", "dataset", "backbone"], sort=False):
         bars = [("CL4SRec", g[g["method"] == "cl4srec"], ""), ("DuoRec", g[g["method"] == "duorec"], "")]
         guided = g[g["terms"] != ""]
         bars += [(combination_label(c), guided[guided["terms"] == " ".join(c)], " ".join(c))
                  for c in COMBINATIONS]
+        # one run per seed: a variant and an EC4SRec run zeroed to its terms train the
+        # same experiment (EC4SRec(SSL) = EC4SRec with lambda_sl+ = 0); the variant counts
+        bars = [(bar, runs.sort_values("ablation", kind="stable").drop_duplicates("seed"), terms)
+                for bar, runs, terms in bars]
+        seed_sets = [set(runs["seed"]) for _, runs, _ in bars if len(runs)]
+        common = set.intersection(*seed_sets) if seed_sets else set()
         for bar, runs, terms in bars:
-            # one run per seed: a variant and an EC4SRec run zeroed to its terms train the
-            # same experiment (EC4SRec(SSL) = EC4SRec with lambda_sl+ = 0); the variant counts
-            runs = runs.sort_values("ablation", kind="stable").drop_duplicates("seed")
+            if common:
+                runs = runs[runs["seed"].isin(common)]
             row = {"setting": setting, "dataset": dataset, "backbone": backbone, "bar": bar,
-                   "terms": terms, "n": len(runs)}
+                   "terms": terms, "n": len(runs),
+                   "seeds": " ".join(str(x) for x in sorted(runs["seed"])), "paired": bool(common)}
             for m in ("ndcg@5", "ndcg@10"):
                 v = runs[f"test/{m}"]
                 row[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
@@ -267,7 +277,9 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_markdown(table: pd.DataFrame) -> str:
-    lines = ["| setting | dataset | backbone | loss | seeds | test NDCG@5 | test NDCG@10 |",
+    lines = ["Each panel's bars use the seeds every bar of it was run with (paired: one batch order "
+             "per seed), unless no seed is common to all (unpaired, each bar its own seeds).", "",
+             "| setting | dataset | backbone | loss | seeds | test NDCG@5 | test NDCG@10 |",
              "|" + "---|" * 7]
     for _, r in table.iterrows():
         cells = []
@@ -275,7 +287,8 @@ def ablation_markdown(table: pd.DataFrame) -> str:
             mean, std = r[f"{m}_mean"], r[f"{m}_std"]
             cells.append("not run" if r["n"] == 0 else f"{mean:.4f}" if r["n"] == 1
                          else f"{mean:.4f} ± {std:.4f}")
-        lines.append(f"| {r['setting']} | {r['dataset']} | {r['backbone']} | {r['bar']} | {r['n']} | "
+        seeds = "0" if r["n"] == 0 else f"{r['n']} ({r['seeds']}{'' if r['paired'] else ', unpaired'})"
+        lines.append(f"| {r['setting']} | {r['dataset']} | {r['backbone']} | {r['bar']} | {seeds} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -295,7 +308,9 @@ def ablation_figure(table: pd.DataFrame, path: Path) -> Path:
         ax.set_xticks(range(len(g)))
         ax.set_xticklabels([b.replace("L_rec + ", "") for b in g["bar"]], rotation=45,
                            ha="right", fontsize=7)
-        ax.set_title(f"{setting}: {dataset}, {backbone} (each with L_rec)", fontsize=8)
+        used = sorted({x for seeds in g["seeds"] for x in seeds.split()}, key=str)
+        pairing = "seed " + ", ".join(used) if g["paired"].all() else "unpaired seeds"
+        ax.set_title(f"{setting}: {dataset}, {backbone} (each with L_rec; {pairing})", fontsize=8)
         ax.set_ylabel("test NDCG@5")
         known = g["ndcg@5_mean"].dropna()
         if len(known):
