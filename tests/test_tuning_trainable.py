@@ -9,7 +9,8 @@ from ec4srec.checkpoint import load_torch
 from ec4srec.data import load_dataset
 from ec4srec.trainer import NonFiniteLossError, Trainer
 from ec4srec.tuning.space import SearchSpace, load_ranges
-from ec4srec.tuning.trainable import FINISHED_MARKER, NONFINITE_MARKER, LocalSession, run_trial
+from ec4srec.tuning.trainable import (FINISHED_MARKER, NONFINITE_MARKER, LocalSession, is_replay,
+                                      run_trial)
 from ec4srec.tuning.warmstart import WarmupCache, warmup_key
 from test_tuning_helpers import CONTRASTIVE, GUIDED, require_method, tiny_config
 
@@ -69,9 +70,12 @@ def test_a_finished_trial_restored_again_repeats_its_last_report_and_trains_noth
     # Ray restores it from an older checkpoint (its snapshot predates the end)
     again = LocalSession(tmp_path, restore_from=first.checkpoints[0])
     run_trial({}, study_of(config), again)
-    # one report, the last one again, marked as a replay; no new checkpoint
-    assert len(again.reports) == 1 and again.reports[0]["replayed"] is True
-    assert {k: v for k, v in again.reports[0].items() if k != "replayed"} == first.reports[-1]
+    # one report, the last one again with the same keys, a replay; no new checkpoint
+    (replay,) = again.reports
+    assert is_replay(replay) and not any(is_replay(r) for r in first.reports)
+    assert set(replay) == set(first.reports[-1])
+    assert {k: v for k, v in replay.items() if k != "restored_from_epoch"} == \
+        {k: v for k, v in first.reports[-1].items() if k != "restored_from_epoch"}
     assert again.checkpoints == []
 
 

@@ -157,7 +157,7 @@ def test_concurrent_runs_share_the_cluster_without_mixing(tmp_path):
 
 def test_restored_searcher_trusts_the_optuna_storage_over_an_older_snapshot(tmp_path):
     import optuna
-    from ec4srec.tuning.watch import OBJECTIVE, BudgetedOptunaSearch
+    from ec4srec.tuning.watch import ENDED_BEFORE_RESTORE, OBJECTIVE, BudgetedOptunaSearch, BudgetStopper
 
     def searcher():
         storage = optuna.storages.JournalStorage(
@@ -178,6 +178,10 @@ def test_restored_searcher_trusts_the_optuna_storage_over_an_older_snapshot(tmp_
     second.restore(str(tmp_path / "snapshot.pkl"))
     # the trial Optuna holds as finished is known as such; the running one is not
     assert second.finished_before_restore == {"a"}
+    # the stopper ends it at its first report (where it re-trains), never the running one
+    assert "a" in ENDED_BEFORE_RESTORE and "b" not in ENDED_BEFORE_RESTORE
+    assert BudgetStopper()("a", {}) and not BudgetStopper()("b", {})
+    ENDED_BEFORE_RESTORE.discard("a")
     # its re-run (Ray restores it as running) reports and completes without an Optuna error
     second.on_trial_result("a", {OBJECTIVE: 0.15, "training_iteration": 2})
     second.on_trial_complete("a", {OBJECTIVE: 0.25, "training_iteration": 2})

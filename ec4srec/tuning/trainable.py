@@ -14,10 +14,11 @@ Contracts:
 - NaN/inf loss raises :class:`NonFiniteLossError`, so the trial ends in ERROR; a marker in the
   trial folder makes Ray's retries (FailureConfig.max_failures) fail at once instead of
   training again.
-- A trial that ends on its own (its epoch budget or early stopping) writes its last report to
-  ``FINISHED.json`` in the trial folder first. Restored again (a driver died before Ray's
-  experiment snapshot recorded the end), it trains nothing: it repeats that report once, marked
-  ``replayed`` (the result loggers skip it, so the trial's files do not change), and ends.
+- A trial that ends on its own (its epoch budget or early stopping) first writes its last
+  report to ``FINISHED.json`` in its folder on the storage path (where the checkpoints go, so a
+  later driver and any node see it). Restored again (a driver died before Ray's experiment
+  snapshot recorded the end), it trains nothing: it repeats that report once (a replay:
+  ``restored_from_epoch == epoch``, :func:`is_replay`; the same keys as every report) and ends.
 - :func:`run_trial` is Ray-free given a session object; :class:`LocalSession` runs it in tests.
 """
 from __future__ import annotations
@@ -72,6 +73,25 @@ class TuneSession:
     def trial_dir(self) -> Path:
         return Path(tune.get_context().get_trial_dir())
 
+    def _finished_path(self):
+        storage = tune.get_context().get_storage()      # the trial's folder on the storage path
+        return storage.storage_filesystem, f"{storage.trial_fs_path}/{FINISHED_MARKER}"
+
+    def read_finished(self) -> dict[str, Any] | None:
+        fs, path = self._finished_path()
+        try:
+            with fs.open_input_stream(path) as f:
+                return json.loads(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_finished(self, report: dict[str, Any]) -> None:
+        fs, path = self._finished_path()
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path + ".tmp") as f:
+            f.write(json.dumps(report).encode())
+        fs.move(path + ".tmp", path)                      # a rename on a local or shared disk
+
     def restore(self, trainer: Trainer) -> int:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
@@ -101,6 +121,13 @@ class LocalSession:
         self.reports: list[dict[str, Any]] = []
         self.checkpoints: list[Path] = []
 
+    def read_finished(self) -> dict[str, Any] | None:
+        path = self.trial_dir / FINISHED_MARKER
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_finished(self, report: dict[str, Any]) -> None:
+        atomic_write_json(self.trial_dir / FINISHED_MARKER, report)
+
     def restore(self, trainer: Trainer) -> int:
         if self.restore_from is None:
             return 0
@@ -123,9 +150,9 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     marker = session.trial_dir / NONFINITE_MARKER
     if marker.exists():                         # a retry of a diverged trial: fail at once
         raise NonFiniteLossError(marker.read_text())
-    finished = session.trial_dir / FINISHED_MARKER
-    if finished.exists():                       # it ended under an earlier driver: end again
-        session.report({**json.loads(finished.read_text()), "replayed": True}, None)
+    finished = session.read_finished()
+    if finished is not None:                    # it ended under an earlier driver: end again
+        session.report({**finished, "restored_from_epoch": finished["epoch"]}, None)
         return
     log = (lambda m: print(m, flush=True)) if study.get("verbose") else (lambda m: None)
     trainer = Trainer(config, dataset_for(config.data), log=log)
@@ -163,7 +190,7 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
                     "train_seconds": round(st.train_seconds, 3), **static})
         last_epoch = early or epoch == tc.epochs
         if last_epoch:
-            atomic_write_json(finished, out)
+            session.write_finished(out)
         save = epoch % every == 0 or epoch in updates or guided in decisions or last_epoch
         session.report(out, tr if save else None)
 
@@ -174,6 +201,11 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(exc))
         raise
+
+
+def is_replay(result: dict[str, Any]) -> bool:
+    """A finished trial's repeated last report (see the module docstring): nothing trained."""
+    return "epoch" in result and result.get("restored_from_epoch") == result["epoch"]
 
 
 def _maybe_kill_for_test(study: dict, session, epoch: int, restored: int) -> None:

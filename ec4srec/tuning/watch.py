@@ -25,9 +25,13 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .budget import Budget, hms
+from .trainable import is_replay
 
 ACTIVE: Budget | None = None
 OBJECTIVE = "valid/best_ndcg@10"
+# Trials Optuna holds as finished that Ray restored as running (see BudgetedOptunaSearch): the
+# stopper ends them at their first report and the result files and the watcher ignore them.
+ENDED_BEFORE_RESTORE: set[str] = set()
 
 
 class BudgetedOptunaSearch(OptunaSearch):
@@ -38,11 +42,15 @@ class BudgetedOptunaSearch(OptunaSearch):
     which holds this searcher's pickled state and the trials' statuses, only every few
     seconds. A driver that dies in between (SIGKILL, or Ctrl-C during ``--concurrent-runs``,
     whose Tuners run outside the main thread and save nothing on the way out) leaves trials
-    that Optuna holds as finished but that Ray restores as running. Such a trial ends again
-    at once, repeating its last report (trainable.py's ``FINISHED.json``; it re-trains from its
-    last checkpoint only where that file is not on its node). Its repeat reports and completion
-    are not sent to Optuna (which refuses to update a finished trial,
-    ``UpdateFinishedTrialError``): the value Optuna holds is the first driver's."""
+    that Optuna holds as finished but that Ray restores as running. Such a trial is listed in
+    :data:`ENDED_BEFORE_RESTORE` and ends again at once: it repeats its last report
+    (trainable.py's ``FINISHED.json``) or, where the trial was stopped (ASHA, the deadline)
+    rather than ending on its own, :class:`BudgetStopper` stops it at its first report, one
+    epoch from its last checkpoint. Its repeat reports reach neither Optuna (which refuses to
+    update a finished trial, ``UpdateFinishedTrialError``) nor the cost model, and the result
+    files take only epochs they lack: what Optuna holds is the first driver's. Trials started
+    after the snapshot are unknown to Ray and never resumed; their Optuna trials, RUNNING
+    for good otherwise, are marked FAIL."""
 
     def __init__(self, *args, budget_run: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,10 +71,24 @@ class BudgetedOptunaSearch(OptunaSearch):
             if state.is_finished():
                 self._completed_trials.add(trial_id)
                 self.finished_before_restore.add(trial_id)
+        ENDED_BEFORE_RESTORE.update(self.finished_before_restore)
         if self.finished_before_restore:
             _print(f"[search] {self.budget_run}: {len(self.finished_before_restore)} trial(s) "
                    f"finished after the last snapshot ({', '.join(sorted(self.finished_before_restore))}); "
-                   f"they end again without training, Optuna keeps their value")
+                   f"they end again at once, Optuna keeps their value")
+        # trials the dead driver asked Optuna for after the snapshot: Ray does not know them
+        # and never resumes them, so they would stay RUNNING in the study for good
+        import optuna
+        known = {t._trial_id for t in self._ot_trials.values()}
+        orphans = [t for t in self._ot_study.get_trials(deepcopy=False,
+                                                        states=(optuna.trial.TrialState.RUNNING,))
+                   if t._trial_id not in known]
+        for t in orphans:
+            self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        if orphans:
+            _print(f"[search] {self.budget_run}: {len(orphans)} Optuna trial(s) started after the "
+                   f"last snapshot (number {', '.join(str(t.number) for t in orphans)}) marked "
+                   f"FAIL: Ray's snapshot does not have them, so they are not resumed")
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self.finished_before_restore:
@@ -92,6 +114,8 @@ class BudgetStopper(tune.Stopper):
     experiment there drops the running trials without telling the searcher."""
 
     def __call__(self, trial_id, result) -> bool:
+        if trial_id in ENDED_BEFORE_RESTORE:      # it ended under the previous driver
+            return True
         return ACTIVE is not None and ACTIVE.search_over()
 
     def stop_all(self) -> bool:
@@ -138,7 +162,9 @@ class StudyWatcher(tune.Callback):
         self.running[trial.trial_id] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if ACTIVE is not None and not result.get("replayed"):
+        if trial.trial_id in ENDED_BEFORE_RESTORE:
+            return
+        if ACTIVE is not None and not is_replay(result):
             ACTIVE.cost.observe(self.run, trial.trial_id, result)
             ACTIVE.write(force=False)
         value = result.get(OBJECTIVE)
@@ -148,14 +174,17 @@ class StudyWatcher(tune.Callback):
     def _ended(self, trial, how: str | None = None) -> None:
         began = self.running.pop(trial.trial_id, None)
         last = trial.last_result or {}
-        # a replayed end (trainable.py's FINISHED.json) trained nothing here: its costs were
-        # the previous driver's
-        replayed = bool(last.get("replayed"))
+        # a replayed end (trainable.py's FINISHED.json) or a trial that ended under the
+        # previous driver trained nothing worth counting here: its costs were that driver's
+        earlier = trial.trial_id in ENDED_BEFORE_RESTORE
+        replayed = is_replay(last) or earlier
         if ACTIVE is not None and began is not None and not replayed:
             ACTIVE.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
             ACTIVE.note_busy(began, time.time())
         self.done += 1
         epochs = int(last.get("epoch", 0))
+        if how is None and earlier:
+            how = "ended under the previous driver"
         if how is None:
             if last.get("early_stop"):
                 how = "early-stopped (patience)"
