@@ -2,7 +2,7 @@
 
 1. CL4SRec whose two positive views each mask 4 historical items, chosen either uniformly at
    random or by an oracle that masks only unimportant items (ground truth from the generator).
-   Mean and std over seeds of test HR@3 / NDCG@3 (model selection on validation NDCG@10).
+   Mean and sample std over seeds of test HR@3 / NDCG@3 (model selection on validation NDCG@10).
 2. How often each explainer ranks the 3 ground-truth important items in its top 3, on the
    training rows whose history is the user's 10 historical items (the rows that predict the
    first next item), explaining a SASRec trained with L_rec on the same data.
@@ -122,6 +122,11 @@ def explainer_hits(seed: int, epochs: int, split: str = "prefixes", patience: in
     return out
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1, as in the report's tables; 0 for one value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -144,10 +149,8 @@ def main() -> None:
     summary = {}
     for masking in ("random", "oracle"):
         sel = [r for r in runs if r["masking"] == masking]
-        summary[masking] = {m: (float(np.mean([r[f"test_{m}"] for r in sel])),
-                                float(np.std([r[f"test_{m}"] for r in sel])))
-                            for m in ("hr@3", "ndcg@3")}
-    explainers = {e: (float(np.mean([h[e] for h in hits.values()])), float(np.std([h[e] for h in hits.values()])))
+        summary[masking] = {m: mean_std([r[f"test_{m}"] for r in sel]) for m in ("hr@3", "ndcg@3")}
+    explainers = {e: mean_std([h[e] for h in hits.values()])
                   for e in (next(iter(hits.values())) if hits else [])}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/synthetic_motivation.py " + " ".join(
@@ -163,7 +166,7 @@ def main() -> None:
              f"Command: `{command}`  ", f"Commit: {commit}; wall time {record['wall_time_s']} s; "
              f"{record['hardware']['processor']}, {record['hardware']['cpu_count']} cores, CPU only.", "",
              f"CL4SRec (SASRec backbone), two views each masking {MASKED} historical items; test "
-             f"metrics, mean ± std over seeds {args.seeds}; paper: random 0.3560 / 0.2573, oracle 0.5180 / 0.3645.", "",
+             f"metrics, mean ± sample std over seeds {args.seeds}; paper: random 0.3560 / 0.2573, oracle 0.5180 / 0.3645.", "",
              f"Split (`data.synthetic_split`): `{args.split}` — "
              + ("one training row per user (the 10 historical items -> next item 1), validation and "
                 "test ask for next items 2 and 3 from the same history (paper Section 3.3)."
