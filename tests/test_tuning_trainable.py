@@ -79,6 +79,16 @@ def test_a_finished_trial_restored_again_repeats_its_last_report_and_trains_noth
     assert again.checkpoints == []
 
 
+def test_a_torn_finished_marker_means_the_trial_trains_again(tmp_path):
+    config = tiny_config(epochs=2)
+    (tmp_path / FINISHED_MARKER).write_text('{"epoch": 2, "valid/nd')
+    session = LocalSession(tmp_path)
+    run_trial({}, study_of(config), session)
+    # nothing replayed: both epochs trained and reported; the marker is whole again
+    assert [r["epoch"] for r in session.reports] == [1, 2] and not any(map(is_replay, session.reports))
+    assert session.read_finished() == session.reports[-1]
+
+
 def test_a_trial_interrupted_before_its_last_epoch_is_not_marked_finished(tmp_path):
     broken = LocalSession(tmp_path, stop_after=2)
     with pytest.raises(KeyboardInterrupt):

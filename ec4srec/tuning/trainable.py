@@ -82,7 +82,7 @@ class TuneSession:
         try:
             with fs.open_input_stream(path) as f:
                 return json.loads(f.read())
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError):     # none, or torn: the trial trains again
             return None
 
     def write_finished(self, report: dict[str, Any]) -> None:
@@ -122,8 +122,10 @@ class LocalSession:
         self.checkpoints: list[Path] = []
 
     def read_finished(self) -> dict[str, Any] | None:
-        path = self.trial_dir / FINISHED_MARKER
-        return json.loads(path.read_text()) if path.exists() else None
+        try:
+            return json.loads((self.trial_dir / FINISHED_MARKER).read_text())
+        except (FileNotFoundError, ValueError):     # none, or torn: the trial trains again
+            return None
 
     def write_finished(self, report: dict[str, Any]) -> None:
         atomic_write_json(self.trial_dir / FINISHED_MARKER, report)
