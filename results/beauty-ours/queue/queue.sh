@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One worker of the training queue: takes the first job of runs/jobs.txt that is neither done
-# (runs/<name>/metrics.json) nor claimed by a live worker, runs it (--resume when it has a
-# checkpoint), repeats. Start one worker per core:  nohup bash runs/queue.sh A > runs/queue-A.log 2>&1 &
+# (runs/<name>/metrics.json, or its results committed under results/beauty-ours/<name>/) nor
+# claimed by a live worker, runs it (--resume when it has a checkpoint), repeats.
+# Start one worker per core:  nohup bash runs/queue.sh A > runs/queue-A.log 2>&1 &
 # jobs.txt lines: <name> <ec4srec train args...>   (blank lines and # comments ignored)
-# A job with "--warm-start DIR" waits (is passed over) until DIR/warmup.pt exists.
+# A job with "--warm-start DIR" waits (is passed over) until DIR/warmup.pt exists. When the donor
+# finished in an earlier checkout (its results are committed, its runs/ folder is gone), the job
+# runs without --warm-start: it trains the warm-up itself, which gives the same numbers (the
+# warm-up epochs are bit-identical to the donor's, docs/methods.md) at the warm-up's cost.
 cd "$(dirname "$0")/.."
 worker=$1; wait_pid=${2:-}
 if [ -n "$wait_pid" ]; then while kill -0 "$wait_pid" 2>/dev/null; do sleep 20; done; fi
@@ -12,7 +16,11 @@ while true; do
   while read -r name args; do
     [ -z "$name" ] && continue; [[ $name == \#* ]] && continue
     [ -f "runs/$name/metrics.json" ] && continue
+    [ -f "results/beauty-ours/$name/metrics.json" ] && continue
     donor=$(sed -n 's/.*--warm-start \([^ ]*\).*/\1/p' <<< "$args")
+    if [ -n "$donor" ] && [ ! -d "$donor" ] && [ -f "results/beauty-ours/$(basename "$donor")/metrics.json" ]; then
+      args=$(sed "s| --warm-start $donor||" <<< "$args"); donor=""
+    fi
     if [ -n "$donor" ] && [ ! -f "runs/$name/checkpoint.pt" ] && [ ! -f "$donor/warmup.pt" ]; then
       waiting=1; continue
     fi
