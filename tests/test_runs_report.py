@@ -195,3 +195,25 @@ def test_ablation_runs_make_figure5_and_stay_out_of_table3(tmp_path):
     # two runs of one method and seed are fine when their terms differ; equal terms are not
     with pytest.raises(TableError, match="same setting"):
         runs_table({"ours": [tmp_path / "clp-1", tmp_path / "clp-1"]})
+
+
+def test_comparisons_pair_every_guided_method_with_every_baseline_on_common_seeds(tmp_path):
+    runs = [fake_run(tmp_path / f"ec4srec-{s}", "ec4srec", s, v) for s, v in ((1, 0.050), (2, 0.052), (3, 0.051))]
+    runs += [fake_run(tmp_path / f"cl4srec-{s}", "cl4srec", s, v) for s, v in ((1, 0.049), (2, 0.050))]
+    runs += [fake_run(tmp_path / "sasrec-3", "sasrec", 3, 0.040)]
+    out = render_runs({"ours": runs}, tmp_path / "report")
+    table = pd.read_csv(out / "comparisons.csv", keep_default_na=False)
+    nd = table[table["metric"] == "ndcg@10"].set_index("baseline")
+    # only the published rows are left out: one row per (guided method, baseline) of our setting
+    assert sorted(nd.index) == ["cl4srec", "sasrec"] and set(nd["method"]) == {"ec4srec"}
+    # vs CL4SRec: the two common seeds only; differences 0.001, 0.002 -> mean 0.0015,
+    # t = 0.0015 / (0.000707 / sqrt 2) = 3.0; df 1 is Cauchy: p = 1 - 2 atan(3) / pi = 0.2048
+    row = nd.loc["cl4srec"]
+    assert (row["n"], str(row["seeds"])) == (2, "1 2")
+    assert float(row["mean_diff"]) == pytest.approx(0.0015)
+    assert float(row["t"]) == pytest.approx(3.0)
+    assert float(row["p_value"]) == pytest.approx(0.2048, abs=1e-4)
+    # vs SASRec: one common seed gives a difference and no test
+    assert int(nd.loc["sasrec", "n"]) == 1 and float(nd.loc["sasrec", "mean_diff"]) == pytest.approx(0.011)
+    assert nd.loc["sasrec", "p_value"] == ""
+    assert "| EC4SRec | CL4SRec | 2 (1 2) | +0.0015 | +3.00 | 0.205 |" in (out / "comparisons.md").read_text()

@@ -109,6 +109,10 @@ def test_render_writes_table3_table4_and_figures(tmp_path):
     assert t4.splitlines()[2 + 4].count("**") >= 4
     csv = pd.read_csv(report / "table3.csv")
     assert set(csv.columns) >= {"dataset", "metric", "method", "mean", "std", "rank", "p_value", "mark"}
+    # every guided method is compared with every baseline of each backbone, paired by seed
+    comp = pd.read_csv(report / "comparisons.csv")
+    assert set(comp["backbone"]) == set(hand_made_seeds()["backbone"])
+    assert not set(comp["baseline"]) & {"ec4srec", "ec4srec_sl", "ec4srec_ssl"}
     for fig in ("mu_e", "p", "explainer"):
         assert (report / f"sensitivity_{fig}.png").stat().st_size > 1000
     assert "table3.md" in out.stdout

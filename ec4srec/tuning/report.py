@@ -8,6 +8,8 @@ Contracts:
   backbone. Within a group the best mean is bold, the second underlined; a cell of an
   explanation-guided method (``OURS``) gets ``*`` (p < 0.05) or ``**`` (p < 0.01) when it beats
   the group's strongest baseline in a two-sided paired t-test over seeds (paired by seed).
+- ``comparisons.{md,csv}``: every guided method against every baseline of its group (mean
+  difference over common seeds, paired t, p).
 - Each table is written as Markdown, LaTeX and tidy CSV; figures (mu_e, p, explainer
   sensitivity from the trial table) as PNG.
 """
@@ -84,6 +86,51 @@ def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS,
     return pd.DataFrame(rows)
 
 
+def comparisons(seeds: pd.DataFrame, groups: list[str], ours=OURS, group_col: str = "backbone",
+                metrics=METRICS) -> pd.DataFrame:
+    """Every explanation-guided method against every baseline of its group, paired by seed
+    (the table marks only the best baseline; this says how each difference stands).
+    Rows: dataset, <group_col>, metric, method, baseline, n (common seeds), seeds, mean_diff
+    (method - baseline over the common seeds), t, p_value (two-sided paired t-test; nan with
+    fewer than 2 common seeds)."""
+    rows = []
+    for dataset in sorted(seeds["dataset"].unique()):
+        for group in groups:
+            g = seeds[(seeds["dataset"] == dataset) & (seeds[group_col] == group)].dropna(subset=["seed"])
+            methods = [m for m in METHODS if m in set(g["method"])]
+            for metric in metrics:
+                col = f"test/{metric}"
+                if col not in g:
+                    continue
+                per = {m: g[g["method"] == m].set_index("seed")[col].dropna() for m in methods}
+                for m in (m for m in methods if m in ours):
+                    for base in (b for b in methods if b not in ours):
+                        common = sorted(set(per[m].index) & set(per[base].index))
+                        x, y = [per[m][i] for i in common], [per[base][i] for i in common]
+                        t, p = paired_ttest(x, y)
+                        rows.append({"dataset": dataset, group_col: group, "metric": metric,
+                                     "method": m, "baseline": base, "n": len(common),
+                                     "seeds": " ".join(str(int(i)) for i in common),
+                                     "mean_diff": (sum(x) - sum(y)) / len(common) if common else float("nan"),
+                                     "t": t, "p_value": p})
+    return pd.DataFrame(rows)
+
+
+def comparisons_markdown(table: pd.DataFrame, group_col: str = "backbone") -> str:
+    lines = ["Each explanation-guided method against each baseline: the difference of test means "
+             "over the seeds both were run with, and the two-sided paired t-test over those seeds "
+             "(df = n - 1; no p with one seed).", "",
+             f"| dataset | {group_col} | metric | method | baseline | seeds | mean diff | t | p |",
+             "|" + "---|" * 9]
+    for _, r in table.iterrows():
+        p = "" if math.isnan(r["p_value"]) else f"{r['p_value']:.3f}"
+        t = "" if math.isnan(r["t"]) else f"{r['t']:+.2f}"
+        lines.append(f"| {r['dataset']} | {r[group_col]} | {r['metric'].upper()} | "
+                     f"{LABELS.get(r['method'], r['method'])} | {LABELS.get(r['baseline'], r['baseline'])} | "
+                     f"{r['n']} ({r['seeds']}) | {r['mean_diff']:+.4f} | {t} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell(row, fmt: str) -> str:
     """``mean ± std``; a cell of one run (or a published mean) shows the value alone."""
     if row["n"] <= 1:
@@ -127,6 +174,13 @@ def write_table(cells: pd.DataFrame, out: Path, stem: str, group_col: str = "bac
     (out / f"{stem}.md").write_text(render_table(cells, "md", group_col))
     (out / f"{stem}.tex").write_text(render_table(cells, "tex", group_col))
     cells.to_csv(out / f"{stem}.csv", index=False)
+
+
+def write_comparisons(table: pd.DataFrame, out: Path, group_col: str = "backbone") -> None:
+    if table.empty:
+        return
+    table.to_csv(out / "comparisons.csv", index=False)
+    (out / "comparisons.md").write_text(comparisons_markdown(table, group_col))
 
 
 # ------------------------------------------------------------------ figures
@@ -190,6 +244,7 @@ def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str
         backbones = sorted(seeds["backbone"].unique())
         primary = primary_backbone or ("sasrec" if "sasrec" in backbones else backbones[0])
         write_table(build_table(seeds, [primary], ours), out, "table3")
+        write_comparisons(comparisons(seeds, backbones, ours), out)
         if len(backbones) > 1:
             write_table(build_table(seeds, backbones, ours), out, "table4")
     if trials is not None:

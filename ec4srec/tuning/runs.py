@@ -211,7 +211,7 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     """Write the Table 3 layout of converged runs (one column group per setting, the paper's
     numbers beside them when ``paper``), runs.md/runs.csv and curves.png to ``out``. Every run
     folder is read (and checked) before anything is written."""
-    from .report import OURS, build_table, write_table
+    from .report import OURS, build_table, comparisons, write_comparisons, write_table
     df = runs_table(groups)
     out = Path(out)
     table = df[~df["ablation"]]
@@ -228,6 +228,10 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     cells = build_table(table, groups_order, tuple(ours or OURS), group_col="group",
                         metrics=PAPER_METRICS)
     write_table(cells, out, "table3", group_col="group")
+    runs_only = table[table["setting"].isin(groups)]          # the published rows have no seeds
+    write_comparisons(comparisons(runs_only, list(dict.fromkeys(runs_only["group"])),
+                                  tuple(ours or OURS), group_col="group", metrics=PAPER_METRICS),
+                      out, group_col="group")
     if df["ablation"].any():
         ablation = ablation_table(df)
         ablation.to_csv(out / "ablation.csv", index=False)
