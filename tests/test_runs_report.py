@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ec4srec.tuning.results import METRICS, TableError
+from ec4srec.tuning.run_figures import curve_panels, plateau_ylim
 from ec4srec.tuning.runs import paper_rows, read_history, render_runs, runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,6 +196,35 @@ def test_ablation_runs_make_figure5_and_stay_out_of_table3(tmp_path):
     # two runs of one method and seed are fine when their terms differ; equal terms are not
     with pytest.raises(TableError, match="same setting"):
         runs_table({"ours": [tmp_path / "clp-1", tmp_path / "clp-1"]})
+
+
+def test_curve_panels_group_runs_by_method_with_the_ablation_runs_apart(tmp_path):
+    runs = ablation_runs(tmp_path)
+    df = runs_table({"ours": runs, "paper": [fake_run(tmp_path / "p-cl", "cl4srec", 1, 0.03)]})
+    panels = curve_panels(df)
+    # one panel per method in the package's order, then the ablation runs, nothing twice
+    assert list(panels) == ["CL4SRec", "DuoRec", "EC4SRec(SSL)", "Figure 5 ablation runs"]
+    assert sum(len(g) for g in panels.values()) == len(df)
+    # a method's panel holds every setting and seed of it
+    assert sorted(zip(panels["CL4SRec"]["setting"], panels["CL4SRec"]["seed"])) == [
+        ("ours", 1), ("ours", 2), ("paper", 1)]
+    # the ablation panel holds only runs with a zeroed guided lambda
+    assert panels["Figure 5 ablation runs"]["ablation"].all()
+    out = render_runs({"ours": runs}, tmp_path / "report")
+    # the report draws the panels
+    assert (out / "curves_by_method.png").stat().st_size > 0
+
+
+def test_plateau_ylim_starts_below_the_lowest_converging_value():
+    slow = pd.DataFrame({"epoch": range(1, 13), "valid/ndcg@10": [0.001] * 9 + [0.040, 0.045, 0.050]})
+    fast = pd.DataFrame({"epoch": range(1, 13), "valid/ndcg@10": [0.030] * 9 + [0.048, 0.052, 0.051]})
+    short = pd.DataFrame({"epoch": [1, 2], "valid/ndcg@10": [0.044, 0.046]})
+    low, high = plateau_ylim([slow, fast, short], from_epoch=10)
+    # from epoch 10 on the lowest value is 0.040 (the slow run's first epochs are left out), the
+    # highest 0.052 overall; 5 % of that range (0.0006) pads both ends
+    assert (low, high) == (pytest.approx(0.0394), pytest.approx(0.0526))
+    # a run shorter than from_epoch counts with all its epochs
+    assert plateau_ylim([short], from_epoch=10) == (pytest.approx(0.0439), pytest.approx(0.0461))
 
 
 def test_comparisons_pair_every_guided_method_with_every_baseline_on_common_seeds(tmp_path):

@@ -14,7 +14,8 @@ With --runs LABEL DIR... (repeatable: one setting each) it reads finished `ec4sr
 folders instead (metrics.json, config.yaml, history.csv) and writes table3.{md,tex,csv} with
 one column group per setting and the paper's published numbers beside them (--no-paper to
 leave them out), runs.md/runs.csv (one line per run: epochs, converged or cut, wall time) and
-curves.png (validation NDCG@10 per epoch of every run).
+curves.png (validation NDCG@10 per epoch of every run) and curves_by_method.png (a panel
+per method, zoomed on convergence).
 """
 import argparse
 import sys

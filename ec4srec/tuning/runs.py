@@ -163,55 +163,13 @@ def runs_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curves_figure(df: pd.DataFrame, path: Path) -> Path | None:
-    """Validation NDCG@10 per epoch of every run in one figure: a colour per method, a line
-    style per setting, a dot at each run's best epoch, a dotted line at the guided runs' first
-    importance update. None when no run has a history."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..config import METHODS
-    from .report import LABELS
-    styles = ["-", "--", ":", "-."]
-    settings = list(dict.fromkeys(df["setting"]))
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drawn = 0
-    for _, r in df.iterrows():
-        hist = read_history(r["path"])
-        if hist is None or "valid/ndcg@10" not in hist:
-            continue
-        color = f"C{METHODS.index(r['method'])}" if r["method"] in METHODS else "k"
-        style = styles[settings.index(r["setting"]) % len(styles)]
-        name = LABELS.get(r["method"], r["method"]) + (f" [{r['terms']}]" if r.get("ablation") else "")
-        label = f"{r['setting']}: {name} (seed {r['seed']})"
-        ax.plot(hist["epoch"], hist["valid/ndcg@10"], style, color=color, lw=1, label=label)
-        best = hist.loc[hist["valid/ndcg@10"].idxmax()]
-        ax.plot([best["epoch"]], [best["valid/ndcg@10"]], "o", color=color, ms=3)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return None
-    firsts = sorted({int(e) for e in df.get("first_update", pd.Series(dtype=float)).dropna()})
-    for i, epoch in enumerate(firsts):       # where the guided runs switched to guided training
-        ax.axvline(epoch, color="grey", ls=":", lw=0.8,
-                   label="first importance update" if i == 0 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation NDCG@10")
-    ax.legend(fontsize=6, ncol=2, title="dot: best epoch (the model tested)", title_fontsize=6)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: bool = True,
                 ours=None) -> Path:
     """Write the Table 3 layout of converged runs (one column group per setting, the paper's
-    numbers beside them when ``paper``), runs.md/runs.csv and curves.png to ``out``. Every run
+    numbers beside them when ``paper``), runs.md/runs.csv, curves.png and curves_by_method.png to ``out``. Every run
     folder is read (and checked) before anything is written."""
     from .report import OURS, build_table, comparisons, write_comparisons, write_table
+    from .run_figures import ablation_figure, curves_figure, curves_panels_figure
     df = runs_table(groups)
     out = Path(out)
     table = df[~df["ablation"]]
@@ -240,6 +198,7 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     (out / "runs.md").write_text(runs_markdown(df))
     df.drop(columns=["path"]).to_csv(out / "runs.csv", index=False)
     curves_figure(df, out / "curves.png")
+    curves_panels_figure(df, out / "curves_by_method.png")
     return out
 
 
@@ -295,36 +254,3 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {r['setting']} | {r['dataset']} | {r['backbone']} | {r['bar']} | {seeds} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def ablation_figure(table: pd.DataFrame, path: Path) -> Path:
-    """Bars of test NDCG@5 (the paper's Figure 5 metric) per loss combination, one panel per
-    (setting, dataset, backbone); error bars = std over seeds; the full EC4SRec bar in yellow."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    panels = list(table.groupby(["setting", "dataset", "backbone"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, ((setting, dataset, backbone), g) in zip(axes[0], panels):
-        colors = ["C0", "C2"] + ["C7"] * (len(g) - 3) + ["gold"]
-        ax.bar(range(len(g)), g["ndcg@5_mean"].fillna(0), yerr=g["ndcg@5_std"].fillna(0),
-               color=colors, capsize=2)
-        ax.set_xticks(range(len(g)))
-        ax.set_xticklabels([b.replace("L_rec + ", "") for b in g["bar"]], rotation=45,
-                           ha="right", fontsize=7)
-        used = sorted({x for seeds in g["seeds"] for x in seeds.split()}, key=str)
-        pairing = "seed " + ", ".join(used) if g["paired"].all() else "unpaired seeds"
-        ax.set_title(f"{setting}: {dataset}, {backbone} (each with L_rec; {pairing})", fontsize=8)
-        ax.set_ylabel("test NDCG@5")
-        known = g["ndcg@5_mean"].dropna()
-        if len(known):
-            ax.set_ylim(known.min() * 0.9, known.max() * 1.05)
-        for i, n in enumerate(g["n"]):
-            if n == 0:
-                ax.text(i, ax.get_ylim()[0], "not run", rotation=90, ha="center", va="bottom",
-                        fontsize=6)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
