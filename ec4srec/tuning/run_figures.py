@@ -10,36 +10,50 @@ import pandas as pd
 
 from .runs import read_history
 
+LINE_STYLES = ["-", "--", ":", "-."]
 
-def curves_figure(df: pd.DataFrame, path: Path) -> Path | None:
-    """Validation NDCG@10 per epoch of every run in one figure: a colour per method, a line
-    style per setting, a dot at each run's best epoch, a dotted line at the guided runs' first
-    importance update. None when no run has a history."""
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def run_histories(df: pd.DataFrame) -> dict:
+    """Each run's per-epoch history (read once for every figure), keyed by its ``df`` index;
+    runs without a validation NDCG@10 curve are left out."""
+    histories = {i: read_history(r["path"]) for i, r in df.iterrows()}
+    return {i: h for i, h in histories.items() if h is not None and "valid/ndcg@10" in h}
+
+
+def _plot_curve(ax, hist: pd.DataFrame, style: str, color: str, label: str,
+                above_reference: bool = False) -> None:
+    """A run's validation NDCG@10 per epoch and a dot at its best epoch (the model tested);
+    ``above_reference`` draws both above grey reference curves (zorder 1)."""
+    line, dot = ({"zorder": 2}, {"zorder": 3}) if above_reference else ({}, {})
+    ax.plot(hist["epoch"], hist["valid/ndcg@10"], style, color=color, lw=1, label=label, **line)
+    best = hist.loc[hist["valid/ndcg@10"].idxmax()]
+    ax.plot([best["epoch"]], [best["valid/ndcg@10"]], "o", color=color, ms=3, **dot)
+
+
+def curves_figure(df: pd.DataFrame, histories: dict, path: Path) -> Path | None:
+    """Validation NDCG@10 per epoch of every run in one figure: a colour per method, a line
+    style per setting, a dot at each run's best epoch, a dotted line at the guided runs' first
+    importance update (``histories``: :func:`run_histories`). None when no run has a history."""
+    if not histories:
+        return None
     from ..config import METHODS
     from .report import LABELS
-    styles = ["-", "--", ":", "-."]
+    plt = _pyplot()
     settings = list(dict.fromkeys(df["setting"]))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drawn = 0
-    for _, r in df.iterrows():
-        hist = read_history(r["path"])
-        if hist is None or "valid/ndcg@10" not in hist:
-            continue
+    for i, hist in histories.items():
+        r = df.loc[i]
         color = f"C{METHODS.index(r['method'])}" if r["method"] in METHODS else "k"
-        style = styles[settings.index(r["setting"]) % len(styles)]
+        style = LINE_STYLES[settings.index(r["setting"]) % len(LINE_STYLES)]
         name = LABELS.get(r["method"], r["method"]) + (f" [{r['terms']}]" if r.get("ablation") else "")
-        label = f"{r['setting']}: {name} (seed {r['seed']})"
-        ax.plot(hist["epoch"], hist["valid/ndcg@10"], style, color=color, lw=1, label=label)
-        best = hist.loc[hist["valid/ndcg@10"].idxmax()]
-        ax.plot([best["epoch"]], [best["valid/ndcg@10"]], "o", color=color, ms=3)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return None
+        _plot_curve(ax, hist, style, color, f"{r['setting']}: {name} (seed {r['seed']})")
     firsts = sorted({int(e) for e in df.get("first_update", pd.Series(dtype=float)).dropna()})
     for i, epoch in enumerate(firsts):       # where the guided runs switched to guided training
         ax.axvline(epoch, color="grey", ls=":", lw=0.8,
@@ -81,29 +95,24 @@ def plateau_ylim(histories: list[pd.DataFrame], from_epoch: int = 10) -> tuple[f
     return low - pad, high + pad
 
 
-def curves_panels_figure(df: pd.DataFrame, path: Path, reference: str = "sasrec") -> Path | None:
+def curves_panels_figure(df: pd.DataFrame, histories: dict, path: Path,
+                         reference: str = "sasrec") -> Path | None:
     """Validation NDCG@10 per epoch with a panel per method (:func:`curve_panels`) on one
     shared y range zoomed on convergence (:func:`plateau_ylim`: the first epochs of the slow
     runs are above or below it; curves.png has them whole): a colour per setting, a line style
     per seed, a dot at each run's best epoch (the model tested), a dotted line at the first
     importance update, and the ``reference`` method's runs of the first setting in grey in every
-    other panel; the ablation panel has a colour per combination of terms. None when no run has
-    a history."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import LABELS
-    histories = {i: h for i, h in ((i, read_history(r["path"])) for i, r in df.iterrows())
-                 if h is not None and "valid/ndcg@10" in h}
+    other panel; the ablation panel has a colour per combination of terms (``histories``:
+    :func:`run_histories`). None when no run has a history."""
     if not histories:
         return None
+    from .report import LABELS
+    plt = _pyplot()
     panels = {t: g[g.index.isin(histories)] for t, g in curve_panels(df).items()}
     panels = {t: g for t, g in panels.items() if len(g)}
     settings = list(dict.fromkeys(df["setting"]))
     seeds = sorted({str(s) for s in df["seed"]})
-    styles = ["-", "--", ":", "-."]
-    ablation_terms = sorted({t for t in df.loc[df["ablation"], "terms"]})
+    ablation_terms = sorted(set(df.loc[df["ablation"], "terms"]))
     first_setting = settings[0]
     ref = df[(df["method"] == reference) & ~df["ablation"] & (df["setting"] == first_setting)
              & df.index.isin(histories)]
@@ -118,14 +127,11 @@ def curves_panels_figure(df: pd.DataFrame, path: Path, reference: str = "sasrec"
                 ax.plot(h["epoch"], h["valid/ndcg@10"], color="0.7", lw=0.8, zorder=1,
                         label=f"{first_setting}: {LABELS.get(reference, reference)}" if j == 0 else None)
         for i, r in g.iterrows():
-            h = histories[i]
             color = (f"C{2 + ablation_terms.index(r['terms'])}" if r.get("ablation")   # a colour per combination
                      else f"C{settings.index(r['setting'])}")
-            style = styles[seeds.index(str(r["seed"])) % len(styles)]
+            style = LINE_STYLES[seeds.index(str(r["seed"])) % len(LINE_STYLES)]
             label = f"{r['setting']}" + (f" [{r['terms']}]" if r.get("ablation") else "") + f", seed {r['seed']}"
-            ax.plot(h["epoch"], h["valid/ndcg@10"], style, color=color, lw=1, label=label, zorder=2)
-            best = h.loc[h["valid/ndcg@10"].idxmax()]
-            ax.plot([best["epoch"]], [best["valid/ndcg@10"]], "o", color=color, ms=3, zorder=3)
+            _plot_curve(ax, histories[i], style, color, label, above_reference=True)
         for epoch in sorted({int(e) for e in g.get("first_update", pd.Series(dtype=float)).dropna()}):
             ax.axvline(epoch, color="grey", ls=":", lw=0.8)
         ax.set_title(title, fontsize=9)
@@ -149,9 +155,7 @@ def curves_panels_figure(df: pd.DataFrame, path: Path, reference: str = "sasrec"
 def ablation_figure(table: pd.DataFrame, path: Path) -> Path:
     """Bars of test NDCG@5 (the paper's Figure 5 metric) per loss combination, one panel per
     (setting, dataset, backbone); error bars = std over seeds; the full EC4SRec bar in yellow."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     panels = list(table.groupby(["setting", "dataset", "backbone"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, ((setting, dataset, backbone), g) in zip(axes[0], panels):

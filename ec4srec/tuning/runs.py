@@ -169,7 +169,7 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     numbers beside them when ``paper``), runs.md/runs.csv, curves.png and curves_by_method.png to ``out``. Every run
     folder is read (and checked) before anything is written."""
     from .report import OURS, build_table, comparisons, write_comparisons, write_table
-    from .run_figures import ablation_figure, curves_figure, curves_panels_figure
+    from .run_figures import ablation_figure, curves_figure, curves_panels_figure, run_histories
     df = runs_table(groups)
     out = Path(out)
     table = df[~df["ablation"]]
@@ -197,8 +197,9 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
         ablation_figure(ablation, out / "ablation.png")
     (out / "runs.md").write_text(runs_markdown(df))
     df.drop(columns=["path"]).to_csv(out / "runs.csv", index=False)
-    curves_figure(df, out / "curves.png")
-    curves_panels_figure(df, out / "curves_by_method.png")
+    histories = run_histories(df)
+    curves_figure(df, histories, out / "curves.png")
+    curves_panels_figure(df, histories, out / "curves_by_method.png")
     return out
 
 
