@@ -25,186 +25,39 @@ command. Finished runs are never re-run on ``--resume``; unfinished ones are res
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..checkpoint import atomic_write_json, atomic_write_text
-from ..config import METHODS, Config, ConfigError, dump_config
-from ..data.sources import DATASETS, SYNTHETIC
+from ..config import Config, ConfigError, dump_config
 from . import results, watch
 from .budget import METHOD_EPOCH_COST, Budget, hms
-from .space import (SearchSpace, apply_params, dump_ranges, is_packaged_name, load_ranges,
-                    narrowing_problem)
+# the study's options and Ray loggers live in their own modules; their names stay importable
+# from here (tests, tune/search.py, and Ray experiment snapshots pickled before the split)
+from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401
+                      input_error, narrow_space, read_manifest, run_name, write_manifest)
+from .ray_logs import ProgressCsvLogger, ResultJsonLogger, trial_dirname  # noqa: F401
+from .space import SearchSpace, apply_params, dump_ranges, load_ranges
+from .summary import cost_lines, cost_report, print_summary  # noqa: F401
 from .trainable import retrain_seed, train_trial
 from .watch import BudgetedOptunaSearch, BudgetStopper, StudyWatcher
 
 OBJECTIVE = "valid/best_ndcg@10"     # Optuna's value and the best-trial rule
 ASHA_METRIC = "valid/ndcg@10"
 ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
-STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
-SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
 
 
 class Interrupted(Exception):
     """The study stopped before every run finished."""
-
-
-@dataclass
-class StudyOptions:
-    dataset: str = "sports"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    backbones: list[str] = field(default_factory=lambda: ["sasrec"])
-    num_samples: int = 20
-    max_epochs: int = 100
-    gpus_per_trial: float | None = None       # None: 0.25 when the cluster has GPUs, else 0
-    cpus_per_trial: float = 1.0
-    max_concurrent: int = 0                   # 0: as many as resources allow
-    storage_path: str = "~/ray_results"
-    name: str | None = None                   # default: ec4srec-<dataset>
-    local_dir: str | None = None              # non-Ray files when storage_path is a URI
-    seed: int = 0                             # TPE seed
-    search_space: str | None = None
-    data_dir: str | None = None
-    smoke_test: bool = False
-    scheduler: str = "asha"
-    grace_period: int | None = None           # guided epochs; default max(1, min(10, N // 10))
-    reduction_factor: float = 3.0
-    seeds: int = 3
-    optuna_storage: str | None = None         # RDB URL; default: journal file in exp
-    overrides: list[str] = field(default_factory=list)
-    address: str = "auto"                     # auto | local | ray://... | host:port
-    max_failures: int = 2
-    warm_start: bool = True
-    checkpoint_every: int = 1
-    verbose: bool = False
-    time_budget: float | None = None          # seconds of the whole study (budget.py)
-    concurrent_runs: int = 1                  # runs that share the cluster at once
-    status_every: float | None = None         # seconds between summaries (None: 30 TTY, 120 log)
-
-    def finalize(self) -> "StudyOptions":
-        """Apply --smoke-test and resolve defaults (idempotent)."""
-        if self.smoke_test:
-            self.dataset = "synthetic"
-            self.max_epochs = min(self.max_epochs, 6)
-            self.num_samples = min(self.num_samples, 4)
-            self.seeds = min(self.seeds, 2)
-            self.grace_period = self.grace_period or 1
-            self.overrides = ["model.hidden_size=16", "model.num_layers=1", "model.inner_size=32",
-                              "train.batch_size=256", *[o for o in self.overrides
-                                                        if not o.startswith("model.hidden_size=")]]
-        if not self.named_dataset and "://" not in self.dataset:
-            # a file: absolute, so that every trial reads the same file whatever its cwd
-            self.dataset = str(Path(self.dataset).expanduser().resolve())
-        self.name = self.name or f"ec4srec-{self.dataset_label}"
-        if "://" not in self.storage_path:
-            self.storage_path = str(Path(self.storage_path).expanduser().resolve())
-        else:   # tables, journal and warm-up cache stay on this machine: pin the folder
-            self.local_dir = str(Path(self.local_dir or f"ec4srec-results/{self.name}")
-                                 .expanduser().resolve())
-        if self.data_dir:
-            self.data_dir = str(Path(self.data_dir).expanduser().resolve())
-        if self.search_space and not is_packaged_name(self.search_space) \
-                and Path(self.search_space).expanduser().exists():
-            self.search_space = str(Path(self.search_space).expanduser().resolve())
-        return self
-
-    @property
-    def exp_dir(self) -> Path:
-        if "://" in self.storage_path:
-            return Path(self.local_dir or f"ec4srec-results/{self.name}").expanduser().resolve()
-        return Path(self.storage_path) / self.name
-
-    @property
-    def named_dataset(self) -> bool:
-        """A dataset known by name (not a file path)."""
-        return self.dataset in DATASETS or self.dataset == SYNTHETIC
-
-    @property
-    def dataset_label(self) -> str:
-        """The dataset's name in run names, file names and tables: a known dataset's name, or a
-        file's name without its suffixes (``/data/beauty-5k.txt.gz`` -> ``beauty-5k``)."""
-        if self.named_dataset:
-            return self.dataset
-        return Path(self.dataset).name.split(".")[0] or "data"
-
-    def runs(self) -> list[tuple[str, str, str]]:
-        return [(self.dataset_label, m, b) for m in self.methods for b in self.backbones]
-
-    def resume_command(self) -> str:
-        local = f" --local-dir {self.local_dir}" if "://" in self.storage_path else ""
-        return (f"python tune/search.py --storage-path {self.storage_path} --name {self.name}"
-                f"{local} --resume")
-
-
-def run_name(key: tuple[str, str, str]) -> str:
-    return "-".join(key)
-
-
-def read_manifest(path: Path) -> dict:
-    """The options saved in ``study.json``, checked: one ConfigError naming the file and the
-    problem for a truncated or malformed file, another format version, an unknown option or a
-    value of the wrong type."""
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON (truncated or corrupt?): {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object of study options, got {type(raw).__name__}")
-    version = raw.pop("version", 1)
-    if version not in (1, STUDY_VERSION):
-        raise ConfigError(f"{path}: study format version {version!r}; this ec4srec reads versions "
-                          f"1..{STUDY_VERSION} (written by another version?)")
-    fields = {f.name: f for f in dataclasses.fields(StudyOptions)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{path}: unknown study options {unknown} (written by another version?)")
-    for name, value in raw.items():
-        f = fields[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if default is None:
-            ok = value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool)
-        elif isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and (isinstance(default, float) or isinstance(value, int))
-        elif isinstance(default, list):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ConfigError(f"{path}: option {name!r} has the wrong type: {value!r}")
-    raw["_version"] = version
-    return raw
-
-
-def write_manifest(opts: "StudyOptions") -> None:
-    atomic_write_json(opts.exp_dir / "study.json",
-                      {"version": STUDY_VERSION, **dataclasses.asdict(opts)})
-
-
-def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
-    """The config every trial of a run starts from: flags, then --set overrides."""
-    raw = Config().to_dict()
-    raw["data"].update(dataset=opts.dataset, data_dir=opts.data_dir)
-    raw["model"]["backbone"], raw["method"]["name"] = backbone, method
-    raw["train"].update(epochs=opts.max_epochs, progress="off", tensorboard=False,
-                        threads=max(1, int(opts.cpus_per_trial)))
-    # the default p must fit a small budget (the searched p is capped the same way)
-    raw["method"]["updates"] = max(1, min(raw["method"]["updates"], opts.max_epochs - 1))
-    return Config.from_dict(raw).with_overrides(opts.overrides)
 
 
 # ------------------------------------------------------------------ Ray
@@ -240,85 +93,6 @@ def _asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
         t *= rf
     return rungs
 
-
-class _KeepLocalLogMixin:
-    """Ray's result loggers write ``result.json``/``progress.csv`` to the driver's staging
-    folder, which a background sync copies to the storage path now and then. When a trial
-    restarts (a worker crashed, FailureConfig retry) the logger "resumes" the file by copying
-    the storage copy over the staging one: if the last sync is still running or was skipped
-    (a loaded machine), that copy is stale and the epochs reported since are lost for good
-    (the next sync uploads the truncated file). The staging file, when it exists, is this
-    driver's own and never older than the storage copy, so keep it; copy from storage only
-    when it is missing (``Tuner.restore`` in a new driver)."""
-
-    def _restore_from_remote(self, file_name: str, trial) -> None:
-        if (Path(trial.local_path) / file_name).exists():
-            return
-        super()._restore_from_remote(file_name, trial)
-
-
-class _OneLinePerEpochMixin:
-    """One line per epoch: a report of an epoch the trial's file already has is not written
-    again. A trial restarted from an older checkpoint (a Ray retry, a driver's resume from an
-    older snapshot) re-reports the epochs since, with the same numbers; a finished trial
-    restored by a resumed driver repeats its last report (trainable.py's replay), which is
-    written only where the file lacks it (the storage copy a new driver starts from can be a
-    sync behind the epochs reported)."""
-
-    def _epochs_on_file(self, trial) -> set:
-        known = self.__dict__.setdefault("_epochs", {})
-        if trial.trial_id not in known:
-            if trial not in self._trial_files:
-                self._open(trial)          # a new driver's file starts as the storage copy
-            path = Path(trial.local_path) / self._file_name
-            known[trial.trial_id] = _logged_epochs(path) if path.exists() else set()
-        return known[trial.trial_id]
-
-    def log_trial_result(self, iteration, trial, result) -> None:
-        epoch = result.get("epoch")
-        if epoch is not None:
-            epochs = self._epochs_on_file(trial)
-            if epoch in epochs:
-                return
-            epochs.add(epoch)
-        super().log_trial_result(iteration, trial, result)
-
-
-def _logged_epochs(path: Path) -> set:
-    """The epochs a result.json (JSON lines) or progress.csv holds."""
-    text = path.read_text()
-    if path.suffix == ".csv":
-        import csv
-        import io
-        return {int(float(r["epoch"])) for r in csv.DictReader(io.StringIO(text)) if r.get("epoch")}
-    epochs = set()
-    for line in text.splitlines():
-        try:
-            epochs.add(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError, TypeError):
-            continue                   # a torn last line of a killed driver
-    return epochs
-
-
-class ResultJsonLogger(_OneLinePerEpochMixin, _KeepLocalLogMixin, JsonLoggerCallback):
-    """``result.json`` (what ``ResultGrid.metrics_dataframe`` reads), restart-safe."""
-    _file_name = "result.json"
-
-    def _open(self, trial) -> None:
-        self.log_trial_start(trial)
-
-
-class ProgressCsvLogger(_OneLinePerEpochMixin, _KeepLocalLogMixin, CSVLoggerCallback):
-    """``progress.csv``, restart-safe."""
-    _file_name = "progress.csv"
-
-    def _open(self, trial) -> None:
-        self._setup_trial(trial)
-
-
-def trial_dirname(trial) -> str:
-    """Short trial folder names (Ray's default embeds every param and can get too long)."""
-    return f"trial_{trial.trial_id}"
 
 
 def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
@@ -619,25 +393,6 @@ def make_budget(opts: StudyOptions, started: float) -> Budget:
                   concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights)
 
 
-def cost_report(budget: Budget, trials, epochs, max_epochs: int) -> dict:
-    """The budget's report plus trial-hours and what ASHA and warm-up sharing saved."""
-    import pandas as pd
-    out = budget.report()
-    out["trial_hours"] = round(float(trials["wall_time_s"].sum()) / 3600, 3) if len(trials) else 0.0
-    saved_epochs, saved_s = 0, 0.0
-    if len(trials):
-        for run, group in trials.groupby("run"):
-            pruned = group[group["state"] == "pruned"]
-            n = int((max_epochs - pruned["epochs"]).clip(lower=0).sum())
-            price = budget.cost.epoch_seconds(run)
-            if price is None and epochs is not None and len(epochs) and "seconds" in epochs:
-                price = pd.to_numeric(epochs[epochs["run"] == run]["seconds"]).median()
-            saved_epochs += n
-            saved_s += n * float(price or 0.0)
-    out["asha_saved"] = {"epochs": saved_epochs, "seconds": round(saved_s, 1)}
-    return out
-
-
 def run(opts: StudyOptions) -> dict:
     """The whole study; returns a summary (paths, counts). Raises Interrupted."""
     exp = opts.exp_dir
@@ -702,86 +457,6 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     atomic_write_json(exp / "summary.json", summary)   # of this (possibly resumed) driver run
     return summary
 
-
-def print_summary(opts: StudyOptions, summary: dict) -> None:
-    exp = Path(summary["exp"])
-    saved = summary["warm_start"]
-    lines = [
-        f"study {opts.name} finished in {summary['seconds']}s: {summary['trials']} trials "
-        f"({summary['errored']} errored)",
-        f"  trial table   {exp / 'trials.csv'}  (per epoch: {exp / 'epochs.csv'})",
-        f"  tensorboard   tensorboard --logdir {opts.storage_path}/{opts.name}",
-        f"  best configs  {exp / 'best'}/*.yaml  (ec4srec train --config FILE --output DIR)",
-        f"  seed re-runs  {exp / 'seeds.csv'}",
-        f"  paper tables  {summary['report'] or '(no seed re-runs)'}",
-        f"  optuna        optuna-dashboard {opts.optuna_storage or exp / 'optuna.journal'}",
-        f"  warm-up cache skipped {saved['skipped']} of {saved['epochs']} trained epochs "
-        f"({saved['percent']:.1f}%)"
-        + (f", about {saved['seconds_saved']:.0f}s of {saved['train_seconds'] + saved['seconds_saved']:.0f}s "
-           f"({saved['percent_seconds']:.1f}%)" if "seconds_saved" in saved else ""),
-    ]
-    lines += cost_lines(summary["cost"])
-    print("\n".join(lines), flush=True)
-
-
-def cost_lines(cost: dict) -> list[str]:
-    """The cost report as printed at the end (summary.json keeps it whole)."""
-    budget = (f"{hms(cost['used_s'])} used of a {hms(cost['budget_s'])} budget "
-              f"({100 * cost['used_s'] / cost['budget_s']:.0f}%)" if cost.get("budget_s")
-              else f"{hms(cost['used_s'])} used (no time budget)")
-    lines = [f"  cost          {budget}; {cost['trial_hours']:.2f} trial-hours on "
-             f"{cost['slots']} slots; ASHA saved {cost['asha_saved']['epochs']} epochs "
-             f"(~{hms(cost['asha_saved']['seconds'])})"]
-    for run, p in cost["plans"].items():
-        share = f"share {hms(p['share_s'])}, " if p.get("share_s") is not None else ""
-        lines.append(f"    {run}: {share}used {hms(p['used_s'])}; trials planned "
-                     f"{p['planned_trials']}, started {p['trials_started']}, finished "
-                     f"{p['trials_finished']}" + (" (ended by the budget)" if p.get("closed_by") else ""))
-    skipped = [s for s in cost.get("seeds", []) if s["state"] != "started"]
-    if skipped:
-        lines.append(f"    seed re-runs skipped by the budget: "
-                     + ", ".join(f"{s['run']} seed {s['seed']}" for s in skipped))
-    return lines
-
-
-def input_error(opts: StudyOptions) -> str | None:
-    """What is wrong with a new study's inputs (dataset file, --set keys, search space), checked
-    before Ray starts or anything is written; None when they are fine."""
-    if not opts.named_dataset and "://" not in opts.dataset and not Path(opts.dataset).is_file():
-        return f"--dataset: {opts.dataset} is neither a known dataset nor a file"
-    try:
-        ranges = load_ranges(opts.search_space)
-        for method in opts.methods:
-            for backbone in opts.backbones:
-                base = base_config(opts, method, backbone)
-                SearchSpace(method, backbone, base.train.epochs, ranges).first_update_epochs()
-    except (ConfigError, OSError, ValueError) as exc:
-        return str(exc)
-    return None
-
-
-def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:
-    """``--resume --search-space NEW``: check that NEW narrows the study's active space for every
-    unfinished run, then make it the active space (``<exp>/search_space.yaml``, which every
-    run's SearchSpace reads) and the study's ``search_space`` option. Raises ConfigError."""
-    active = opts.exp_dir / SPACE_FILE
-    if version < STUDY_VERSION or not active.exists():
-        raise ConfigError(f"--search-space: {opts.exp_dir} was written by an older ec4srec whose "
-                          f"restored searcher cannot take a new space; resume without it")
-    resolved = StudyOptions(search_space=new_space).finalize().search_space
-    old, new = load_ranges(active), load_ranges(resolved)
-    runs = [(m, b) for (_, m, b) in opts.runs()
-            if not (opts.exp_dir / "runs" / f"{run_name((opts.dataset_label, m, b))}.json").exists()]
-    problem = narrowing_problem(old, new, runs, str(new_space))
-    if problem:
-        raise ConfigError(problem)
-    for _, method, backbone in opts.runs():     # p still fits the budget, etc.
-        epochs = base_config(opts, method, backbone).train.epochs
-        SearchSpace(method, backbone, epochs, new).first_update_epochs()
-    opts.search_space = resolved
-    atomic_write_text(active, dump_ranges(new))
-    write_manifest(opts)
-    print(f"[search] search space narrowed to {new_space} for trials not yet created", flush=True)
 
 
 def main(opts: StudyOptions, resume: bool = False) -> int:

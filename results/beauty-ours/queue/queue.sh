@@ -3,6 +3,7 @@
 # (runs/<name>/metrics.json, or its results committed under results/beauty-ours/<name>/) nor
 # claimed by a live worker, runs it (--resume when it has a checkpoint), repeats.
 # Start one worker per core:  nohup bash runs/queue.sh A > runs/queue-A.log 2>&1 &
+# NICE=19 (default 10) starts a background worker: its runs take only the CPU the others leave.
 # jobs.txt lines: <name> <ec4srec train args...>   (blank lines and # comments ignored)
 # A job with "--warm-start DIR" waits (is passed over) until DIR/warmup.pt exists. When the donor
 # finished in an earlier checkout (its results are committed, its runs/ folder is gone), the job
@@ -41,8 +42,8 @@ while true; do
     rm -rf "runs/$job"       # a run killed before its first checkpoint starts again
     cmd=(ec4srec train $jargs --set train.threads=1 --set train.progress=off --output "runs/$job")
   fi
-  echo "$(date -u +%FT%TZ) worker $worker: start $job at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- ec4srec || echo '+dirty'): ${cmd[*]}"
-  nice -n 10 "${cmd[@]}" >> "runs/$job.log" 2>&1
+  echo "$(date -u +%FT%TZ) worker $worker: start $job (nice ${NICE:-10}) at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- ec4srec || echo '+dirty'): ${cmd[*]}"
+  nice -n "${NICE:-10}" "${cmd[@]}" >> "runs/$job.log" 2>&1
   echo "$(date -u +%FT%TZ) worker $worker: end $job rc=$?"
   rm -rf "runs/$job.claim"
   [ -f "runs/$job/metrics.json" ] || { echo "worker $worker: $job has no metrics.json; stopping"; exit 1; }

@@ -1,0 +1,205 @@
+"""A study's options: ``StudyOptions`` (the command line of ``tune/search.py``, resolved), the
+``study.json`` manifest that ``--resume`` reads back (checked: :func:`read_manifest`), each
+run's base config, and the checks of a new study's inputs and of ``--resume --search-space``.
+Nothing here starts Ray."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..checkpoint import atomic_write_json, atomic_write_text
+from ..config import METHODS, Config, ConfigError
+from ..data.sources import DATASETS, SYNTHETIC
+from .space import SearchSpace, dump_ranges, is_packaged_name, load_ranges, narrowing_problem
+
+STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
+SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
+
+
+@dataclass
+class StudyOptions:
+    dataset: str = "sports"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    backbones: list[str] = field(default_factory=lambda: ["sasrec"])
+    num_samples: int = 20
+    max_epochs: int = 100
+    gpus_per_trial: float | None = None       # None: 0.25 when the cluster has GPUs, else 0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int = 0                   # 0: as many as resources allow
+    storage_path: str = "~/ray_results"
+    name: str | None = None                   # default: ec4srec-<dataset>
+    local_dir: str | None = None              # non-Ray files when storage_path is a URI
+    seed: int = 0                             # TPE seed
+    search_space: str | None = None
+    data_dir: str | None = None
+    smoke_test: bool = False
+    scheduler: str = "asha"
+    grace_period: int | None = None           # guided epochs; default max(1, min(10, N // 10))
+    reduction_factor: float = 3.0
+    seeds: int = 3
+    optuna_storage: str | None = None         # RDB URL; default: journal file in exp
+    overrides: list[str] = field(default_factory=list)
+    address: str = "auto"                     # auto | local | ray://... | host:port
+    max_failures: int = 2
+    warm_start: bool = True
+    checkpoint_every: int = 1
+    verbose: bool = False
+    time_budget: float | None = None          # seconds of the whole study (budget.py)
+    concurrent_runs: int = 1                  # runs that share the cluster at once
+    status_every: float | None = None         # seconds between summaries (None: 30 TTY, 120 log)
+
+    def finalize(self) -> "StudyOptions":
+        """Apply --smoke-test and resolve defaults (idempotent)."""
+        if self.smoke_test:
+            self.dataset = "synthetic"
+            self.max_epochs = min(self.max_epochs, 6)
+            self.num_samples = min(self.num_samples, 4)
+            self.seeds = min(self.seeds, 2)
+            self.grace_period = self.grace_period or 1
+            self.overrides = ["model.hidden_size=16", "model.num_layers=1", "model.inner_size=32",
+                              "train.batch_size=256", *[o for o in self.overrides
+                                                        if not o.startswith("model.hidden_size=")]]
+        if not self.named_dataset and "://" not in self.dataset:
+            # a file: absolute, so that every trial reads the same file whatever its cwd
+            self.dataset = str(Path(self.dataset).expanduser().resolve())
+        self.name = self.name or f"ec4srec-{self.dataset_label}"
+        if "://" not in self.storage_path:
+            self.storage_path = str(Path(self.storage_path).expanduser().resolve())
+        else:   # tables, journal and warm-up cache stay on this machine: pin the folder
+            self.local_dir = str(Path(self.local_dir or f"ec4srec-results/{self.name}")
+                                 .expanduser().resolve())
+        if self.data_dir:
+            self.data_dir = str(Path(self.data_dir).expanduser().resolve())
+        if self.search_space and not is_packaged_name(self.search_space) \
+                and Path(self.search_space).expanduser().exists():
+            self.search_space = str(Path(self.search_space).expanduser().resolve())
+        return self
+
+    @property
+    def exp_dir(self) -> Path:
+        if "://" in self.storage_path:
+            return Path(self.local_dir or f"ec4srec-results/{self.name}").expanduser().resolve()
+        return Path(self.storage_path) / self.name
+
+    @property
+    def named_dataset(self) -> bool:
+        """A dataset known by name (not a file path)."""
+        return self.dataset in DATASETS or self.dataset == SYNTHETIC
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's name in run names, file names and tables: a known dataset's name, or a
+        file's name without its suffixes (``/data/beauty-5k.txt.gz`` -> ``beauty-5k``)."""
+        if self.named_dataset:
+            return self.dataset
+        return Path(self.dataset).name.split(".")[0] or "data"
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        return [(self.dataset_label, m, b) for m in self.methods for b in self.backbones]
+
+    def resume_command(self) -> str:
+        local = f" --local-dir {self.local_dir}" if "://" in self.storage_path else ""
+        return (f"python tune/search.py --storage-path {self.storage_path} --name {self.name}"
+                f"{local} --resume")
+
+
+def run_name(key: tuple[str, str, str]) -> str:
+    return "-".join(key)
+
+
+def read_manifest(path: Path) -> dict:
+    """The options saved in ``study.json``, checked: one ConfigError naming the file and the
+    problem for a truncated or malformed file, another format version, an unknown option or a
+    value of the wrong type."""
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON (truncated or corrupt?): {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object of study options, got {type(raw).__name__}")
+    version = raw.pop("version", 1)
+    if version not in (1, STUDY_VERSION):
+        raise ConfigError(f"{path}: study format version {version!r}; this ec4srec reads versions "
+                          f"1..{STUDY_VERSION} (written by another version?)")
+    fields = {f.name: f for f in dataclasses.fields(StudyOptions)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown study options {unknown} (written by another version?)")
+    for name, value in raw.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if default is None:
+            ok = value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (isinstance(default, float) or isinstance(value, int))
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{path}: option {name!r} has the wrong type: {value!r}")
+    raw["_version"] = version
+    return raw
+
+
+def write_manifest(opts: "StudyOptions") -> None:
+    atomic_write_json(opts.exp_dir / "study.json",
+                      {"version": STUDY_VERSION, **dataclasses.asdict(opts)})
+
+
+def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
+    """The config every trial of a run starts from: flags, then --set overrides."""
+    raw = Config().to_dict()
+    raw["data"].update(dataset=opts.dataset, data_dir=opts.data_dir)
+    raw["model"]["backbone"], raw["method"]["name"] = backbone, method
+    raw["train"].update(epochs=opts.max_epochs, progress="off", tensorboard=False,
+                        threads=max(1, int(opts.cpus_per_trial)))
+    # the default p must fit a small budget (the searched p is capped the same way)
+    raw["method"]["updates"] = max(1, min(raw["method"]["updates"], opts.max_epochs - 1))
+    return Config.from_dict(raw).with_overrides(opts.overrides)
+
+
+
+def input_error(opts: StudyOptions) -> str | None:
+    """What is wrong with a new study's inputs (dataset file, --set keys, search space), checked
+    before Ray starts or anything is written; None when they are fine."""
+    if not opts.named_dataset and "://" not in opts.dataset and not Path(opts.dataset).is_file():
+        return f"--dataset: {opts.dataset} is neither a known dataset nor a file"
+    try:
+        ranges = load_ranges(opts.search_space)
+        for method in opts.methods:
+            for backbone in opts.backbones:
+                base = base_config(opts, method, backbone)
+                SearchSpace(method, backbone, base.train.epochs, ranges).first_update_epochs()
+    except (ConfigError, OSError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:
+    """``--resume --search-space NEW``: check that NEW narrows the study's active space for every
+    unfinished run, then make it the active space (``<exp>/search_space.yaml``, which every
+    run's SearchSpace reads) and the study's ``search_space`` option. Raises ConfigError."""
+    active = opts.exp_dir / SPACE_FILE
+    if version < STUDY_VERSION or not active.exists():
+        raise ConfigError(f"--search-space: {opts.exp_dir} was written by an older ec4srec whose "
+                          f"restored searcher cannot take a new space; resume without it")
+    resolved = StudyOptions(search_space=new_space).finalize().search_space
+    old, new = load_ranges(active), load_ranges(resolved)
+    runs = [(m, b) for (_, m, b) in opts.runs()
+            if not (opts.exp_dir / "runs" / f"{run_name((opts.dataset_label, m, b))}.json").exists()]
+    problem = narrowing_problem(old, new, runs, str(new_space))
+    if problem:
+        raise ConfigError(problem)
+    for _, method, backbone in opts.runs():     # p still fits the budget, etc.
+        epochs = base_config(opts, method, backbone).train.epochs
+        SearchSpace(method, backbone, epochs, new).first_update_epochs()
+    opts.search_space = resolved
+    atomic_write_text(active, dump_ranges(new))
+    write_manifest(opts)
+    print(f"[search] search space narrowed to {new_space} for trials not yet created", flush=True)
