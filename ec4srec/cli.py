@@ -1,4 +1,4 @@
-"""``ec4srec train | evaluate | explain``.
+"""``ec4srec train | evaluate | explain | diagnose``.
 
 Bad input (unknown dataset, malformed data line, invalid config key or value, missing or corrupt
 checkpoint) prints one ``error: ...`` line and exits with status 2, without a traceback and
@@ -57,6 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--explainer", help="override the run's method.explainer")
     ex.add_argument("--output", required=True, help="CSV file: user,position,item,score")
     ex.add_argument("--data-dir")
+
+    dg = sub.add_parser("diagnose", help="how much room explanation guidance has on the data "
+                        "(and, given a run, what its explainer scores): docs/methods.md")
+    dg.add_argument("--checkpoint", help="a run directory (or its checkpoint.pt): adds the "
+                    "explainer's profile on its best weights")
+    dg.add_argument("--config", help="YAML config or paper:DATASET-METHOD (without --checkpoint)")
+    dg.add_argument("--dataset", help="beauty | sports | clothing | ml-1m | synthetic | PATH")
+    dg.add_argument("--method", choices=["ec4srec_ssl", "ec4srec_sl", "ec4srec"])
+    dg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value (with --checkpoint: method.* keys only)")
+    dg.add_argument("--data-dir")
+    dg.add_argument("--weights", choices=["last", "best"], default="last",
+                    help="with --checkpoint: the weights as saved (default: what an importance "
+                         "update would explain now) or the best validation weights")
+    dg.add_argument("--rows", type=int, default=2000, help="training rows the explainer scores")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    dg.add_argument("--output", help="also write the report as JSON (atomically)")
     return parser
 
 
@@ -150,7 +167,9 @@ def check_warm_start(run_dir: Path, config) -> Path:
     return path
 
 
-def _load_run(path: str, data_dir: str | None):
+def _load_run(path: str, data_dir: str | None, best: bool = True):
+    """The trainer of a run's checkpoint, with its best weights loaded (``best=False``: the
+    weights as saved, i.e. the model an importance update at that point would explain)."""
     from .checkpoint import load_torch
     from .data import load_dataset
     from .trainer import CHECKPOINT, Trainer
@@ -168,7 +187,7 @@ def _load_run(path: str, data_dir: str | None):
         config.data.data_dir = data_dir
     trainer = Trainer(config, load_dataset(config.data), log=lambda m: None)
     trainer.load_checkpoint(ckpt_path)
-    if trainer.best_weights is not None:
+    if best and trainer.best_weights is not None:
         trainer.model.load_state_dict(trainer.best_weights)
     return trainer
 
@@ -195,12 +214,57 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from .checkpoint import atomic_write_text
+    from .diagnostics import explainer_profile, format_report, guidance_room
+
+    if args.rows < 1:
+        raise CLIError(f"--rows must be >= 1, got {args.rows}")
+    if args.checkpoint:
+        if args.config or args.dataset or args.method:
+            raise CLIError("--checkpoint diagnoses the run's own config: drop --config/--dataset/"
+                           "--method (--set method.KEY=VALUE may change how it is explained)")
+        other = [o for o in args.overrides if not o.strip().startswith("method.")]
+        if other:
+            raise CLIError(f"--set {other[0]}: with --checkpoint only method.* keys (the "
+                           f"explainer, explain_target, mu_e, ...) can be changed")
+        trainer = _load_run(args.checkpoint, args.data_dir, best=args.weights == "best")
+        config, data = trainer.config.with_overrides(args.overrides), trainer.data
+    else:
+        if not (args.config or args.dataset):
+            raise CLIError("give --checkpoint RUN, or --dataset / --config for the data-only report")
+        from .data import load_dataset
+        args.backbone = None
+        if not args.config:
+            args.method = args.method or "ec4srec"     # the guided terms are what it is about
+        config = resolve_config(args)
+        config.validate()
+        data = load_dataset(config.data).split
+    report = {"dataset": config.data.dataset, "method": config.method.name,
+              "guidance_room": guidance_room(data, config.method)}
+    if args.checkpoint:
+        state = trainer.state
+        report["checkpoint"] = {"path": str(args.checkpoint), "weights": args.weights,
+                                "epoch": state.best_epoch if args.weights == "best" else state.epoch}
+    if args.checkpoint:
+        report["explainer"] = explainer_profile(trainer.model, data, config.method, args.rows,
+                                                args.seed, config.method.explain_batch_size,
+                                                trainer.device)
+    print(format_report(report))
+    if args.output:
+        atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "explain": cmd_explain}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "explain": cmd_explain,
+                "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
     except (ConfigError, DataError, CLIError, CheckpointError) as exc:

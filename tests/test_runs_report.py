@@ -11,7 +11,7 @@ import yaml
 
 from ec4srec.tuning.results import METRICS, TableError
 from ec4srec.tuning.run_figures import curve_panels, plateau_ylim
-from ec4srec.tuning.runs import paper_rows, read_history, render_runs, runs_table
+from ec4srec.tuning.runs import paper_rows, read_history, render_runs, runs_markdown, runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,22 @@ def test_runs_table_reads_every_field(tmp_path):
     assert (row["setting"], row["method"], row["seed"], row["test/ndcg@10"]) == ("ours", "duorec", 7, 0.0439)
     # not stopped early and 4 of 150 epochs run: a cut run, never reported as converged
     assert not row["converged"] and row["epochs_run"] == 4
+
+
+@pytest.mark.parametrize("epochs_run, done, cell", [
+    (4, [2, 4], "| 2, 4 |"),        # an update at epoch e runs at the start of epoch e
+    (3, [2], "| 2 |"),              # stopped before the update at 4
+    (1, [], "| - |"),               # stopped before the first update
+])
+def test_runs_list_the_importance_updates_they_ran(tmp_path, epochs_run, done, cell):
+    run = fake_run(tmp_path / "r", "ec4srec", 1, 0.04)
+    record = json.loads((run / "metrics.json").read_text())
+    record.update(update_epochs=[2, 4, 6], epochs_run=epochs_run)
+    (run / "metrics.json").write_text(json.dumps(record))
+    df = runs_table({"ours": [run]})
+    assert df.iloc[0]["updates_done"] == done
+    # runs.md shows them in their own column
+    assert cell in runs_markdown(df).splitlines()[2]
 
 
 def test_table_groups_settings_with_paper_numbers_and_marks(tmp_path):

@@ -227,14 +227,19 @@ class Contrastive(Method):
         return self._batch_importance_table()[batch.rows, :batch.items.shape[1]]
 
     def num_lowest(self, lengths: torch.Tensor) -> torch.Tensor:
-        """k, the number of lowest-importance items the positive ops act on (Sec. 4.3).
+        """k, the number of lowest-importance items the positive ops act on: :func:`lowest_count`."""
+        return lowest_count(lengths, self.config.method)
 
-        ``k_counts=unimportant`` (default, the equations): k = floor(mu_e * |s|).
-        ``k_counts=important`` (upstream): mu_e is the share of important (top) items, so
-        k = |s| - floor(mu_e * |s|). ``k_rounding=ceil`` rounds mu_e * |s| up instead.
-        """
-        mc = self.config.method
-        share = mc.mu_e * lengths.double()
-        m = torch.ceil(share - 1e-9) if mc.k_rounding == "ceil" else torch.floor(share + 1e-9)
-        m = m.long()
-        return lengths - m if mc.k_counts == "important" else m
+
+def lowest_count(lengths: torch.Tensor, mc) -> torch.Tensor:
+    """k, the number of lowest-importance items the positive ops act on (Sec. 4.3), per row
+    of ``lengths`` [B] under the method config ``mc``.
+
+    ``k_counts=unimportant`` (default, the equations): k = floor(mu_e * |s|).
+    ``k_counts=important`` (upstream): mu_e is the share of important (top) items, so
+    k = |s| - floor(mu_e * |s|). ``k_rounding=ceil`` rounds mu_e * |s| up instead.
+    """
+    share = mc.mu_e * lengths.double()
+    m = torch.ceil(share - 1e-9) if mc.k_rounding == "ceil" else torch.floor(share + 1e-9)
+    m = m.long()
+    return lengths - m if mc.k_counts == "important" else m

@@ -87,6 +87,9 @@ def read_run(path: str | Path, setting: str) -> dict:
            "converged": bool(record.get("stopped_early")) or (run_epochs is not None and run_epochs == budget),
            "wall_time_s": record.get("wall_time_s"), "path": str(path),
            "first_update": (record.get("update_epochs") or [None])[0],
+           # an update at epoch e runs at the start of epoch e: done when e <= epochs run
+           "updates_done": [int(e) for e in record.get("update_epochs") or []
+                            if run_epochs is not None and e <= run_epochs],
            "terms": " ".join(terms), "ablation": ablation}
     row.update({f"test/{m}": float(test[m]) for m in METRICS})
     row.update({f"valid/{m}": v for m, v in (record.get("valid") or {}).items()})
@@ -147,9 +150,10 @@ def _int(value) -> str:
 
 
 def runs_markdown(df: pd.DataFrame) -> str:
-    """One line per run: setting, method, seed, epochs, converged, validation and test NDCG@10."""
-    lines = ["| setting | method | backbone | seed | best / run epochs (budget) | converged | "
-             "valid NDCG@10 | test NDCG@10 | test HR@10 | wall time (h) |", "|" + "---|" * 10]
+    """One line per run: setting, method, seed, epochs, the importance updates it ran (epochs),
+    converged, validation and test NDCG@10."""
+    lines = ["| setting | method | backbone | seed | best / run epochs (budget) | importance updates | "
+             "converged | valid NDCG@10 | test NDCG@10 | test HR@10 | wall time (h) |", "|" + "---|" * 11]
     for _, r in df.sort_values(["setting", "backbone", "method", "seed"]).iterrows():
         conv = ("yes, early stop" if r["stopped_early"] else "yes, full budget") if r["converged"] \
             else "**no: cut**"
@@ -157,8 +161,10 @@ def runs_markdown(df: pd.DataFrame) -> str:
         valid = f"{r['valid/ndcg@10']:.4f}" if pd.notna(r.get("valid/ndcg@10")) else "-"
         epochs = " / ".join(_int(r[k]) for k in ("best_epoch", "epochs_run"))
         method = f"{r['method']} [{r['terms']}]" if r.get("ablation") else r["method"]
+        updates = r.get("updates_done")
+        updates = ", ".join(map(str, updates)) if isinstance(updates, list) and updates else "-"
         lines.append(f"| {r['setting']} | {method} | {r['backbone']} | {r['seed']} | "
-                     f"{epochs} ({_int(r['epoch_budget'])}) | {conv} | "
+                     f"{epochs} ({_int(r['epoch_budget'])}) | {updates} | {conv} | "
                      f"{valid} | {r['test/ndcg@10']:.4f} | {r['test/hr@10']:.4f} | {wall} |")
     return "\n".join(lines) + "\n"
 
