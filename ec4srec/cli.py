@@ -68,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (with --checkpoint: method.* keys only)")
     dg.add_argument("--data-dir")
-    dg.add_argument("--weights", choices=["last", "best"], default="last",
+    dg.add_argument("--weights", choices=["last", "best"],
                     help="with --checkpoint: the weights as saved (default: what an importance "
                          "update would explain now) or the best validation weights")
-    dg.add_argument("--rows", type=int, default=2000, help="training rows the explainer scores")
-    dg.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    dg.add_argument("--rows", type=int, help="with --checkpoint: training rows the explainer "
+                    "scores (default 2000)")
+    dg.add_argument("--seed", type=int, help="with --checkpoint: seed of the row sample (default 0)")
     dg.add_argument("--output", help="also write the report as JSON (atomically)")
     return parser
 
@@ -220,8 +221,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_text
     from .diagnostics import explainer_profile, format_report, guidance_room
 
+    explain_flags = {"--rows": args.rows, "--seed": args.seed, "--weights": args.weights}
+    if not args.checkpoint:
+        given = [flag for flag, value in explain_flags.items() if value is not None]
+        if given:
+            raise CLIError(f"{given[0]} is about a run's explainer: it needs --checkpoint RUN")
+    args.rows = 2000 if args.rows is None else args.rows
+    args.seed = 0 if args.seed is None else args.seed
+    args.weights = args.weights or "last"
     if args.rows < 1:
         raise CLIError(f"--rows must be >= 1, got {args.rows}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    output = Path(args.output) if args.output else None
+    if output is not None and (output.is_dir() or output.parent.is_file()):
+        raise CLIError(f"--output {output}: not a writable file path")
     if args.checkpoint:
         if args.config or args.dataset or args.method:
             raise CLIError("--checkpoint diagnoses the run's own config: drop --config/--dataset/"
@@ -232,6 +246,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                            f"explainer, explain_target, mu_e, ...) can be changed")
         trainer = _load_run(args.checkpoint, args.data_dir, best=args.weights == "best")
         config, data = trainer.config.with_overrides(args.overrides), trainer.data
+        if config.method.explainer == "attention" and config.model.backbone != "sasrec":
+            raise CLIError(f"method.explainer=attention needs a sasrec run ({args.checkpoint} is "
+                           f"{config.model.backbone}, which has no attention weights)")
     else:
         if not (args.config or args.dataset):
             raise CLIError("give --checkpoint RUN, or --dataset / --config for the data-only report")
@@ -240,7 +257,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         if not args.config:
             args.method = args.method or "ec4srec"     # the guided terms are what it is about
         config = resolve_config(args)
-        config.validate()
         data = load_dataset(config.data).split
     report = {"dataset": config.data.dataset, "method": config.method.name,
               "guidance_room": guidance_room(data, config.method)}
@@ -248,13 +264,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         state = trainer.state
         report["checkpoint"] = {"path": str(args.checkpoint), "weights": args.weights,
                                 "epoch": state.best_epoch if args.weights == "best" else state.epoch}
-    if args.checkpoint:
         report["explainer"] = explainer_profile(trainer.model, data, config.method, args.rows,
                                                 args.seed, config.method.explain_batch_size,
                                                 trainer.device)
     print(format_report(report))
-    if args.output:
-        atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
+    if output is not None:
+        try:
+            atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            raise CLIError(f"--output {output}: {exc.strerror or exc}") from None
     return 0
 
 

@@ -4,12 +4,14 @@ trained model's explainer actually scores.
 Two reports, both on the training rows (the only rows the guided terms see):
 
 - :func:`guidance_room` (data and method config only): how many rows get a guided view that
-  is the anchor itself (k = 0: ecrop+, emask+ and erord+ change nothing; k <= 1: erord+, which
-  permutes the k lowest items among themselves, changes nothing), how many are left out of
+  is the anchor itself (k = 0 or a length-1 row, where ecrop+ and emask+, which act on at most
+  |s| - 1 items, and erord+ change nothing; k <= 1: erord+, which permutes the k lowest items
+  among themselves, changes nothing), how many are left out of
   L_cl- (``method.neg_min_length``), and for ertrl+ (Sec. 4.3) how many rows have no
   same-target partner (L_sl+ contrasts the row with itself), how many have partners of which
   none shares an item with the row (util = 0 for all: ertrl+ samples uniformly, i.e. it is
-  DuoRec's rtrl) and how many have exactly one partner sharing an item (ertrl+ always picks it).
+  DuoRec's rtrl) and how many have exactly one partner sharing an item (ertrl+ picks it
+  whenever it is among the candidates).
   Overlap is counted over every partner; training samples at most
   ``method.retrieval_candidates`` of a larger group, so the shares of uniform fallback are
   lower bounds there.
@@ -17,8 +19,8 @@ Two reports, both on the training rows (the only rows the guided terms see):
   explained item y_u (``method.explain_target``: the model's predicted item or the row's
   target) and the Eq. 5 scores of ``method.explainer``: how often y_u is an item of the row's
   own history (and how often its last item), how often the highest-scored position is the
-  last one, and the mean score of the last position, each beside what uniform scores would
-  give (rows of length >= 2).
+  last one (beside the chance 1/|s| that a random position is the last), and the mean score of
+  the last position (beside 1/|s|, what uniform scores give it), over rows of length >= 2.
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ def guidance_room(data: SplitData, mc) -> dict:
     k = lowest_count(lengths, mc)                                                 # [R]
     out = {"rows": int(len(lengths)),
            "length_1": _share(lengths == 1),
-           "k_zero": _share(k == 0),
+           # ecrop+/emask+ act on at most |s| - 1 items: a length-1 row's views are the anchor
+           "k_zero": _share((k == 0) | (lengths == 1)),
            "reorder_identity": _share(k <= 1),
            "cl_neg_left_out": _share(lengths < mc.neg_min_length) if mc.neg_min_length > 1 else 0.0}
     index = SameTargetIndex(data.items, data.train)
@@ -109,19 +112,19 @@ def explainer_profile(model, data: SplitData, mc, rows: int = 2000, seed: int = 
             "explained_is_last_item": _share(cat(is_last)),
             "explained_is_target": _share(cat(is_target)),
             "top_is_last": _share(cat(top_last)),
-            "top_is_last_uniform": round(float(chance_t.mean()), 6) if len(chance_t) else 0.0,
+            "top_is_last_chance": round(float(chance_t.mean()), 6) if len(chance_t) else 0.0,
             "last_score": round(float(cat(last_score).double().mean()), 6) if len(chance_t) else 0.0,
             "last_score_uniform": round(float(chance_t.mean()), 6) if len(chance_t) else 0.0}
 
 
 LABELS = {
     "length_1": "training rows of length 1",
-    "k_zero": "k = 0: ecrop+/emask+/erord+ views equal the anchor",
+    "k_zero": "k = 0 or length 1: ecrop+/emask+/erord+ views equal the anchor",
     "reorder_identity": "k <= 1: erord+ view equals the anchor",
     "cl_neg_left_out": "left out of L_cl- (shorter than neg_min_length)",
     "no_partner": "no same-target partner (L_sl+ pairs the row with itself)",
     "uniform_fallback": "partners, none sharing an item: ertrl+ = uniform rtrl",
-    "one_sharing_partner": "exactly one partner shares an item: ertrl+ always picks it",
+    "one_sharing_partner": "exactly one partner shares an item: ertrl+ picks it if drawn",
     "explained_in_history": "explained item y_u is in the row's own history",
     "explained_is_last_item": "explained item y_u is the row's last item",
     "explained_is_target": "explained item y_u is the row's target",
@@ -139,11 +142,13 @@ def format_report(report: dict) -> str:
             continue
         lines.append(f"[{section}]")
         for key, value in values.items():
-            if key.endswith("_uniform"):
+            if key.endswith(("_uniform", "_chance")):
                 continue
             label = LABELS.get(key, key.replace("_", " "))
-            uniform = values.get(f"{key}_uniform")
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            lines.append(f"  {label:<62} {shown}" + (f"   (uniform scores: {uniform:.4f})"
-                                                      if uniform is not None else ""))
+            if f"{key}_chance" in values:
+                shown += f"   (a random position: {values[f'{key}_chance']:.4f})"
+            elif f"{key}_uniform" in values:
+                shown += f"   (uniform scores: {values[f'{key}_uniform']:.4f})"
+            lines.append(f"  {label:<62} {shown}")
     return "\n".join(lines)

@@ -37,7 +37,8 @@ def hand_data(tmp_path):
 
 @pytest.mark.parametrize("k_counts, k_zero, reorder_identity", [
     ("unimportant", 5 / 11, 11 / 11),  # k = floor(|s| / 2): 0, 1, 1 for lengths 1, 2, 3
-    ("important", 0.0, 10 / 11),       # k = |s| - floor(|s| / 2): 1, 1, 2
+    ("important", 5 / 11, 10 / 11),    # k = |s| - floor(|s| / 2): 1, 1, 2 (a length-1 row's
+                                       # ecrop+/emask+ act on at most |s| - 1 = 0 items)
 ])
 def test_guidance_room_hand_computed(hand_data, k_counts, k_zero, reorder_identity):
     mc = tiny_config(method__name="ec4srec", method__updates=1, method__k_counts=k_counts).method
@@ -140,11 +141,6 @@ def test_cli_diagnose_checkpoint_adds_the_explainer(tiny_file, tmp_path, capsys)
     # weights as saved (the last epoch's) unless --weights best
     assert report["explainer"]["rows"] == 30 and report["guidance_room"]["rows"] > 30
     assert report["checkpoint"]["weights"] == "last" and report["checkpoint"]["epoch"] == 2
-    assert main(["diagnose", "--checkpoint", str(run), "--rows", "30", "--output", str(out),
-                 "--weights", "best"]) == 0
-    best_epoch = json.loads((run / "metrics.json").read_text())["best_epoch"]
-    # --weights best explains the best validation epoch's weights
-    assert json.loads(out.read_text())["checkpoint"]["epoch"] == best_epoch
     assert report["explainer"]["explainer"] == "occlusion"
     # --set method.* changes how the run is explained, not the run
     assert main(["diagnose", "--checkpoint", str(run), "--rows", "30", "--output", str(out),
@@ -154,15 +150,53 @@ def test_cli_diagnose_checkpoint_adds_the_explainer(tiny_file, tmp_path, capsys)
     assert report["explainer"]["explained_is_target"] == 1.0
 
 
+def test_load_run_weights_last_or_best(tiny_file, tmp_path):
+    from ec4srec.checkpoint import load_torch
+    from ec4srec.cli import _load_run
+    from ec4srec.config import dump_config
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(dump_config(tiny_config(tiny_file, train__epochs=2)))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--output", str(run)]) == 0
+    # make the best weights differ from the last ones (a run whose best epoch is not its last)
+    ckpt = load_torch(run / "checkpoint.pt")
+    ckpt["best_weights"] = {k: v * 2 if v.is_floating_point() else v
+                            for k, v in ckpt["best_weights"].items()}
+    torch.save(ckpt, run / "checkpoint.pt")
+    last = _load_run(str(run), None, best=False).model.state_dict()
+    best = _load_run(str(run), None, best=True).model.state_dict()
+    # best=False keeps the weights as saved, best=True loads the best validation weights
+    assert all(torch.equal(last[k], ckpt["model"][k]) for k in last)
+    assert all(torch.equal(best[k], ckpt["best_weights"][k]) for k in best)
+
+
+def test_cli_diagnose_attention_needs_sasrec(tiny_file, tmp_path, capsys):
+    from ec4srec.config import dump_config
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(dump_config(tiny_config(tiny_file, model__backbone="gru4rec", train__epochs=1)))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--output", str(run)]) == 0
+    capsys.readouterr()
+    # a GRU4Rec run has no attention weights to explain with: one error line, exit 2
+    assert main(["diagnose", "--checkpoint", str(run), "--set", "method.explainer=attention"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a sasrec run" in err[0]
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["diagnose"], "give --checkpoint"),
+    (["diagnose", "--dataset", "synthetic", "--seed", "3"], "needs --checkpoint"),
+    (["diagnose", "--checkpoint", "x", "--seed", "-1"], "--seed must be >= 0"),
+    (["diagnose", "--dataset", "synthetic", "--output", "{tmp}"], "not a writable file path"),
     (["diagnose", "--checkpoint", "no/such/run"], "no checkpoint"),
     (["diagnose", "--checkpoint", "x", "--dataset", "beauty"], "drop --config"),
     (["diagnose", "--checkpoint", "x", "--set", "train.lr=0.1"], "only method.* keys"),
-    (["diagnose", "--dataset", "beauty", "--rows", "0"], "--rows"),
+    (["diagnose", "--dataset", "beauty", "--rows", "10"], "--rows is about a run's explainer"),
+    (["diagnose", "--checkpoint", "x", "--rows", "0"], "--rows must be >= 1"),
     (["diagnose", "--dataset", "synthetic", "--set", "method.mu_e=2"], "method.mu_e"),
 ])
 def test_cli_diagnose_errors(argv, needle, capsys, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     # bad input: exit 2 and one error line naming the problem
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
