@@ -72,7 +72,10 @@ def _child(spec: dict) -> dict:
             evals.append(time.perf_counter() - started)
         return {"epoch": epoch, "eval": statistics.median(evals)}
     if kind == "methods":
-        order = train_order(split.train.length, 256, np.random.default_rng(0))
+        # the batch order the config trains with (--set train.bucket_batches=1: random batches)
+        tc = Config().with_overrides(base).train
+        order = train_order(split.train.length, tc.batch_size, np.random.default_rng(0),
+                            tc.bucket_batches)
         sample = order[:spec["batches"]]
         out = {}
         for method in spec["methods"]:

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from ..config import Config
 from ..data.batches import Batch
 from ..data.split import SplitData
+from .encoding import encode_together
 
 
 def rec_loss(model, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,18 @@ class Method:
 
     # objective ---------------------------------------------------------------------------
     def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its detached parts (summed per epoch by the trainer)."""
-        h = self.model(batch.items, batch.lengths)                      # [B, d]
+        """Total loss and its detached parts (summed per epoch by the trainer).
+
+        With random batches (``train.bucket_batches=1``) a batch is padded to its longest row,
+        nearly always ``max_len``, so its rows are encoded in length-sorted chunks trimmed to
+        their own longest row, as every contrastive view is (:func:`encode_together`; rows are
+        independent, so only the dropout draws differ from one padded pass). Bucketed batches
+        are already about as long as their rows and keep the single pass.
+        """
+        if self.config.train.bucket_batches == 1:
+            h = encode_together(self.model, [(batch.items, batch.lengths)])[0]    # [B, d]
+        else:
+            h = self.model(batch.items, batch.lengths)                    # [B, d]
         loss = rec_loss(self.model, h, batch.targets)
         return loss, {"rec": loss.detach()}
 

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import Config
 from ..data.batches import Batch
 from ..data.split import SplitData
 from . import augment
 from .base import Method, rec_loss
+from .encoding import encode_together, length_chunks  # noqa: F401  (length_chunks: re-exported)
 from .losses import negative_view_loss, negative_view_supcon, pair_nce
 from .retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
 from .schedule import update_epochs
@@ -40,47 +40,6 @@ def build_contrastive(config: Config, data: SplitData, model) -> Method:
     if config.method.name not in ("cl4srec", "duorec", *GUIDED):
         raise ValueError(f"unknown method {config.method.name!r}")
     return Contrastive(config, data, model)
-
-
-def length_chunks(sorted_lengths: np.ndarray, token_budget: int, max_rows: int) -> list[int]:
-    """Chunk sizes for ascending lengths: each chunk is as large as possible with
-    rows * (its longest length) <= token_budget (at least one row), at most max_rows rows."""
-    sizes, start, n = [], 0, len(sorted_lengths)
-    while start < n:
-        stop = min(start + max_rows, n)
-        while stop - start > 1 and (stop - start) * sorted_lengths[stop - 1] > token_budget:
-            stop = start + max(1, token_budget // int(sorted_lengths[stop - 1]))
-        sizes.append(stop - start)
-        start = stop
-    return sizes
-
-
-def encode_together(model, views: list[tuple[torch.Tensor, torch.Tensor]],
-                    token_budget: int = 4096, max_rows: int = 512) -> list[torch.Tensor]:
-    """Encode several right-padded [B_i, L_i] batches; returns their [B_i, d] representations.
-
-    All rows are pooled, sorted by length and encoded in chunks trimmed to their own longest
-    row, each holding about ``token_budget`` positions: views differ a lot in length (a
-    retrieved sequence can be 50 items long while bucketed anchors hold 5), and padding every
-    view to the longest would multiply the work. Rows are independent, so the result equals
-    encoding each view separately.
-    """
-    width = max(items.shape[1] for items, _ in views)
-    items = torch.cat([F.pad(v, (0, width - v.shape[1])) for v, _ in views])     # [sum B_i, W]
-    lengths = torch.cat([l for _, l in views])
-    if items.device.type != "cpu":
-        # On an accelerator one padded pass beats trimmed chunks, whose sizes would need the
-        # lengths on the host (a device synchronisation every step).
-        return list(model(items, lengths).split([v.shape[0] for v, _ in views]))
-    order = torch.argsort(lengths, stable=True)
-    sizes = length_chunks(lengths[order].cpu().numpy(), token_budget, max_rows)
-    h_sorted = []
-    for idx in order.split(sizes):
-        chunk_len = lengths[idx]
-        h_sorted.append(model(items[idx, :int(chunk_len.max())], chunk_len))
-    h = torch.empty(len(lengths), h_sorted[0].shape[1], dtype=h_sorted[0].dtype, device=items.device)
-    h = h.index_put((order,), torch.cat(h_sorted))
-    return list(h.split([v.shape[0] for v, _ in views]))
 
 
 class Contrastive(Method):
