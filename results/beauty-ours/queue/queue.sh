@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One worker of the training queue: takes the first job of runs/jobs.txt that is neither done
-# (runs/<name>/metrics.json, or its results committed under results/beauty-ours/<name>/) nor
+# (runs/<name>/metrics.json, or its results committed under results/<folder>/<name>/) nor
 # claimed by a live worker, runs it (--resume when it has a checkpoint), repeats.
 # Start one worker per core:  nohup bash runs/queue.sh A > runs/queue-A.log 2>&1 &
 # NICE=19 (default 10) starts a background worker: its runs take only the CPU the others leave.
@@ -17,7 +17,7 @@ while true; do
   while read -r name args; do
     [ -z "$name" ] && continue; [[ $name == \#* ]] && continue
     [ -f "runs/$name/metrics.json" ] && continue
-    [ -f "results/beauty-ours/$name/metrics.json" ] && continue
+    compgen -G "results/*/$name/metrics.json" > /dev/null && continue   # committed results
     donor=$(sed -n 's/.*--warm-start \([^ ]*\).*/\1/p' <<< "$args")
     if [ -n "$donor" ] && [ ! -d "$donor" ] && [ -f "results/beauty-ours/$(basename "$donor")/metrics.json" ]; then
       args=$(sed "s| --warm-start $donor||" <<< "$args"); donor=""
