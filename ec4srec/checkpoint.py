@@ -66,10 +66,11 @@ def load_torch(path: str | Path) -> Any:
     import zipfile
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError, OSError) as exc:
+        # OSError: torch's zip reader on a file cut off mid-archive (EINVAL)
         size = Path(path).stat().st_size if Path(path).exists() else 0
         first = " ".join(str(exc).split())[:120]
         raise CheckpointError(f"{path}: not a readable checkpoint ({size} bytes; truncated or "

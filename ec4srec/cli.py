@@ -110,7 +110,18 @@ def resolve_resumed_config(args: argparse.Namespace, output: Path) -> Config:
                 raise CLIError(f"--resume: {key}={value!r} contradicts the run in {output} "
                                f"({key}={getattr(getattr(saved, section), name)!r})")
         saved.data.data_dir = wanted.data.data_dir
-    return saved.with_overrides(args.overrides)
+    resumed = saved.with_overrides(args.overrides)
+    # --set may extend the budget or change the runtime, not what the checkpoint is a run of:
+    # its dataset, its method, or the shape of its model.
+    fixed = [("data.dataset", saved.data.dataset, resumed.data.dataset),
+             ("data.max_len", saved.data.max_len, resumed.data.max_len),
+             ("method.name", saved.method.name, resumed.method.name)]
+    fixed += [(f"model.{k}", v, getattr(resumed.model, k)) for k, v in vars(saved.model).items()]
+    for key, before, after in fixed:
+        if before != after:
+            raise CLIError(f"--resume: --set {key}={after!r} contradicts the run in {output} "
+                           f"({key}={before!r})")
+    return resumed
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -183,7 +194,10 @@ def _load_run(path: str, data_dir: str | None, best: bool = True):
     ckpt = load_torch(ckpt_path)
     if not isinstance(ckpt, dict) or not {"config", "model"} <= set(ckpt):
         raise CLIError(f"{ckpt_path}: not an ec4srec trainer checkpoint (no config/model state)")
-    config = Config.from_dict(ckpt["config"])
+    try:
+        config = Config.from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise ConfigError(f"{ckpt_path}: its config: {exc}") from None
     if data_dir:
         config.data.data_dir = data_dir
     trainer = Trainer(config, load_dataset(config.data), log=lambda m: None)
@@ -287,6 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except (ConfigError, DataError, CLIError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FloatingPointError as exc:   # trainer.NonFiniteLossError: the loss diverged
+        print(f"error: {exc}; the checkpoint holds the last finite epoch (lower train.lr?)",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:          # an output path that is a file, a read-only place, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)

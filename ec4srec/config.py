@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -30,6 +31,8 @@ METHODS = ("sasrec", "cl4srec", "duorec", "ec4srec_ssl", "ec4srec_sl", "ec4srec"
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
 AUGMENTATIONS = ("crop", "mask", "reorder")
 PRECISIONS = ("auto", "fp32", "bf16")    # train.precision; resolved per device in precision.py
+MAX_INT = 2**31 - 1                      # bound of every count and size key
+MAX_SEED = 2**32 - 1                     # numpy and torch seeds
 SYNTHETIC_SPLITS = ("prefixes", "paper")  # data.synthetic_split (data/synthetic.py)
 
 
@@ -44,7 +47,8 @@ class DataConfig:
                                      # paper: Sec. 3.3, one training row per user (dataset=synthetic)
 
     def validate(self) -> None:
-        _check(self.max_len >= 1, "data.max_len", "must be >= 1")
+        _check(1 <= self.max_len <= MAX_INT, "data.max_len", f"must be in [1, {MAX_INT}]")
+        _check(0 <= self.synthetic_seed <= MAX_SEED, "data.synthetic_seed", f"must be in [0, {MAX_SEED}]")
         _check(self.short_users in ("skip", "error"), "data.short_users", "must be 'skip' or 'error'")
         _check(self.synthetic_split in SYNTHETIC_SPLITS, "data.synthetic_split",
                f"must be one of {SYNTHETIC_SPLITS}")
@@ -76,9 +80,16 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check(self.backbone in BACKBONES, "model.backbone", f"must be one of {BACKBONES}")
-        _check(self.hidden_size >= 1, "model.hidden_size", "must be >= 1")
+        for key in ("hidden_size", "num_layers", "num_heads", "inner_size", "gru_hidden_size"):
+            _check(1 <= getattr(self, key) <= MAX_INT, f"model.{key}", f"must be in [1, {MAX_INT}]")
         _check(self.hidden_size % self.num_heads == 0, "model.num_heads",
                "must divide model.hidden_size")
+        _check(math.isfinite(self.init_std) and self.init_std > 0, "model.init_std",
+               "must be a finite number > 0")
+        for key in ("caser_nv", "caser_nh"):
+            _check(0 <= getattr(self, key) <= MAX_INT, f"model.{key}", f"must be in [0, {MAX_INT}]")
+        _check(self.caser_nv + self.caser_nh >= 1, "model.caser_nv",
+               "model.caser_nv and model.caser_nh cannot both be 0 (Caser would have no filters)")
         for key in ("dropout", "attn_dropout", "gru_dropout", "caser_dropout"):
             _check(0.0 <= getattr(self, key) < 1.0, f"model.{key}", "must be in [0, 1)")
         _check(self.caser_window >= 1, "model.caser_window", "must be >= 1")
@@ -197,11 +208,17 @@ class TrainConfig:
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "bucket_batches"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
-        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(math.isfinite(self.lr) and self.lr > 0, "train.lr", "must be a finite number > 0")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay",
+               "must be a finite number >= 0")
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]")
+        for key in ("epochs", "batch_size", "eval_batch_size", "patience", "min_epochs", "threads",
+                    "checkpoint_every", "bucket_batches"):
+            _check(getattr(self, key) <= MAX_INT, f"train.{key}", f"must be <= {MAX_INT}")
         _check(self.patience >= 1, "train.patience", "must be >= 1")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
         _check(self.progress in ("auto", "on", "off"), "train.progress", "must be auto, on or off")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+        _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                "train.device", "must be auto, cpu, cuda or cuda:N")
         _check(self.precision in PRECISIONS, "train.precision", "must be auto, fp32 or bf16")
 
@@ -222,6 +239,9 @@ class Config:
                 update_epochs(self.train.epochs, self.method.updates, self.method.update_epochs)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.model.backbone == "caser" and self.model.caser_window > self.data.max_len:
+            raise ConfigError(f"model.caser_window={self.model.caser_window} exceeds data.max_len="
+                              f"{self.data.max_len} (the window is taken from the history)")
         if self.method.explainer == "attention" and self.model.backbone != "sasrec" \
                 and self.method.name.startswith("ec4srec"):
             raise ConfigError(f"method.explainer=attention needs model.backbone=sasrec "
@@ -271,6 +291,10 @@ def load_config(path: str | Path) -> Config:
         raw = yaml.safe_load(source.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{label}: config file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: not a text (UTF-8) file") from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
     if raw is not None and not isinstance(raw, dict):

@@ -29,7 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_json, atomic_write_text, capture_rng, load_torch, restore_rng, save_torch
+from .checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, capture_rng, load_torch,
+                         restore_rng, save_torch)
 from .config import Config, ConfigError, dump_config
 from .data import Dataset
 from .data.batches import make_batch, train_order
@@ -65,6 +66,12 @@ class LoopState:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"train.device={name}: this torch sees {count} CUDA device(s)"
+                              + ("" if torch.backends.cuda.is_built() else " (a CPU-only build)"))
     return torch.device(name)
 
 
@@ -254,10 +261,22 @@ class Trainer:
         ``method_state=False`` the method keeps its own state (the search's shared warm-up
         phase: importance scores are not part of a warm-up)."""
         ckpt = load_torch(path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng(ckpt["rng"], self.rng)
-        self.state = LoopState(**ckpt["loop"])
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{path}: not an ec4srec trainer checkpoint")
+        missing = [k for k in ("model", "optimizer", "rng", "loop", "best_weights")
+                   + (("method",) if method_state else ()) if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path}: not an ec4srec trainer checkpoint (no {', '.join(missing)})")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            restore_rng(ckpt["rng"], self.rng)
+            self.state = LoopState(**ckpt["loop"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            # load_state_dict lists every mismatching tensor; its first one names the problem
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = " ".join(lines[1:2] or lines[:1])[:200]
+            raise CheckpointError(f"{path}: does not fit this run's model/config: {detail}") from None
         self.best_weights = ckpt["best_weights"]
         self.warm_start = ckpt.get("warm_start")
         if method_state:

@@ -26,6 +26,15 @@ def config_file(tiny_file, tmp_path) -> Path:
     return path
 
 
+def interrupt_after_first_epoch(config, out: Path) -> Path:
+    """Train ``config`` into ``out`` and stop it after epoch 1 (as a Ctrl-C would)."""
+    def stop(trainer, epoch, metrics):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, load_dataset(config.data), out, callbacks=[stop], log=lambda m: None).fit()
+    return out
+
+
 def one_error_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     # Errors are exactly one "error: ..." line, never a traceback.
@@ -114,11 +123,7 @@ def test_resume_without_checkpoint_is_error(config_file, tmp_path, capsys):
 def test_resume_continues_interrupted_run(config_file, tmp_path, capsys):
     config = load_config(config_file)
 
-    def stop(trainer, epoch, metrics):
-        raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, load_dataset(config.data), tmp_path / "run", callbacks=[stop],
-                log=lambda m: None).fit()
+    interrupt_after_first_epoch(config, tmp_path / "run")
     code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "run"), "--resume"])
     out = capsys.readouterr().out
     # --resume picks up after the saved epoch and finishes the run.
@@ -130,11 +135,7 @@ def test_resume_continues_interrupted_run(config_file, tmp_path, capsys):
 def test_resume_compares_only_the_flags_given(config_file, tmp_path, capsys, flags, ok):
     config = load_config(config_file).with_overrides(["method.name=cl4srec"])
 
-    def stop(trainer, epoch, metrics):
-        raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, load_dataset(config.data), tmp_path / "run", callbacks=[stop],
-                log=lambda m: None).fit()
+    interrupt_after_first_epoch(config, tmp_path / "run")
     code = main(["train", "--output", str(tmp_path / "run"), "--resume", *flags])
     captured = capsys.readouterr()
     if ok:

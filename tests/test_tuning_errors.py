@@ -93,13 +93,12 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, command)
     from ec4srec.cli import main
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("data:\n  dataset: synthetic\n")
+    (run / "config.yaml").write_text("data:\n  dataset: synthetic\nmodel:\n  hidden_size: 8\n  num_heads: 1\n")
     save_torch(run / "checkpoint.pt", {"model": {"w": torch.zeros(100)}})
     corrupt(run / "checkpoint.pt", "truncated")
     before = files(run)
     argv = (["evaluate", "--checkpoint", str(run)] if command == "evaluate"
-            else ["train", "--output", str(run), "--resume", "--set", "train.epochs=1",
-                  "--set", "model.hidden_size=8", "--set", "model.num_heads=1"])
+            else ["train", "--output", str(run), "--resume", "--set", "train.epochs=1"])
     # exit status 2 and one error line naming the checkpoint
     assert main(argv) == 2
     err = capsys.readouterr().err

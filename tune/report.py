@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     except TableError as exc:        # a malformed table: one line, exit 2, nothing half-written
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:           # an --output/--export that is a file or not writable
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -75,6 +78,9 @@ def report_runs(args) -> int:
         out = render_runs(groups, args.output, paper=not args.no_paper, ours=tuple(args.ours))
     except TableError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:           # an --output that is a file or not writable
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"## table3.md\n\n{(out / 'table3.md').read_text()}\n## runs.md\n\n{(out / 'runs.md').read_text()}")
     print(f"tables and curves in {out}")

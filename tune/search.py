@@ -9,6 +9,7 @@ Joins the running Ray cluster (RAY_ADDRESS or one found on this machine), else s
 one. Exits 0 when done, 130 when interrupted (the resume command is printed), 2 on bad input.
 """
 import argparse
+import math
 import sys
 
 from ec4srec.config import BACKBONES, METHODS
@@ -58,6 +59,22 @@ def parse(argv=None) -> tuple[StudyOptions, bool]:
     p.add_argument("--status-every", type=float, help="seconds between progress summaries "
                    "(default 30 on a terminal, 120 in a log)")
     args = vars(p.parse_args(argv))
+    # Numeric flags checked before anything is written (a reduction factor <= 1 would make
+    # ASHA's rung list endless; a bad count would fail deep inside Ray).
+    limits = {"num_samples": (1, "an integer >= 1"), "max_epochs": (1, "an integer >= 1"),
+              "seeds": (0, "an integer >= 0"), "max_failures": (0, "an integer >= 0"),
+              "max_concurrent": (0, "an integer >= 0"), "checkpoint_every": (1, "an integer >= 1"),
+              "concurrent_runs": (1, "an integer >= 1"), "grace_period": (1, "an integer >= 1")}
+    for key, (low, text) in limits.items():
+        if args[key] is not None and args[key] < low:
+            p.error(f"--{key.replace('_', '-')} {args[key]}: must be {text}")
+    for key in ("cpus_per_trial", "gpus_per_trial", "status_every"):
+        value = args[key]
+        if value is not None and not (math.isfinite(value) and (value > 0 or (key == "gpus_per_trial" and value == 0))):
+            p.error(f"--{key.replace('_', '-')} {value}: must be a finite number > 0"
+                    + (" (or 0)" if key == "gpus_per_trial" else ""))
+    if not (math.isfinite(args["reduction_factor"]) and args["reduction_factor"] > 1):
+        p.error(f"--reduction-factor {args['reduction_factor']}: must be a finite number > 1")
     if args["time_budget"] is not None:
         from ec4srec.config import ConfigError
         from ec4srec.tuning.budget import parse_duration

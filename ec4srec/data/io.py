@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 MIN_USER_LEN = 3   # one validation target, one test target, one history item
+MAX_ID = 2**31 - 1   # user and item ids
+SPARSE_FACTOR, SPARSE_SLACK = 4, 1000   # largest item id allowed: 4 x distinct items + 1000
 
 
 class DataError(ValueError):
@@ -75,12 +77,13 @@ def read_sequences(path: str | Path, short_users: str = "skip") -> RawSequences:
         tokens = line.split()
         if not tokens:
             continue
-        try:
-            ids = [int(t) for t in tokens]
-        except ValueError:
-            bad = next(t for t in tokens if not _is_int(t))
+        bad = next((t for t in tokens if not _is_id(t.removeprefix("-"))), None)   # '-4': not positive, below
+        if bad is not None:
             raise DataError(f"{path}:{lineno}: {bad!r} is not an integer id "
-                            "(expected 'user_id item item ...')") from None
+                            "(expected 'user_id item item ...', ids of ASCII digits)")
+        ids = [int(t) for t in tokens]
+        if max(ids) > MAX_ID:
+            raise DataError(f"{path}:{lineno}: id {max(ids)} is larger than {MAX_ID}")
         if min(ids) <= 0:
             bad = next(i for i in ids if i <= 0)
             raise DataError(f"{path}:{lineno}: id {bad} is not positive (0 is reserved for padding)")
@@ -102,14 +105,16 @@ def read_sequences(path: str | Path, short_users: str = "skip") -> RawSequences:
     if not chunks:
         raise DataError(f"{path}: no usable user sequences (each needs >= {MIN_USER_LEN} items)")
     raw = RawSequences.from_lists(chunks, user_ids)
+    distinct = len(np.unique(raw.items))
+    if raw.num_items > SPARSE_FACTOR * distinct + SPARSE_SLACK:
+        raise DataError(f"{path}: item ids must be about dense (the embedding table has a row for "
+                        f"every id up to the largest): the largest is {raw.num_items} for "
+                        f"{distinct} distinct items; renumber them 1..{distinct}")
     raw.skipped_short = skipped
     raw.sha256 = digest
     return raw
 
 
-def _is_int(token: str) -> bool:
-    try:
-        int(token)
-        return True
-    except ValueError:
-        return False
+def _is_id(token: str) -> bool:
+    """Plain ASCII digits only: ``int`` would also take '1_0', '+5' and non-ASCII digits."""
+    return token.isascii() and token.isdigit()

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..checkpoint import atomic_write_text
 from .results import METRICS, TableError
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.json")
@@ -59,17 +60,35 @@ def read_run(path: str | Path, setting: str) -> dict:
     """One finished run folder as a flat row; raises TableError naming the file."""
     path = Path(path)
     metrics_file, config_file = path / "metrics.json", path / "config.yaml"
+    if not path.is_dir():
+        raise TableError(f"{path}: no such run folder")
     if not metrics_file.exists():
         raise TableError(f"{path}: no metrics.json (the run has not finished; resume it with "
                          f"`ec4srec train --output {path} --resume`)")
-    try:
-        record = json.loads(metrics_file.read_text())
-        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise TableError(f"{path}: unreadable metrics.json/config.yaml: {exc}") from None
+    for file, read in ((metrics_file, json.loads), (config_file, yaml.safe_load)):
+        if file == config_file and not file.exists():
+            config = {}
+            continue
+        try:
+            value = read(file.read_text())
+        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            first = " ".join(str(exc).split())[:160]
+            raise TableError(f"{file}: unreadable: {first}") from None
+        if file == metrics_file:
+            record = value
+        else:
+            config = value
+    if not isinstance(record, dict):
+        raise TableError(f"{metrics_file}: expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in ("method", "dataset", "backbone") if not isinstance(record.get(k), str)]
+    if missing:
+        raise TableError(f"{metrics_file}: no {', '.join(missing)}")
     test = record.get("test")
     if not isinstance(test, dict) or any(m not in test for m in METRICS):
         raise TableError(f"{metrics_file}: no test metrics (the run was fit without a test read)")
+    bad = [m for m in METRICS if isinstance(test[m], bool) or not isinstance(test[m], (int, float))]
+    if bad:
+        raise TableError(f"{metrics_file}: test {bad[0]} is {test[bad[0]]!r}, not a number")
     try:
         seed = int(config["train"]["seed"])
     except (KeyError, TypeError, ValueError):
@@ -113,13 +132,29 @@ def runs_table(groups: dict[str, list[str | Path]]) -> pd.DataFrame:
 def read_history(path: str | Path) -> pd.DataFrame | None:
     """Per-epoch rows (``epoch``, ``valid/ndcg@10``, ...) of a run folder, or None."""
     path = Path(path)
-    if (path / "history.csv").exists():
-        return pd.read_csv(path / "history.csv")
-    if (path / "checkpoint.pt").exists():
-        from ..checkpoint import load_torch
-        history = load_torch(path / "checkpoint.pt").get("loop", {}).get("history")
-        return pd.DataFrame(history) if history else None
-    return None
+    file = path / "history.csv"
+    if file.exists():
+        try:
+            hist = pd.read_csv(file)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+            raise TableError(f"{file}: unreadable: {' '.join(str(exc).split())[:160]}") from None
+    elif (path / "checkpoint.pt").exists():
+        from ..checkpoint import CheckpointError, load_torch
+        try:
+            ckpt = load_torch(path / "checkpoint.pt")
+        except CheckpointError as exc:
+            raise TableError(str(exc)) from None
+        loop = ckpt.get("loop") if isinstance(ckpt, dict) else None
+        history = loop.get("history") if isinstance(loop, dict) else None
+        hist = pd.DataFrame(history) if history else None
+        file = path / "checkpoint.pt"
+    else:
+        return None
+    if hist is not None and "valid/ndcg@10" in hist:
+        for col in ("epoch", "valid/ndcg@10"):
+            if col not in hist or not pd.api.types.is_numeric_dtype(hist[col]):
+                raise TableError(f"{file}: column {col!r} missing or not numeric")
+    return hist
 
 
 def paper_rows(dataset: str, backbone: str = "sasrec") -> pd.DataFrame:
@@ -177,6 +212,7 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     from .report import OURS, build_table, comparisons, write_comparisons, write_table
     from .run_figures import ablation_figure, curves_figure, curves_panels_figure, run_histories
     df = runs_table(groups)
+    histories = run_histories(df)               # read (and checked) before anything is written
     out = Path(out)
     table = df[~df["ablation"]]
     if table.empty:
@@ -199,11 +235,10 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     if df["ablation"].any():
         ablation = ablation_table(df)
         ablation.to_csv(out / "ablation.csv", index=False)
-        (out / "ablation.md").write_text(ablation_markdown(ablation))
+        atomic_write_text(out / "ablation.md", ablation_markdown(ablation))
         ablation_figure(ablation, out / "ablation.png")
-    (out / "runs.md").write_text(runs_markdown(df))
+    atomic_write_text(out / "runs.md", runs_markdown(df))
     df.drop(columns=["path"]).to_csv(out / "runs.csv", index=False)
-    histories = run_histories(df)
     curves_figure(df, histories, out / "curves.png")
     curves_panels_figure(df, histories, out / "curves_by_method.png")
     return out

@@ -479,6 +479,8 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
             opts = StudyOptions(**saved)
             if new_space is not None:
                 narrow_space(opts, new_space, version)
+            elif (opts.exp_dir / SPACE_FILE).exists():      # the study's own space, checked now
+                load_ranges(opts.exp_dir / SPACE_FILE)
         except (ConfigError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -492,6 +494,11 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
         return 2
     try:
         summary = run(opts)
+    except OSError as exc:           # e.g. a --storage-path below a file, a read-only place
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except (Interrupted, KeyboardInterrupt) as exc:
         print(f"\n[search] interrupted ({exc or 'SIGINT'}); completed trials are kept.\n"
               f"resume with:\n  {opts.resume_command()}", file=sys.stderr, flush=True)
