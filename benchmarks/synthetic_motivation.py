@@ -41,7 +41,7 @@ from ec4srec.evaluate import evaluate
 from ec4srec.explain import compute_importance, topk_hits
 from ec4srec.methods import augment
 from ec4srec.methods.base import Method, rec_loss
-from ec4srec.methods.contrastive import encode_together
+from ec4srec.methods.encoding import encode_together
 from ec4srec.methods.losses import pair_nce
 from ec4srec.trainer import Trainer, hardware
 

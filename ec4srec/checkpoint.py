@@ -54,6 +54,13 @@ def save_torch(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def os_error_line(exc: OSError) -> str:
+    """``error: PATH: reason`` for an OSError (an output path that is a file, a read-only place,
+    a full disk): the one line the command-line tools print before exiting."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"error: {where}{exc.strerror or exc}"
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is truncated, corrupt or not a checkpoint; the message names the file."""
 

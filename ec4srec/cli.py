@@ -291,7 +291,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, os_error_line
     from .data import DataError
 
     args = build_parser().parse_args(argv)
@@ -306,9 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}; the checkpoint holds the last finite epoch (lower train.lr?)",
               file=sys.stderr)
         return 1
-    except OSError as exc:          # an output path that is a file, a read-only place, a full disk
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:
+        print(os_error_line(exc), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)

@@ -206,17 +206,15 @@ class TrainConfig:
     checkpoint_every: int = 1        # epochs between checkpoints (plus every update epoch)
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "bucket_batches"):
-            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
+        lows = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "checkpoint_every": 1,
+                "bucket_batches": 1, "patience": 1, "threads": 0, "min_epochs": -MAX_INT}
+        for key, low in lows.items():
+            _check(low <= getattr(self, key) <= MAX_INT, f"train.{key}",
+                   f"must be >= {low}" if getattr(self, key) < low else f"must be <= {MAX_INT}")
         _check(math.isfinite(self.lr) and self.lr > 0, "train.lr", "must be a finite number > 0")
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay",
                "must be a finite number >= 0")
         _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]")
-        for key in ("epochs", "batch_size", "eval_batch_size", "patience", "min_epochs", "threads",
-                    "checkpoint_every", "bucket_batches"):
-            _check(getattr(self, key) <= MAX_INT, f"train.{key}", f"must be <= {MAX_INT}")
-        _check(self.patience >= 1, "train.patience", "must be >= 1")
-        _check(self.threads >= 0, "train.threads", "must be >= 0")
         _check(self.progress in ("auto", "on", "off"), "train.progress", "must be auto, on or off")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                "train.device", "must be auto, cpu, cuda or cuda:N")

@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ec4srec.checkpoint import os_error_line
 from ec4srec.tuning.report import OURS, render
 
 
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:           # an --output/--export that is a file or not writable
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(os_error_line(exc), file=sys.stderr)
         return 2
     return 0
 
@@ -80,7 +81,7 @@ def report_runs(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:           # an --output that is a file or not writable
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(os_error_line(exc), file=sys.stderr)
         return 2
     print(f"## table3.md\n\n{(out / 'table3.md').read_text()}\n## runs.md\n\n{(out / 'runs.md').read_text()}")
     print(f"tables and curves in {out}")

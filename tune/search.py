@@ -61,20 +61,19 @@ def parse(argv=None) -> tuple[StudyOptions, bool]:
     args = vars(p.parse_args(argv))
     # Numeric flags checked before anything is written (a reduction factor <= 1 would make
     # ASHA's rung list endless; a bad count would fail deep inside Ray).
-    limits = {"num_samples": (1, "an integer >= 1"), "max_epochs": (1, "an integer >= 1"),
-              "seeds": (0, "an integer >= 0"), "max_failures": (0, "an integer >= 0"),
-              "max_concurrent": (0, "an integer >= 0"), "checkpoint_every": (1, "an integer >= 1"),
-              "concurrent_runs": (1, "an integer >= 1"), "grace_period": (1, "an integer >= 1")}
-    for key, (low, text) in limits.items():
-        if args[key] is not None and args[key] < low:
-            p.error(f"--{key.replace('_', '-')} {args[key]}: must be {text}")
-    for key in ("cpus_per_trial", "gpus_per_trial", "status_every"):
-        value = args[key]
-        if value is not None and not (math.isfinite(value) and (value > 0 or (key == "gpus_per_trial" and value == 0))):
-            p.error(f"--{key.replace('_', '-')} {value}: must be a finite number > 0"
-                    + (" (or 0)" if key == "gpus_per_trial" else ""))
-    if not (math.isfinite(args["reduction_factor"]) and args["reduction_factor"] > 1):
-        p.error(f"--reduction-factor {args['reduction_factor']}: must be a finite number > 1")
+    at_least = {"num_samples": 1, "max_epochs": 1, "seeds": 0, "max_failures": 0, "max_concurrent": 0,
+                "checkpoint_every": 1, "concurrent_runs": 1, "grace_period": 1}     # integers
+    above = {"cpus_per_trial": 0, "status_every": 0, "reduction_factor": 1}         # finite floats
+    for key, value in args.items():
+        flag = f"--{key.replace('_', '-')} {value}"
+        if value is None:
+            continue
+        if key in at_least and value < at_least[key]:
+            p.error(f"{flag}: must be an integer >= {at_least[key]}")
+        if key in above and not (math.isfinite(value) and value > above[key]):
+            p.error(f"{flag}: must be a finite number > {above[key]}")
+        if key == "gpus_per_trial" and not (math.isfinite(value) and value >= 0):
+            p.error(f"{flag}: must be a finite number >= 0")
     if args["time_budget"] is not None:
         from ec4srec.config import ConfigError
         from ec4srec.tuning.budget import parse_duration

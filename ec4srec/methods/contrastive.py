@@ -28,7 +28,7 @@ from ..data.batches import Batch
 from ..data.split import SplitData
 from . import augment
 from .base import Method, rec_loss
-from .encoding import encode_together, length_chunks  # noqa: F401  (length_chunks: re-exported)
+from .encoding import encode_together
 from .losses import negative_view_loss, negative_view_supcon, pair_nce
 from .retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
 from .schedule import update_epochs

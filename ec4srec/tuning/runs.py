@@ -56,6 +56,14 @@ def combination_label(terms: tuple[str, ...]) -> str:
     return "L_rec + " + " + ".join(TERM_LABELS[t] for t in terms)
 
 
+def _parse(file: Path, parse):
+    """``parse(file's text)``; an unreadable or malformed file is one TableError naming it."""
+    try:
+        return parse(file.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise TableError(f"{file}: unreadable: {' '.join(str(exc).split())[:160]}") from None
+
+
 def read_run(path: str | Path, setting: str) -> dict:
     """One finished run folder as a flat row; raises TableError naming the file."""
     path = Path(path)
@@ -65,19 +73,8 @@ def read_run(path: str | Path, setting: str) -> dict:
     if not metrics_file.exists():
         raise TableError(f"{path}: no metrics.json (the run has not finished; resume it with "
                          f"`ec4srec train --output {path} --resume`)")
-    for file, read in ((metrics_file, json.loads), (config_file, yaml.safe_load)):
-        if file == config_file and not file.exists():
-            config = {}
-            continue
-        try:
-            value = read(file.read_text())
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-            first = " ".join(str(exc).split())[:160]
-            raise TableError(f"{file}: unreadable: {first}") from None
-        if file == metrics_file:
-            record = value
-        else:
-            config = value
+    record = _parse(metrics_file, json.loads)
+    config = _parse(config_file, yaml.safe_load) if config_file.exists() else {}
     if not isinstance(record, dict):
         raise TableError(f"{metrics_file}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in ("method", "dataset", "backbone") if not isinstance(record.get(k), str)]

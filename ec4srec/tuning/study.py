@@ -37,7 +37,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from ..checkpoint import atomic_write_json, atomic_write_text
+from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, ConfigError, dump_config
 from . import results, watch
 from .budget import METHOD_EPOCH_COST, Budget, hms
@@ -497,7 +497,7 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
     except OSError as exc:           # e.g. a --storage-path below a file, a read-only place
         if exc.filename is None:
             raise
-        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        print(os_error_line(exc), file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt) as exc:
         print(f"\n[search] interrupted ({exc or 'SIGINT'}); completed trials are kept.\n"
