@@ -27,7 +27,7 @@ from ..config import Config
 from ..data.batches import Batch
 from ..data.split import SplitData
 from . import augment
-from .base import Method, rec_loss
+from .base import Method
 from .encoding import encode_together
 from .losses import negative_view_loss, negative_view_supcon, pair_nce
 from .retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
@@ -123,8 +123,13 @@ class Contrastive(Method):
                                                 mc.retrieval_candidates, util_table=self.util_table())
             views.append(self.index.histories(partner))
 
-        h, *rest = encode_together(self.model, views)
-        l_rec = rec_loss(self.model, h, batch.targets)
+        if self.objective.all_positions:
+            # the anchor is encoded with every position's state (all_positions L_rec)
+            l_rec, h = self.rec_forward(batch)
+            rest = encode_together(self.model, views[1:]) if len(views) > 1 else []
+        else:
+            h, *rest = encode_together(self.model, views)
+            l_rec = self.objective.loss(self.model, h, batch.targets)
         total, parts = l_rec, {"rec": l_rec.detach()}
         tau, sim = mc.tau, mc.similarity
         if use_cl:
