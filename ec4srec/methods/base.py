@@ -50,7 +50,15 @@ class Method:
 
     # objective ---------------------------------------------------------------------------
     def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its detached parts (summed per epoch by the trainer).
+        """Total loss and its detached parts (summed per epoch by the trainer)."""
+        loss, _ = self.rec_forward(batch)
+        return loss, {"rec": loss.detach()}
+
+    def rec_forward(self, batch: Batch, h: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_rec (Eq. 2) of ``batch`` and the anchor's representation h [B, d]: the one place
+        L_rec is computed. ``h`` is the anchor when a caller encoded it already (pooled with
+        other views: ``Contrastive.pool_anchor``); None encodes it here.
 
         With random batches (``train.bucket_batches=1``) a batch is padded to its longest row,
         nearly always ``max_len``, so its rows are encoded in length-sorted chunks trimmed to
@@ -58,12 +66,11 @@ class Method:
         independent, so only the dropout draws differ from one padded pass). Bucketed batches
         are already about as long as their rows and keep the single pass.
         """
-        if self.config.train.bucket_batches == 1:
+        if h is None and self.config.train.bucket_batches == 1:
             h = encode_together(self.model, [(batch.items, batch.lengths)])[0]    # [B, d]
-        else:
+        elif h is None:
             h = self.model(batch.items, batch.lengths)                    # [B, d]
-        loss = rec_loss(self.model, h, batch.targets)
-        return loss, {"rec": loss.detach()}
+        return rec_loss(self.model, h, batch.targets), h
 
     # state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
