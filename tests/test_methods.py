@@ -617,13 +617,14 @@ def test_negative_view_loss_leaves_invalid_rows_out():
     valid = torch.tensor([True, False, True, True, False])
     from ec4srec.methods.losses import negative_view_loss, negative_view_supcon
     # Leaving rows out equals computing the loss on the kept rows alone (S+ unchanged).
-    assert torch.allclose(negative_view_loss(neg, pos, 0.5, valid=valid),
-                          negative_view_loss(neg[valid], pos, 0.5), atol=1e-6)
-    assert torch.allclose(negative_view_supcon(neg, pos, 0.2, valid=valid),
-                          negative_view_supcon(neg[valid], pos, 0.2), atol=1e-6)
+    assert torch.allclose(negative_view_loss(neg, pos, 0.5, "dot", valid=valid),
+                          negative_view_loss(neg[valid], pos, 0.5, "dot"), atol=1e-6)
+    assert torch.allclose(negative_view_supcon(neg, pos, 0.2, "dot", valid=valid),
+                          negative_view_supcon(neg[valid], pos, 0.2, "dot"), atol=1e-6)
+    everyone = torch.ones(5, dtype=torch.bool)
     # All rows valid is the plain loss.
-    assert torch.allclose(negative_view_loss(neg, pos, valid=torch.ones(5, dtype=torch.bool)),
-                          negative_view_loss(neg, pos), atol=1e-6)
+    assert torch.allclose(negative_view_loss(neg, pos, 1.0, "dot", valid=everyone),
+                          negative_view_loss(neg, pos, 1.0, "dot"), atol=1e-6)
 
 
 def test_length_one_rows_are_left_out_of_cl_minus(monkeypatch):

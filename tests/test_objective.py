@@ -209,7 +209,7 @@ def test_sampled_objective_draws_negatives_from_the_torch_rng():
     # Same torch seed, same negatives, same loss (and resume restores the torch RNG).
     assert torch.equal(first, objective.loss(model, h, targets))
     # With fewer competitors than the full softmax, the sampled loss is positive and smaller.
-    assert 0 < float(first) < float(full_softmax_loss(model, h, targets))
+    assert 0 < float(first.detach()) < float(full_softmax_loss(model, h, targets).detach())
 
 
 def test_popularity_counts_are_training_targets_of_either_objective():

@@ -45,16 +45,22 @@ class Method:
         loss, _ = self.rec_forward(batch)
         return loss, {"rec": loss.detach()}
 
-    def rec_forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """L_rec of the batch under ``train.objective`` and ``train.loss``, and the anchor
-        representation h [B, d] (each row's last position): :class:`RecObjective`.
+    def rec_forward(self, batch: Batch, h: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_rec of ``batch`` under ``train.objective`` and ``train.loss``
+        (:class:`RecObjective`) and the anchor's representation h [B, d] (each row's last
+        position): the one place L_rec is computed. ``h`` is the anchor when a caller encoded it
+        already (pooled with other views: ``Contrastive.pool_anchor``, prefix rows only); None
+        encodes it here.
 
         With random batches (``train.bucket_batches=1``) a prefix-row batch is padded to its
         longest row, nearly always ``max_len``, so its rows are encoded in length-sorted chunks
         trimmed to their own longest row, as every contrastive view is (rows are independent,
         so only the dropout draws differ from one padded pass). Bucketed batches are already
         about as long as their rows and keep the single pass."""
-        return self.objective.forward(self.model, batch)
+        if h is None:
+            return self.objective.forward(self.model, batch)
+        return self.objective.loss(self.model, h, batch.targets), h
 
     # state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
