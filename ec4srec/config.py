@@ -233,6 +233,8 @@ class TrainConfig:
                                      # (False: n per target, as RecTools; ~20x slower step)
     negative_sampler: str = "uniform"  # uniform | popularity (training-target counts)
     logq_correction: bool = False    # subtract log(n q(item)) from every sampled-softmax logit
+    seen_negatives: bool = False     # sampled_softmax: the items the user already saw are
+                                     # negatives of every later target too
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     select_protocol: str = "all"     # which protocol's validation NDCG@10 selects and stops:

@@ -509,12 +509,19 @@ def test_guided_terms_of_each_method():
 
 
 # =========================================================================== every pair trains
+@pytest.mark.parametrize("objective, loss", [("prefix_rows", "full_softmax"),
+                                             ("all_positions", "sampled_softmax")])
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_and_backbone_trains(tiny_file, tiny_dataset, method, backbone):
+def test_every_method_and_backbone_trains(tiny_file, tiny_dataset, method, backbone, objective, loss):
     config = tiny_config(tiny_file, method__name=method, model__backbone=backbone,
-                         method__explainer="saliency", method__update_epochs="[2]", train__epochs=2)
+                         method__explainer="saliency", method__update_epochs="[2]", train__epochs=2,
+                         train__objective=objective, train__loss=loss, train__negatives=5)
     trainer = quiet(config, tiny_dataset)
+    if objective == "all_positions":
+        # Sequence rows: one per user with a training target (the tiny users fit in max_len),
+        # and the importance scores / views are per sequence row.
+        assert len(trainer.data.train) == len(np.unique(trainer.dataset.split.train.user))
     record = trainer.fit(run_test=False)
     history = trainer.state.history
     # Two epochs ran and every logged training loss is finite.

@@ -15,7 +15,7 @@ from ec4srec.data.io import RawSequences
 from ec4srec.data.split import leave_one_out, sequence_rows
 from ec4srec.methods import build_method
 from ec4srec.methods.objective import (RecObjective, full_softmax_loss, sampled_softmax_loss,
-                                       target_counts)
+                                       seen_logits, target_counts)
 from ec4srec.models import build_model
 
 from conftest import random_sequences
@@ -232,3 +232,39 @@ def test_new_keys_reject_bad_values(key, value):
     # Every new key is validated and the error names it.
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         Config().with_overrides([f"{key}={value}"])
+
+
+def test_seen_negatives_hand_built():
+    # One row: inputs 4, 5, 6 (next items 5, 6, 7): position 0 has seen {4}, position 1 {4, 5},
+    # position 2 {4, 5, 6}; the item equal to a position's target is never its negative.
+    model = make("sasrec").eval()
+    items = torch.tensor([[4, 5, 6, 0]])
+    next_items = torch.tensor([[5, 6, 7, 0]])
+    states = torch.randn(1, 4, D)
+    got = seen_logits(model, states, items, next_items)[0]                      # [4, 4]
+    finite = torch.isfinite(got)
+    # Position j sees exactly the inputs 0..j (never the future, never padding).
+    assert finite.tolist() == [[True, False, False, False], [True, True, False, False],
+                               [True, True, True, False], [True, True, True, False]]
+    table = model.item_emb.weight
+    # A seen item's logit is the state's dot product with its output vector.
+    assert torch.allclose(got[2, 1], states[0, 2] @ table[5])
+
+
+def test_seen_negatives_prefix_rows_equal_extra_negative_ids():
+    split = split_of(random_sequences(num_users=10, num_items=NUM_ITEMS, seed=4), 6)
+    config = Config.from_dict({"train": {"loss": "sampled_softmax", "negatives": 4,
+                                         "seen_negatives": True}})
+    method = build_method(config, split, make("caser").eval())
+    batch = make_batch(split.items, split.train, np.arange(12))
+    torch.manual_seed(1)
+    loss, h = method.rec_forward(batch)
+    torch.manual_seed(1)
+    negatives = torch.randint(1, NUM_ITEMS + 1, (4,))
+    table = method.model.item_emb.weight.detach()
+    per_row = torch.cat([negatives.expand(12, 4), batch.items], 1)              # [12, 4 + L]
+    want = direct_sampled(lambda x, j: x @ table[j], h.detach(), batch.targets,
+                          torch.where(per_row == 0, batch.targets.view(-1, 1), per_row))
+    # Seen negatives = the history items appended to each row's sampled negatives (padding and
+    # the target itself skipped), as a per-target computation gives.
+    assert float(loss.detach()) == pytest.approx(want, abs=1e-5)

@@ -58,9 +58,7 @@ class Method:
         trimmed to their own longest row, as every contrastive view is (rows are independent,
         so only the dropout draws differ from one padded pass). Bucketed batches are already
         about as long as their rows and keep the single pass."""
-        if h is None:
-            return self.objective.forward(self.model, batch)
-        return self.objective.loss(self.model, h, batch.targets), h
+        return self.objective.forward(self.model, batch, h)
 
     # state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

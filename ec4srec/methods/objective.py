@@ -16,6 +16,11 @@ softmax they are scored with (docs/methods.md, "Objectives and losses").
   ``logq_correction`` subtracts log(n q(j)) from every logit, the target's included (TensorFlow's
   ``sampled_softmax_loss``); with the uniform sampler that is one constant for every logit, so
   it changes nothing (a test checks that). No ``[targets, items]`` matrix is formed.
+  ``seen_negatives`` adds, for every target, the items its user had already seen at that point
+  (the row's inputs up to the target's position; not the target itself, never padding) to its
+  negatives, without correction. Uniform negatives almost never include the item just seen
+  (256 of 12,101 items on Beauty: 2 %), so sampled softmax alone never teaches the model not
+  to recommend it; the full softmax always does (docs/methods.md has the measurement).
 """
 from __future__ import annotations
 
@@ -55,12 +60,14 @@ def draw_negatives(shape: tuple[int, ...], num_items: int, probs: torch.Tensor |
 
 
 def sampled_softmax_loss(model, h: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
-                         log_q: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over targets of -log softmax(target | target + negatives).
+                         log_q: torch.Tensor | None = None,
+                         extra_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over targets of -log softmax(target | target + negatives [+ extra]).
 
     h [T, d]; targets [T] item ids; negatives [n] (shared by every target) or [T, n] item ids;
-    ``log_q`` [num_items + 1] log(n q(j)) by item id, subtracted from every logit (None: no
-    correction). Logits of negatives equal to their row's target are -inf.
+    ``log_q`` [num_items + 1] log(n q(j)) by item id, subtracted from every sampled logit and
+    the target's (None: no correction). Logits of negatives equal to their row's target are
+    -inf. ``extra_logits`` [T, m]: more negatives' logits, uncorrected (-inf = none).
     """
     pos = (h * model.output_vectors(targets)).sum(-1)                            # [T]
     vectors = model.output_vectors(negatives)                                    # [n|T,n, d]
@@ -73,8 +80,24 @@ def sampled_softmax_loss(model, h: torch.Tensor, targets: torch.Tensor, negative
     if log_q is not None:
         pos = pos - log_q[targets]
         neg = neg - log_q[negatives]
-    logits = torch.cat([pos.unsqueeze(1), neg.masked_fill(hits, float("-inf"))], dim=1)
-    return F.cross_entropy(logits, torch.zeros_like(targets))
+    parts = [pos.unsqueeze(1), neg.masked_fill(hits, float("-inf"))]
+    if extra_logits is not None:
+        parts.append(extra_logits)
+    return F.cross_entropy(torch.cat(parts, dim=1), torch.zeros_like(targets))
+
+
+def seen_logits(model, states: torch.Tensor, items: torch.Tensor, next_items: torch.Tensor
+                ) -> torch.Tensor:
+    """Logits of the items already seen at each position: states [B, L, d], items [B, L]
+    (inputs), next_items [B, L] (targets) -> [B, L, L], entry (b, j, k) the score of
+    items[b, k] for position j; -inf where k > j (not yet seen), items[b, k] is padding or
+    equals the target next_items[b, j]."""
+    vectors = model.output_vectors(items)                                        # [B, L, d]
+    logits = states @ vectors.transpose(1, 2)                                    # [B, L, L]
+    L = items.shape[1]
+    future = torch.ones(L, L, dtype=torch.bool, device=items.device).triu(1)     # k > j
+    hidden = future | (items == 0).unsqueeze(1) | (items.unsqueeze(1) == next_items.unsqueeze(2))
+    return logits.masked_fill(hidden, float("-inf"))
 
 
 class RecObjective:
@@ -91,28 +114,43 @@ class RecObjective:
         self._log_q: torch.Tensor | None = None
         self._device: torch.device | None = None
 
-    def forward(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, model, batch: Batch, h: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_rec, h_last); ``h`` [B, d]: the anchor already encoded (prefix rows only)."""
         if self.all_positions:
             states = model.all_states(batch.items, batch.lengths)                # [B, L, d]
             h_last = last_real(states, batch.lengths)                            # [B, d]
             real = batch.next_items > 0                                          # [B, L]
-            return self.loss(model, states[real], batch.next_items[real]), h_last
-        if self.tc.bucket_batches == 1:
+            extra = (seen_logits(model, states, batch.items, batch.next_items)[real]
+                     if self.sampled and self.tc.seen_negatives else None)       # [T, L]
+            return self.loss(model, states[real], batch.next_items[real], extra), h_last
+        if h is None and self.tc.bucket_batches == 1:
             # random batches are padded to ~max_len: encode in trimmed length-sorted chunks
             h = encode_together(model, [(batch.items, batch.lengths)])[0]        # [B, d]
-        else:
+        elif h is None:
             h = model(batch.items, batch.lengths)                                # [B, d]
-        return self.loss(model, h, batch.targets), h
+        return self.loss(model, h, batch.targets, self.history_logits(model, h, batch)), h
 
-    def loss(self, model, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """h [T, d], targets [T] item ids -> the configured softmax's mean cross-entropy."""
+    def history_logits(self, model, h: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """Prefix rows with ``seen_negatives``: [B, L] logits of each row's history items
+        (-inf on padding and on items equal to the target); else None."""
+        if not (self.sampled and self.tc.seen_negatives):
+            return None
+        logits = torch.einsum("bld,bd->bl", model.output_vectors(batch.items), h)
+        hidden = (batch.items == 0) | (batch.items == batch.targets.view(-1, 1))
+        return logits.masked_fill(hidden, float("-inf"))
+
+    def loss(self, model, h: torch.Tensor, targets: torch.Tensor,
+             extra_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """h [T, d], targets [T] item ids -> the configured softmax's mean cross-entropy
+        (``extra_logits`` [T, m]: the seen items' logits, sampled softmax only)."""
         if not self.sampled:
             return full_softmax_loss(model, h, targets)
         self._prepare(h.device)
         n = self.tc.negatives
         shape = (n,) if self.tc.shared_negatives else (h.shape[0], n)
         negatives = draw_negatives(shape, self.num_items, self._probs, h.device)
-        return sampled_softmax_loss(model, h, targets, negatives, self._log_q)
+        return sampled_softmax_loss(model, h, targets, negatives, self._log_q, extra_logits)
 
     def _prepare(self, device: torch.device) -> None:
         """Sampling probabilities and log(n q) by item id, built once per device."""
