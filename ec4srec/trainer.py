@@ -68,6 +68,10 @@ class LoopState:
     stopped_early: bool = False
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,6 +133,7 @@ class Trainer:
         if self.state.epoch == 0:
             restore_rng(self._initial_rng, self.rng)
         self._write_config()
+        self.log(self.plan_line())
         while self.state.epoch < tc.epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
@@ -221,8 +226,21 @@ class Trainer:
             ("last-top1", "last_item_top1"))]
         self.log(f"epoch {epoch:4d}/{tc.epochs}  loss {train_stats['train/loss']:.4f}  valid "
                  + " ".join(f"{n} {v:.4f}" for n, v in shown if v is not None)
-                 + f"  best {st.best_score:.4f}@{st.best_epoch}  ({st.train_seconds:.0f}s)")
+                 + f"  best {st.best_score:.4f}@{st.best_epoch}  ({st.train_seconds:.0f}s, "
+                 f"at most {_minutes(st.train_seconds / epoch * (tc.epochs - epoch))} left)")
         return st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
+
+    def plan_line(self) -> str:
+        """What the run will do, printed before the first epoch it trains."""
+        tc, st, stats = self.config.train, self.state, self.dataset.stats()
+        batches = -(-len(self.data.train) // tc.batch_size)
+        where = f"from epoch {st.epoch + 1}" if st.epoch else "from scratch"
+        return (f"{stats['dataset']}: {stats['users']:,} users, {stats['items']:,} items, "
+                f"{len(self.data.train):,} training rows ({tc.objective}, {tc.loss}), "
+                f"{batches:,} batches per epoch; {self.config.method.name} on "
+                f"{self.config.model.backbone}, {where}, up to {tc.epochs} epochs, stopping after "
+                f"{tc.patience} without a better valid {self.select_metric} "
+                f"({tc.select_protocol} items)")
 
     @property
     def select_metric(self) -> str:
@@ -248,7 +266,8 @@ class Trainer:
             "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
             "test": test, "wall_time_s": round(st.train_seconds, 2),
             "seconds_per_epoch": round(st.train_seconds / max(st.epoch, 1), 3),
-            "update_epochs": self.method.update_epochs, "data": self.dataset.stats(),
+            "update_epochs": self.method.update_epochs,
+            "data": {**self.dataset.stats(), "rows_trained": len(self.data.train)},
             "hardware": hardware(), "device": str(self.device), "precision": self.precision,
             **({"warm_start": self.warm_start} if self.warm_start else {}),
         }
