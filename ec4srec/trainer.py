@@ -191,6 +191,7 @@ class Trainer:
         parts, still on the device (this method reads nothing back from the device)."""
         batch = make_batch(self.data.items, self.data.train, rows,
                            next_items=self.config.train.objective == "all_positions").to(self.device)
+        self.model.begin_step()                 # this step's item-table dropout (models/base.py)
         with autocast(self.precision, self.device):
             loss, parts = self.method.loss(batch, epoch)
         self.optimizer.zero_grad(set_to_none=True)

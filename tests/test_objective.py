@@ -132,11 +132,25 @@ def test_item_dropout_draws_only_when_on():
     state = torch.get_rng_state()
     assert torch.equal(model.embed_items(items), model.item_emb(items))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_item_dropout_one_table_mask_per_step_for_input_and_output():
     model = make("sasrec", item_dropout=0.5).train()
+    items = torch.tensor([[1, 2, 3]])
+    model.begin_step()
     dropped = model.embed_items(items)
     kept = dropped != 0
-    # item_dropout p: entries are zeroed or scaled by 1 / (1 - p).
+    # Entries are zeroed or scaled by 1 / (1 - p).
     assert torch.allclose(dropped[kept], 2 * model.item_emb(items)[kept])
+    # Within a step the input lookup and the output vectors of an item share one mask (RecTools:
+    # one dropped table per batch), and a second read draws nothing new.
+    assert torch.equal(model.output_vectors(items), dropped)
+    assert torch.equal(model.embed_items(items), dropped)
+    model.begin_step()
+    # A new step draws a new mask.
+    assert not torch.equal(model.embed_items(items), dropped)
+    # Eval mode reads the raw table.
+    assert torch.equal(model.eval().embed_items(items), model.item_emb(items))
 
 
 # --------------------------------------------------------------------------- losses

@@ -4,10 +4,10 @@ Item table layout: row 0 = padding, rows 1..num_items = items, row num_items + 1
 token used by mask augmentations. Scores are dot products with rows 1..num_items only, so
 padding and [mask] are never recommended; column j of a score matrix is item j + 1.
 
-Options every backbone shares (docs/models.md): ``item_dropout`` drops item-embedding entries
-wherever the table is read in training (the input lookups and the output vectors of the loss,
-an independent mask per read; RecTools draws one mask per batch over the whole table and uses
-it for both); ``tied_output=False`` scores with a separate output table (same layout, rows
+Options every backbone shares (docs/models.md): ``item_dropout`` drops entries of the whole
+item-embedding table once per training step (:meth:`SequenceEncoder.begin_step`, called by every
+method's loss) and that one dropped table serves the input lookups and the output vectors of the
+step, as RecTools does; ``tied_output=False`` scores with a separate output table (same layout, rows
 1..num_items used); ``init="xavier_normal"`` initialises every weight matrix Xavier-normal
 (RecTools) instead of N(0, init_std).
 """
@@ -38,19 +38,37 @@ class SequenceEncoder(nn.Module):
         self.item_emb = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
         self.out_emb = None if tied_output else nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
         self.item_drop = FastDropout(item_dropout, fast_dropout)
+        self._step_tables: dict[str, torch.Tensor] = {}      # this step's dropped tables
+
+    def begin_step(self) -> None:
+        """Start a training step: the next read of each item table draws its dropout mask,
+        which the rest of the step reuses (input lookups and output vectors alike)."""
+        self._step_tables = {}
+
+    def _table(self, name: str) -> torch.Tensor:
+        """The weight of table ``name`` ("item_emb" | "out_emb"), with this step's item
+        dropout in training (the raw weight when item_dropout is 0 or in eval mode)."""
+        weight = getattr(self, name).weight
+        if not (self.training and self.item_drop.p > 0):
+            return weight
+        table = self._step_tables.get(name)
+        if table is None:
+            table = self._step_tables[name] = self.item_drop(weight)
+        return table
 
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_drop(self.item_emb(items))              # [B, L, d]
+        if not (self.training and self.item_drop.p > 0):
+            return self.item_emb(items)                          # [B, L, d]
+        return nn.functional.embedding(items, self._table("item_emb"), padding_idx=0)
 
     def output_table(self) -> torch.Tensor:
-        """The table whose rows 1..num_items score items (item_emb when tied), item dropout
-        applied in training: [num_items + 1 or + 2, d]."""
-        return self.item_drop((self.item_emb if self.out_emb is None else self.out_emb).weight)
+        """The table whose rows 1..num_items score items (item_emb when tied), with this
+        step's item dropout in training: [num_items + 1 or + 2, d]."""
+        return self._table("item_emb" if self.out_emb is None else "out_emb")
 
     def output_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """Output vectors of item ids [...] -> [..., d] (item dropout applied in training)."""
-        table = self.item_emb if self.out_emb is None else self.out_emb
-        return self.item_drop(table(items))
+        """Output vectors of item ids [...] -> [..., d] (this step's item dropout in training)."""
+        return nn.functional.embedding(items, self.output_table())
 
     def all_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """items [B, L] right-padded, lengths [B] -> [B, L, d]: column j is the representation
