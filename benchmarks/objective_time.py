@@ -18,6 +18,7 @@ per setting too: it is part of every epoch.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -41,15 +42,18 @@ ESASREC = ["model.num_layers=1", "model.num_heads=1", "model.inner_size=64", "mo
            "train.batch_size=128"]
 SAMPLED = ["train.loss=sampled_softmax", "train.negatives=256"]
 ALL = ["train.objective=all_positions"]
-OBJECTIVES = {
-    "prefix rows, full softmax (the paper's)": [],
-    "all positions, full softmax": ALL,
-    "all positions, sampled 256 (shared)": ALL + SAMPLED,
-    "all positions, sampled 256 + seen": ALL + SAMPLED + ["train.seen_negatives=true"],
-    "all positions, sampled 256 per target": ALL + SAMPLED + ["train.shared_negatives=false"],
-    "eSASRec settings, sampled 256 (shared)": ALL + SAMPLED + ESASREC,
-    "eSASRec settings, sampled 256 per target": ALL + SAMPLED + ESASREC
-    + ["train.shared_negatives=false"],
+OBJECTIVES = {     # id -> (label, overrides)
+    "prefix-full": ("prefix rows, full softmax (the paper's)", []),
+    "all-full": ("all positions, full softmax", ALL),
+    "all-sampled": ("all positions, sampled 256 (shared)", ALL + SAMPLED),
+    "all-sampled-seen": ("all positions, sampled 256 + seen", ALL + SAMPLED + ["train.seen_negatives=true"]),
+    "all-sampled-target": ("all positions, sampled 256 per target",
+                           ALL + SAMPLED + ["train.shared_negatives=false"]),
+    "esasrec": ("eSASRec settings, sampled 256 (shared)", ALL + SAMPLED + ESASREC),
+    "esasrec-seen": ("eSASRec settings, sampled 256 + seen", ALL + SAMPLED + ESASREC
+                     + ["train.seen_negatives=true"]),
+    "esasrec-target": ("eSASRec settings, sampled 256 per target (as RecTools)",
+                       ALL + SAMPLED + ESASREC + ["train.shared_negatives=false"]),
 }
 
 
@@ -66,8 +70,8 @@ class Timed:
         train = self.trainer.data.train
         self.order = train_order(train.length, config.train.batch_size, np.random.default_rng(0),
                                  config.train.bucket_batches)
-        pick = np.random.default_rng(1).choice(len(self.order), min(batches, len(self.order)),
-                                               replace=False)
+        count = len(self.order) if batches <= 0 else min(batches, len(self.order))
+        pick = np.random.default_rng(1).choice(len(self.order), count, replace=False)
         self.sample = [self.order[i] for i in sorted(pick)]
         self.epochs: list[float] = []
         self.valid: list[float] = []
@@ -103,7 +107,11 @@ def main() -> None:
     parser.add_argument("--objective", default="all_positions", choices=["prefix_rows", "all_positions"])
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra override for every setting of --methods (repeatable)")
-    parser.add_argument("--batches", type=int, default=40, help="timed batches per setting")
+    parser.add_argument("--settings", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES),
+                        help="which objective settings to time (ids)")
+    parser.add_argument("--batches", type=int, default=40,
+                        help="timed batches per setting (0 = whole epochs)")
+    parser.add_argument("--json", default=None, help="also write the epoch times as JSON here")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--note", default=None)
@@ -124,7 +132,7 @@ def main() -> None:
         title = (f"Method epoch time with train.objective={args.objective} on {args.dataset} "
                  f"(SASRec backbone{', ' + ' '.join(args.overrides) if args.overrides else ''})")
     else:
-        settings = OBJECTIVES
+        settings = {OBJECTIVES[k][0]: OBJECTIVES[k][1] for k in args.settings}
         title = f"Next-item objectives and losses on {args.dataset} (SASRec, plain method)"
     timed = measure(settings, dataset, args.batches, args.runs)
     first = statistics.median(next(iter(timed.values())).epochs)
@@ -133,7 +141,8 @@ def main() -> None:
         epoch, valid = statistics.median(t.epochs), statistics.median(t.valid)
         rows.append([name, str(len(t.order)), fmt(epoch), f"{first / epoch:.2f}x", fmt(valid)])
     text = header(title, torch.get_num_threads(), args.note)
-    text += (f"\nTraining epoch extrapolated from {args.batches} sampled batches per setting, "
+    sample = "whole epochs" if args.batches <= 0 else f"{args.batches} sampled batches per setting"
+    text += (f"\nTraining epoch extrapolated from {sample}, "
              f"settings interleaved, median of {args.runs} rounds; speed-up against the first row; "
              "one validation pass (both protocols) beside it:\n\n")
     text += table(["setting", "batches", "epoch (s)", "speed-up", "validation (s)"], rows)
@@ -141,6 +150,13 @@ def main() -> None:
     print(text)
     if args.write:
         append_markdown(text)
+    if args.json:
+        payload = {name: {"epoch_seconds": t.epochs, "median_epoch_s": statistics.median(t.epochs),
+                          "validation_seconds": t.valid, "batches": len(t.order),
+                          "overrides": settings[name]} for name, t in timed.items()}
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":

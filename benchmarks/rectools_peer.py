@@ -84,7 +84,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10
-MISSING_RECTOOLS = 'error: rectools is not installed: pip install -e ".[peer]"'
+MISSING_RECTOOLS = ("error: rectools is not installed here: it needs its own venv (numpy < 2), see "
+                    "the Install section at the top of benchmarks/rectools_peer.py")
 
 # The eSASRec benchmark's Beauty settings (docs/rectools-sasrec.md), as ec4srec's "eSASRec" config.
 ESASREC = {
@@ -451,14 +452,25 @@ def check_against_recommend(rt, run: dict, n_users: int = 200) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def time_ours(args):
-    """ec4srec's own SASRec with the same settings, timed in the same run as the peer.
-
-    Filled in by the lead: it runs ec4srec's training CLI (``ec4srec train --dataset beauty
-    --set key=value ...``) with the eSASRec settings once the keys for all-position training and
-    sampled softmax exist, and returns a dict in the same shape as the peer's result. Until then it
-    returns None, and the output JSON carries ``"ours": null``.
-    """
-    return None
+    """ec4srec's SASRec with the same settings, timed in the same run right after the peer:
+    ``benchmarks/objective_time.py`` in the project's own interpreter (this one is the peer's
+    venv), whole epochs, one thread, the eSASRec settings with negatives per target (as
+    RecTools) and shared per batch (our default). Returns its JSON, or None with --no-ours."""
+    if args.no_ours:
+        return None
+    out = Path(tempfile.mkdtemp()) / "ours.json"
+    here = Path(__file__).resolve().parent
+    command = [getattr(sys, "_base_executable", sys.executable), str(here / "objective_time.py"),
+               "--threads", str(args.threads), "--runs", str(min(args.epochs, 3)), "--batches",
+               "4" if args.smoke_test else "0", "--settings", "esasrec-target", "esasrec",
+               "--json", str(out)]
+    if args.smoke_test:
+        command += ["--smoke-test"]
+    elif args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    subprocess.run(command, check=True, env=env)
+    return json.loads(out.read_text())
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,6 +539,8 @@ def parse_args(argv=None):
     p.add_argument("--output", type=Path, default=None, help="write the result JSON here (atomically)")
     p.add_argument("--smoke-test", action="store_true", help="tiny synthetic dataset, seconds")
     p.add_argument("--verbose", action="store_true", help="print every epoch")
+    p.add_argument("--no-ours", action="store_true",
+                   help="skip timing ec4srec's SASRec with the same settings after the peer")
     args = p.parse_args(argv)
     if args.item_table_dropout is None:
         args.item_table_dropout = args.dropout
