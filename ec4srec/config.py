@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
+from .configs import PAPER_PREFIX, paper_config_path
+from .errors import ConfigError
+from .registry import BACKBONE_NAMES, METHOD_NAMES, METHODS as METHOD_SPECS, explainer_problem, is_guided
+from .schedule import update_epochs
 
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message names the dotted key."""
-
-
-BACKBONES = ("sasrec", "gru4rec", "caser")
-METHODS = ("sasrec", "cl4srec", "duorec", "ec4srec_ssl", "ec4srec_sl", "ec4srec")
+BACKBONES = BACKBONE_NAMES
+METHODS = METHOD_NAMES
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
 AUGMENTATIONS = ("crop", "mask", "reorder")
 PRECISIONS = ("auto", "fp32", "bf16")    # train.precision; resolved per device in precision.py
@@ -139,10 +139,10 @@ class MethodConfig:
         """The weight of each explanation-guided term after the first update (Eqs. 6, 7, 9):
         {"cl+": w, "cl-": w, "sl+": w}, 0 for a term the method does not have. With
         ``ssl_weighting=nested`` (Eq. 6 as printed) L_cl- is weighted lambda_cl+ * lambda_cl-."""
-        ssl = self.name in ("ec4srec_ssl", "ec4srec")
+        terms = METHOD_SPECS[self.name].guided_terms if self.name in METHOD_SPECS else ()
         w_neg = self.lambda_cl_neg * (self.lambda_cl_pos if self.ssl_weighting == "nested" else 1.0)
-        return {"cl+": self.lambda_cl_pos if ssl else 0.0, "cl-": w_neg if ssl else 0.0,
-                "sl+": self.lambda_sl_pos if self.name in ("ec4srec_sl", "ec4srec") else 0.0}
+        return {"cl+": self.lambda_cl_pos if "cl+" in terms else 0.0, "cl-": w_neg if "cl-" in terms else 0.0,
+                "sl+": self.lambda_sl_pos if "sl+" in terms else 0.0}
 
     def guided_terms(self) -> tuple[str, ...]:
         """The guided terms with a non-zero weight, in the order cl+, cl-, sl+ (empty for the
@@ -231,8 +231,7 @@ class Config:
     def validate(self) -> "Config":
         for section in (self.data, self.model, self.method, self.train):
             section.validate()
-        if self.method.name.startswith("ec4srec"):
-            from .methods.schedule import update_epochs
+        if is_guided(self.method.name):
             try:
                 update_epochs(self.train.epochs, self.method.updates, self.method.update_epochs)
             except ValueError as exc:
@@ -240,10 +239,9 @@ class Config:
         if self.model.backbone == "caser" and self.model.caser_window > self.data.max_len:
             raise ConfigError(f"model.caser_window={self.model.caser_window} exceeds data.max_len="
                               f"{self.data.max_len} (the window is taken from the history)")
-        if self.method.explainer == "attention" and self.model.backbone != "sasrec" \
-                and self.method.name.startswith("ec4srec"):
-            raise ConfigError(f"method.explainer=attention needs model.backbone=sasrec "
-                              f"({self.model.backbone} has no attention weights)")
+        problem = explainer_problem(self.method.name, self.method.explainer, self.model.backbone)
+        if problem:
+            raise ConfigError(problem)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,7 +267,7 @@ class Config:
             try:
                 value = yaml.safe_load(text) if text.strip() else None
             except yaml.YAMLError as exc:
-                raise ConfigError(f"{key}: cannot parse value {text!r}: {_yaml_problem(exc)}") from None
+                raise ConfigError(f"{key}: cannot parse value {text!r}: {yaml_problem(exc)}") from None
             # A string field takes the text as typed: YAML 1.1 would turn e.g. ``off`` into False.
             if isinstance(value, bool) and _is_str_field(section, name):
                 value = text.strip()
@@ -280,7 +278,6 @@ class Config:
 def load_config(path: str | Path) -> Config:
     """Read a YAML config file, or ``paper:NAME``: a config shipped in ec4srec/configs/paper
     (ec4srec.configs; an unknown NAME is a ConfigError listing the names). Errors name the file."""
-    from .configs import PAPER_PREFIX, paper_config_path
     if isinstance(path, str) and path.startswith(PAPER_PREFIX):
         source, label = paper_config_path(path[len(PAPER_PREFIX):]), path
     else:
@@ -294,7 +291,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{label}: not valid YAML: {yaml_problem(exc)}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{label}: expected a mapping of sections, got {type(raw).__name__}")
     try:
@@ -308,10 +305,10 @@ def dump_config(config: Config) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error on one line (the CLI prints errors as a single line)."""
     problem = getattr(exc, "problem", None) or str(exc)
     mark = getattr(exc, "problem_mark", None)
@@ -375,7 +372,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         # YAML 1.1 (PyYAML) reads exponent floats without a dot, e.g. ``1e-3``, as strings.
-        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        if isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
             return float(value)
     elif hint is str:
         if isinstance(value, str):
