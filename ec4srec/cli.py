@@ -1,4 +1,4 @@
-"""``ec4srec train | evaluate | explain | diagnose``.
+"""``ec4srec train | evaluate | explain | diagnose | search | report | paper-study``.
 
 Bad input (unknown dataset, malformed data line, invalid config key or value, missing or corrupt
 checkpoint) prints one ``error: ...`` line and exits with status 2, without a traceback and
@@ -7,6 +7,7 @@ without writing into the output directory.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,14 @@ from .warmup import warmup_mismatch
 EXIT_USAGE = 2
 # The handlers import torch-heavy modules (data, trainer, checkpoint, ...) inside themselves, so
 # that ``ec4srec --help`` and a bad flag answer at once; ``train`` never imports Ray.
+# commands whose flags and code live in their own module (each imports Ray, matplotlib, ...
+# only when it runs): name -> (module, its one-line help)
+DELEGATED = {"search": ("ec4srec.search.command", "hyperparameter search on a Ray cluster "
+                        "(tune/search.py; docs/search.md)"),
+             "report": ("ec4srec.report.command", "tables and figures of a finished study or of "
+                        "finished train runs (tune/report.py)"),
+             "paper-study": ("ec4srec.search.paper_study", "the paper's whole study on a GPU "
+                             "cluster (tune/paper_study.py)")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "scores (default 2000)")
     dg.add_argument("--seed", type=int, help="with --checkpoint: seed of the row sample (default 0)")
     dg.add_argument("--output", help="also write the report as JSON (atomically)")
+    for name, (_, text) in DELEGATED.items():      # listed in --help; main() hands them over
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -293,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, os_error_line
     from .data import DataError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return module.main(argv[1:], prog=f"ec4srec {argv[0]}")
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "explain": cmd_explain,
                 "diagnose": cmd_diagnose}
