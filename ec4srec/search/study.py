@@ -40,8 +40,9 @@ from ..registry import METHODS, is_guided
 from ..report import results, tables
 from . import compat
 from .budget import Budget, hms
-from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401 (the
-                      input_error, narrow_space, read_manifest, run_name, write_manifest)  # study's API)
+# the study's options are part of its API: importable from here too (tests, benchmarks)
+from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401
+                      input_error, narrow_space, read_manifest, run_name, write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
 from .summary import cost_report, print_summary

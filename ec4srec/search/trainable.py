@@ -10,7 +10,7 @@ Contracts:
   epoch, every ASHA decision epoch and the last epoch. A trial restarted by Ray (worker crash,
   driver restore) continues from ``tune.get_checkpoint()`` exactly as if never interrupted.
 - Without a Ray checkpoint, an explanation-guided trial starts from the shared warm-up cache
-  (warmstart.py) when one fits, and reports the epochs it skipped as ``warm_start_epoch``.
+  (warmcache.py) when one fits, and reports the epochs it skipped as ``warm_start_epoch``.
 - NaN/inf loss raises :class:`NonFiniteLossError`, so the trial ends in ERROR; a marker in the
   trial folder makes Ray's retries (FailureConfig.max_failures) fail at once instead of
   training again.

@@ -21,10 +21,10 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from ..registry import is_guided
 from . import compat
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
-from ..registry import is_guided
 from .options import SPACE_FILE, StudyOptions, base_config, run_name
 from .space import SearchSpace
 from .trainable import train_trial
@@ -41,7 +41,7 @@ def connect(opts: StudyOptions) -> None:
         return
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
     os.environ.update(env)
-    # EC4SREC_* (EC4SREC_DATA_DIR, test hooks) reach the trials on every node
+    # EC4SREC_* (EC4SREC_DATA_DIR, ...) reach the trials on every node
     env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
     if opts.address not in ("auto", "local"):
@@ -60,12 +60,12 @@ def connect(opts: StudyOptions) -> None:
 
 
 def asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
+    """ASHA's decision epochs (in guided epochs): grace, grace * rf, ... below ``max_t``."""
     rungs, t = [], float(grace)
     while t < max_t:
         rungs.append(int(round(t)))
         t *= rf
     return rungs
-
 
 
 def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
