@@ -68,6 +68,16 @@ def is_guided(method: str) -> bool:
     return spec is not None and spec.guided
 
 
+def warmup_baselines(method: str) -> tuple[str, ...]:
+    """The unguided methods whose contrastive terms make up guided ``method``'s warm-up loss
+    (CL4SRec and DuoRec for the EC4SRec variants; empty for an unguided method)."""
+    spec = METHODS[method]
+    if not spec.guided:
+        return ()
+    return tuple(name for name, other in METHODS.items() if not other.guided
+                 and len(other.terms) > 1 and set(other.terms) <= set(spec.terms))
+
+
 def explainer_backbones(explainer: str) -> tuple[str, ...] | None:
     """The backbones ``explainer`` can explain; None: every backbone."""
     return EXPLAINER_BACKBONES.get(explainer)

@@ -17,6 +17,13 @@ def test_specs_use_only_the_named_terms():
         assert "rec" in spec.terms and (not spec.guided or "rec" in spec.guided_terms), spec
 
 
+def test_the_guided_warm_up_is_made_of_the_two_baselines():
+    # every guided variant warms up on CL4SRec's and DuoRec's terms; an unguided method has none
+    assert {m: registry.warmup_baselines(m) for m in registry.GUIDED} == \
+        {m: ("cl4srec", "duorec") for m in registry.GUIDED}
+    assert registry.warmup_baselines("cl4srec") == ()
+
+
 def test_guided_methods_are_those_with_guided_terms():
     # the paper's three EC4SRec variants are the guided ones, in the paper's order
     assert registry.GUIDED == ("ec4srec_ssl", "ec4srec_sl", "ec4srec")

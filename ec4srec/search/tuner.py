@@ -21,7 +21,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from ..registry import is_guided
+from ..registry import is_guided, warmup_baselines
 from . import compat
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
@@ -78,7 +78,7 @@ def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
     if not k or not is_guided(method):
         return []
     ranked = []
-    for base in ("cl4srec", "duorec"):
+    for base in warmup_baselines(method):
         path = opts.exp_dir / "runs" / f"{run_name((dataset, base, backbone))}.json"
         if not path.exists():
             continue
