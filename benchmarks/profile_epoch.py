@@ -67,7 +67,7 @@ def profile_method(method: str, dataset, batches: int, overrides: list[str]) -> 
     model.forward = timer.wrap("encoder fwd", model.forward)
     patched = []
     for module, names in ((method_base, ["rec_loss"]),
-                          (method_contrastive, ["rec_loss", "pair_nce", "negative_view_loss",
+                          (method_contrastive, ["pair_nce", "negative_view_loss",
                                                 "negative_view_supcon"])):
         for name in names:
             original = getattr(module, name)

@@ -242,7 +242,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
     from .checkpoint import atomic_write_text
-    from .diagnostics import explainer_profile, format_report, guidance_room
+    from .diagnostics import explainer_profile, format_report, guidance_room, recommendation_profile
 
     explain_flags = {"--rows": args.rows, "--seed": args.seed, "--weights": args.weights}
     if not args.checkpoint:
@@ -288,6 +288,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         state = trainer.state
         report["checkpoint"] = {"path": str(args.checkpoint), "weights": args.weights,
                                 "epoch": state.best_epoch if args.weights == "best" else state.epoch}
+        report["recommendations"] = recommendation_profile(
+            trainer.model, data, config.train.eval_batch_size, trainer.device)
         report["explainer"] = explainer_profile(trainer.model, data, config.method, args.rows,
                                                 args.seed, config.method.explain_batch_size,
                                                 trainer.device)

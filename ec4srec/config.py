@@ -30,10 +30,15 @@ BACKBONES = BACKBONE_NAMES
 METHODS = METHOD_NAMES
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
 AUGMENTATIONS = ("crop", "mask", "reorder")
+EXPLAIN_TARGETS = ("predicted", "predicted_unseen", "target")   # method.explain_target
 PRECISIONS = ("auto", "fp32", "bf16")    # train.precision; resolved per device in precision.py
 MAX_INT = 2**31 - 1                      # bound of every count and size key
 MAX_SEED = 2**32 - 1                     # numpy and torch seeds
 SYNTHETIC_SPLITS = ("prefixes", "paper")  # data.synthetic_split (data/synthetic.py)
+OBJECTIVES = ("prefix_rows", "all_positions")  # train.objective (methods/objective.py)
+REC_LOSSES = ("full_softmax", "sampled_softmax")  # train.loss
+SAMPLERS = ("uniform", "popularity")     # train.negative_sampler
+PROTOCOLS = ("all", "unseen")            # evaluation protocols (evaluate.py); train.select_protocol
 
 
 @dataclass
@@ -77,6 +82,14 @@ class ModelConfig:
     caser_nv: int = 8
     caser_nh: int = 16
     caser_dropout: float = 0.4
+    # Options of the strongest published SASRec (RecTools / eSASRec; docs/models.md). The
+    # defaults are the RecBole/upstream model every committed run used.
+    item_dropout: float = 0.0        # dropout on item embeddings wherever read (input and output)
+    tied_output: bool = True         # False: a separate output item table (every backbone)
+    norm: str = "post"               # SASRec blocks: post (RecBole) | pre (RecTools, final LN)
+    positions: str = "from_start"    # SASRec positions: from_start | from_end (RecTools)
+    ffn_activation: str = "gelu"     # SASRec FFN: gelu (RecBole) | relu (SASRec paper, RecTools)
+    init: str = "normal"             # normal: N(0, init_std) (RecBole) | xavier_normal (RecTools)
 
     def validate(self) -> None:
         _check(self.backbone in BACKBONES, "model.backbone", f"must be one of {BACKBONES}")
@@ -90,7 +103,12 @@ class ModelConfig:
             _check(0 <= getattr(self, key) <= MAX_INT, f"model.{key}", f"must be in [0, {MAX_INT}]")
         _check(self.caser_nv + self.caser_nh >= 1, "model.caser_nv",
                "model.caser_nv and model.caser_nh cannot both be 0 (Caser would have no filters)")
-        for key in ("dropout", "attn_dropout", "gru_dropout", "caser_dropout"):
+        _check(self.norm in ("post", "pre"), "model.norm", "must be 'post' or 'pre'")
+        _check(self.positions in ("from_start", "from_end"), "model.positions",
+               "must be 'from_start' or 'from_end'")
+        _check(self.ffn_activation in ("gelu", "relu"), "model.ffn_activation", "must be 'gelu' or 'relu'")
+        _check(self.init in ("normal", "xavier_normal"), "model.init", "must be 'normal' or 'xavier_normal'")
+        for key in ("dropout", "attn_dropout", "gru_dropout", "caser_dropout", "item_dropout"):
             _check(0.0 <= getattr(self, key) < 1.0, f"model.{key}", "must be in [0, 1)")
         _check(self.caser_window >= 1, "model.caser_window", "must be >= 1")
 
@@ -122,7 +140,8 @@ class MethodConfig:
     updates: int = 5                 # p: importance updates over the epoch budget
     update_epochs: list[int] | None = None   # explicit epochs (upstream used [15, 30])
     explainer: str = "occlusion"
-    explain_target: str = "predicted"    # predicted (paper's y_u) | target (ground truth)
+    explain_target: str = "predicted"    # predicted (paper's y_u) | predicted_unseen (the top
+                                     # item outside the history) | target (ground truth)
     ig_steps: int = 5                # integrated-gradients steps (5 vs 20: BENCHMARKS.md)
     explain_batch_size: int = 1024
     neg_loss: str = "paper"          # paper (Eq. L_cl-) | upstream (SupCon, tau_neg)
@@ -171,8 +190,8 @@ class MethodConfig:
         _check(self.retrieval_candidates >= 1, "method.retrieval_candidates", "must be >= 1")
         _check(self.updates >= 1, "method.updates", "must be >= 1")
         _check(self.explainer in EXPLAINERS, "method.explainer", f"must be one of {EXPLAINERS}")
-        _check(self.explain_target in ("predicted", "target"), "method.explain_target",
-               "must be 'predicted' or 'target'")
+        _check(self.explain_target in EXPLAIN_TARGETS, "method.explain_target",
+               f"must be one of {EXPLAIN_TARGETS}")
         _check(self.ig_steps >= 1, "method.ig_steps", "must be >= 1")
         _check(self.explain_batch_size >= 1, "method.explain_batch_size", "must be >= 1")
         _check(self.neg_loss in ("paper", "upstream"), "method.neg_loss", "must be 'paper' or 'upstream'")
@@ -204,10 +223,27 @@ class TrainConfig:
     tensorboard: bool = True
     progress: str = "auto"           # auto (on for a terminal) | on | off
     checkpoint_every: int = 1        # epochs between checkpoints (plus every update epoch)
+    # The next-item objective (methods/objective.py, docs/methods.md)
+    objective: str = "prefix_rows"   # prefix_rows: one row per (history, next item), the paper's |
+                                     # all_positions: a user sequence per row, every position
+                                     # predicts its next item (one encoder pass per user)
+    loss: str = "full_softmax"       # full_softmax (Eq. 2) | sampled_softmax
+    negatives: int = 256             # sampled_softmax: negatives per target
+    shared_negatives: bool = True    # sampled_softmax: one set of n negatives for the whole batch
+                                     # (False: n per target, as RecTools; ~20x slower step)
+    negative_sampler: str = "uniform"  # uniform | popularity (training-target counts)
+    logq_correction: bool = False    # subtract log(n q(item)) from every sampled-softmax logit
+    seen_negatives: bool = False     # sampled_softmax: the items the user already saw are
+                                     # negatives of every later target too
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    select_protocol: str = "all"     # which protocol's validation NDCG@10 selects and stops:
+                                     # all (the paper's) | unseen (history removed; evaluate.py)
 
     def validate(self) -> None:
         lows = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "checkpoint_every": 1,
-                "bucket_batches": 1, "patience": 1, "threads": 0, "min_epochs": -MAX_INT}
+                "bucket_batches": 1, "patience": 1, "threads": 0, "min_epochs": -MAX_INT,
+                "negatives": 1}
         for key, low in lows.items():
             _check(low <= getattr(self, key) <= MAX_INT, f"train.{key}",
                    f"must be >= {low}" if getattr(self, key) < low else f"must be <= {MAX_INT}")
@@ -219,6 +255,11 @@ class TrainConfig:
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                "train.device", "must be auto, cpu, cuda or cuda:N")
         _check(self.precision in PRECISIONS, "train.precision", "must be auto, fp32 or bf16")
+        for key, allowed in (("objective", OBJECTIVES), ("loss", REC_LOSSES),
+                             ("negative_sampler", SAMPLERS), ("select_protocol", PROTOCOLS)):
+            _check(getattr(self, key) in allowed, f"train.{key}", f"must be one of {allowed}")
+        for key in ("adam_beta1", "adam_beta2"):
+            _check(0.0 <= getattr(self, key) < 1.0, f"train.{key}", "must be in [0, 1)")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``ec4srec diagnose``: how much room the explanation guidance has on a dataset, and what a
 trained model's explainer actually scores.
 
-Two reports, both on the training rows (the only rows the guided terms see):
+Three reports; the first two on the training rows (the only rows the guided terms see):
 
 - :func:`guidance_room` (data and method config only): how many rows get a guided view that
   is the anchor itself (k = 0 or a length-1 row, where ecrop+ and emask+, which act on at most
@@ -21,15 +21,20 @@ Two reports, both on the training rows (the only rows the guided terms see):
   own history (and how often its last item), how often the highest-scored position is the
   last one (beside the chance 1/|s| that a random position is the last), and the mean score of
   the last position (beside 1/|s|, what uniform scores give it), over rows of length >= 2.
+  ``explain_target=predicted_unseen`` explains the top item outside the row's history.
+- :func:`recommendation_profile` (a trained model): the share of validation users whose top-1
+  item is their own last item (a model that copies its input), and validation NDCG@10 under
+  both protocols (evaluate.py).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .data.batches import eval_order, make_batch
+from .data.batches import eval_order, gather_histories, make_batch
 from .data.split import Examples, SplitData
-from .explain import explain_batch, predicted_columns
+from .evaluate import evaluate
+from .explain import explain_batch, predicted_columns, predicted_unseen_items
 from .methods.contrastive import lowest_count
 from .methods.retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
 
@@ -76,7 +81,8 @@ def explainer_profile(model, data: SplitData, mc, rows: int = 2000, seed: int = 
     train, device = data.train, torch.device(device)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(train), size=min(rows, len(train)), replace=False))
-    sample = Examples(end=train.end[pick], length=train.length[pick], user=train.user[pick])
+    sample = Examples(end=train.end[pick], length=train.length[pick], user=train.user[pick],
+                      start=train.history_start()[pick])
     in_history, is_last, is_target, top_last, last_score, chance = [], [], [], [], [], []
     was_training = model.training
     model.eval()
@@ -86,6 +92,10 @@ def explainer_profile(model, data: SplitData, mc, rows: int = 2000, seed: int = 
             items, lengths = batch.items, batch.lengths                           # [B, L], [B]
             if mc.explain_target == "target":
                 explained = batch.targets
+            elif mc.explain_target == "predicted_unseen":
+                seen = torch.from_numpy(gather_histories(
+                    data.items, sample.end[part], sample.end[part] - sample.start[part])).to(device)
+                explained = predicted_unseen_items(model, items, lengths, seen)
             else:
                 with torch.no_grad():
                     h = model.encode_embedded(model.embed_items(items), lengths)  # [B, d]
@@ -117,7 +127,19 @@ def explainer_profile(model, data: SplitData, mc, rows: int = 2000, seed: int = 
             "last_score_uniform": round(float(chance_t.mean()), 6) if len(chance_t) else 0.0}
 
 
+def recommendation_profile(model, data: SplitData, batch_size: int = 1024,
+                           device: str | torch.device = "cpu") -> dict:
+    """What the model recommends to the validation users: the share whose top-1 item (all
+    items) is their own last item, and validation NDCG@10 under both protocols."""
+    metrics = evaluate(model, data, data.valid, batch_size, device=device)
+    return {"valid_users": int(len(data.valid)), "top1_is_last_item": round(metrics["last_item_top1"], 6),
+            "ndcg@10": round(metrics["ndcg@10"], 6), "ndcg@10_unseen": round(metrics["ndcg@10_unseen"], 6)}
+
+
 LABELS = {
+    "top1_is_last_item": "validation users whose top-1 (all items) is their own last item",
+    "ndcg@10": "validation NDCG@10, all items",
+    "ndcg@10_unseen": "validation NDCG@10, unseen items (history removed)",
     "length_1": "training rows of length 1",
     "k_zero": "k = 0 or length 1: ecrop+/emask+/erord+ views equal the anchor",
     "reorder_identity": "k <= 1: erord+ view equals the anchor",

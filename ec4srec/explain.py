@@ -37,8 +37,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import EXPLAINERS
-from .data.batches import eval_order, make_batch
+from .config import EXPLAIN_TARGETS, EXPLAINERS
+from .data.batches import eval_order, gather_histories, make_batch
 from .data.split import Examples
 from .models.base import SequenceEncoder
 
@@ -65,6 +65,23 @@ def predicted_columns(model: SequenceEncoder, h: torch.Tensor) -> torch.Tensor:
     """[B, d] -> [B] argmax over all items (0-based columns), ``PREDICT_CHUNK`` rows at a time
     so that no [B, N] score matrix is written to memory."""
     return torch.cat([model.scores(part).argmax(1) for part in h.split(PREDICT_CHUNK)])
+
+
+@torch.no_grad()
+def predicted_unseen_items(model: SequenceEncoder, items: torch.Tensor, lengths: torch.Tensor,
+                           seen: torch.Tensor) -> torch.Tensor:
+    """[B] item ids: the top-scored item outside ``seen`` [B, H] (the rows' whole known
+    histories, 0 = padding), ``PREDICT_CHUNK`` rows at a time. Call in eval mode."""
+    h = model(items, lengths)                                                 # [B, d]
+    out = []
+    for start in range(0, h.shape[0], PREDICT_CHUNK):
+        scores = model.scores(h[start:start + PREDICT_CHUNK]).float()         # [c, N]
+        seen_mask = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
+                                device=scores.device)
+        seen_mask.scatter_(1, seen[start:start + PREDICT_CHUNK], True)        # column 0 = padding
+        scores.masked_fill_(seen_mask[:, 1:], float("-inf"))
+        out.append(scores.argmax(1) + 1)
+    return torch.cat(out)
 
 
 def _real_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -193,9 +210,12 @@ def compute_importance(model: SequenceEncoder, items_flat: np.ndarray, examples:
     """Scores of every example: -> [len(examples), max_len] float32, row i = examples row i,
     columns >= its length 0. Length-sorted batches trimmed to their longest row;
     ``batch_size`` is both the rows per batch and the internal batch size.
-    ``explain_target``: "predicted" (y_u = argmax item) or "target" (items_flat[examples.end])."""
-    if explain_target not in ("predicted", "target"):
-        raise ValueError(f"explain_target must be 'predicted' or 'target', got {explain_target!r}")
+    ``explain_target``: "predicted" (y_u = argmax item), "predicted_unseen" (the argmax item
+    outside the row's whole known history, ``examples.history_start()``) or "target"
+    (items_flat[examples.end])."""
+    if explain_target not in EXPLAIN_TARGETS:
+        raise ValueError(f"explain_target must be one of {EXPLAIN_TARGETS}, got {explain_target!r}")
+    starts = examples.history_start()
     device = torch.device(device)
     out = np.zeros((len(examples), max_len), dtype=np.float32)
     if len(examples) and int(examples.length.max()) > max_len:
@@ -203,6 +223,13 @@ def compute_importance(model: SequenceEncoder, items_flat: np.ndarray, examples:
     for rows in eval_order(examples.length, batch_size):
         batch = make_batch(items_flat, examples, rows).to(device)
         targets = batch.targets if explain_target == "target" else None
+        if explain_target == "predicted_unseen":
+            seen = torch.from_numpy(gather_histories(items_flat, examples.end[rows],
+                                                     examples.end[rows] - starts[rows])).to(device)
+            was_training = model.training
+            model.eval()
+            targets = predicted_unseen_items(model, batch.items, batch.lengths, seen)
+            model.train(was_training)
         scores = explain_batch(model, batch.items, batch.lengths, explainer, targets, ig_steps,
                                batch_size, occlusion_sign)                    # [b, L_batch]
         out[rows, :scores.shape[1]] = scores.cpu().numpy()

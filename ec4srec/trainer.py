@@ -1,5 +1,6 @@
 """The training loop, top to bottom: epochs of trimmed batches, validation every epoch, early
-stopping on validation NDCG@10, best state restored, test evaluated once at the end.
+stopping on validation NDCG@10 (of the protocol ``train.select_protocol`` names), best state
+restored, test evaluated once at the end.
 
 Contracts:
 - The test split is read only by :meth:`Trainer.test`, which ``fit`` calls once after
@@ -12,6 +13,9 @@ Contracts:
   and the Adam step outside it (fp32 parameters and optimizer state).
 - The loop itself reads nothing back from the device per step: per-batch losses are summed on
   the device and read back once per epoch (the method's loss may still sync; docs/precision.md).
+- ``train.objective=all_positions`` trains on user-sequence rows
+  (:func:`~ec4srec.data.split.sequence_rows`): ``self.data.train`` holds those rows, so the
+  method (views, same-target partners, importance scores) works per user sequence.
 - Epoch-end callbacks ``cb(trainer, epoch, metrics) -> bool | None`` may save checkpoints or
   ask to stop (return True). This module never imports Ray.
 - ``history.csv`` (one row per epoch) is rewritten with every checkpoint and at the end.
@@ -22,7 +26,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +38,8 @@ from .checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, 
 from .config import Config, ConfigError, dump_config
 from .data import Dataset
 from .data.batches import make_batch, train_order
-from .evaluate import evaluate
+from .data.split import sequence_rows
+from .evaluate import evaluate, select_key
 from .methods import build_method
 from .models import build_model, refresh_dropout_banks
 from .precision import autocast, resolve_precision
@@ -42,7 +47,7 @@ from .precision import autocast, resolve_precision
 CHECKPOINT = "checkpoint.pt"
 WARMUP_CHECKPOINT = "warmup.pt"     # guided runs: the state after the last warm-up epoch
 HISTORY = "history.csv"
-SELECT_METRIC = "ndcg@10"
+SELECT_METRIC = "ndcg@10"          # of the protocol train.select_protocol names (select_key)
 Callback = Callable[["Trainer", int, dict], "bool | None"]
 
 
@@ -61,6 +66,10 @@ class LoopState:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     stopped_early: bool = False
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,6 +99,8 @@ class Trainer:
         self.config = config
         self.dataset = dataset
         self.data = dataset.split
+        if config.train.objective == "all_positions":
+            self.data = replace(self.data, train=sequence_rows(self.data.train, self.data.max_len))
         self.output_dir = Path(output_dir) if output_dir else None
         self.callbacks = list(callbacks or [])
         self.log = log or (lambda msg: print(msg, flush=True))
@@ -102,6 +113,7 @@ class Trainer:
         self.rng = np.random.default_rng(tc.seed)
         self.model = build_model(config.model, self.data.num_items, self.data.max_len).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr,
+                                          betas=(tc.adam_beta1, tc.adam_beta2),
                                           weight_decay=tc.weight_decay, fused=True)
         self.method = build_method(config, self.data, self.model)
         self.method.device = self.device
@@ -121,6 +133,7 @@ class Trainer:
         if self.state.epoch == 0:
             restore_rng(self._initial_rng, self.rng)
         self._write_config()
+        self.log(self.plan_line())
         while self.state.epoch < tc.epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
@@ -176,7 +189,8 @@ class Trainer:
         """One Adam step on training rows ``rows``: batch to the device, forward and loss under
         the run's autocast, backward and step outside it. Returns the detached loss and its
         parts, still on the device (this method reads nothing back from the device)."""
-        batch = make_batch(self.data.items, self.data.train, rows).to(self.device)
+        batch = make_batch(self.data.items, self.data.train, rows,
+                           next_items=self.config.train.objective == "all_positions").to(self.device)
         with autocast(self.precision, self.device):
             loss, parts = self.method.loss(batch, epoch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -199,7 +213,7 @@ class Trainer:
         """Record the epoch, update early stopping; True when patience has run out."""
         st, tc = self.state, self.config.train
         st.epoch = epoch
-        score = valid[f"valid/{SELECT_METRIC}"]
+        score = valid[f"valid/{self.select_metric}"]
         st.history.append({"epoch": epoch, **train_stats, **valid})
         if score > st.best_score:
             st.best_score, st.best_epoch, st.bad_epochs = score, epoch, 0
@@ -207,10 +221,31 @@ class Trainer:
         elif epoch >= self._patience_starts():
             st.bad_epochs += 1
         self._tensorboard(epoch, {**train_stats, **valid})
-        self.log(f"epoch {epoch:4d}  loss {train_stats['train/loss']:.4f}  "
-                 f"valid ndcg@10 {score:.4f} hr@10 {valid['valid/hr@10']:.4f}  "
-                 f"best {st.best_score:.4f}@{st.best_epoch}  ({st.train_seconds:.0f}s)")
+        shown = [(name, valid.get(f"valid/{key}")) for name, key in (
+            ("ndcg@10", "ndcg@10"), ("unseen", "ndcg@10_unseen"), ("hr@10", "hr@10"),
+            ("last-top1", "last_item_top1"))]
+        self.log(f"epoch {epoch:4d}/{tc.epochs}  loss {train_stats['train/loss']:.4f}  valid "
+                 + " ".join(f"{n} {v:.4f}" for n, v in shown if v is not None)
+                 + f"  best {st.best_score:.4f}@{st.best_epoch}  ({st.train_seconds:.0f}s, "
+                 f"at most {_minutes(st.train_seconds / epoch * (tc.epochs - epoch))} left)")
         return st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
+
+    def plan_line(self) -> str:
+        """What the run will do, printed before the first epoch it trains."""
+        tc, st, stats = self.config.train, self.state, self.dataset.stats()
+        batches = -(-len(self.data.train) // tc.batch_size)
+        where = f"from epoch {st.epoch + 1}" if st.epoch else "from scratch"
+        return (f"{stats['dataset']}: {stats['users']:,} users, {stats['items']:,} items, "
+                f"{len(self.data.train):,} training rows ({tc.objective}, {tc.loss}), "
+                f"{batches:,} batches per epoch; {self.config.method.name} on "
+                f"{self.config.model.backbone}, {where}, up to {tc.epochs} epochs, stopping after "
+                f"{tc.patience} without a better valid {self.select_metric} "
+                f"({tc.select_protocol} items)")
+
+    @property
+    def select_metric(self) -> str:
+        """The validation metric that selects the best epoch and stops early."""
+        return select_key(self.config.train.select_protocol, SELECT_METRIC)
 
     def _patience_starts(self) -> int:
         """Early stopping counts only from the first importance update on, so an
@@ -231,7 +266,8 @@ class Trainer:
             "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
             "test": test, "wall_time_s": round(st.train_seconds, 2),
             "seconds_per_epoch": round(st.train_seconds / max(st.epoch, 1), 3),
-            "update_epochs": self.method.update_epochs, "data": self.dataset.stats(),
+            "update_epochs": self.method.update_epochs,
+            "data": {**self.dataset.stats(), "rows_trained": len(self.data.train)},
             "hardware": hardware(), "device": str(self.device), "precision": self.precision,
             **({"warm_start": self.warm_start} if self.warm_start else {}),
         }

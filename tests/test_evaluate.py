@@ -10,7 +10,8 @@ from torch import nn
 from ec4srec.config import ModelConfig
 from ec4srec.data.io import RawSequences
 from ec4srec.data.split import leave_one_out
-from ec4srec.evaluate import compute_ranks, evaluate, metrics_from_ranks, ranks_from_scores
+from ec4srec.evaluate import (compute_ranks, evaluate, metrics_from_ranks, ranks_from_scores,
+                              unseen_ranks)
 from ec4srec.models import build_model
 
 from conftest import random_sequences
@@ -65,6 +66,37 @@ class FixedScores(nn.Module):
         return torch.arange(1, self.num_items + 1, dtype=torch.float).repeat(h.shape[0], 1)
 
 
+def test_unseen_protocol_removes_whole_history_and_counts_seen_target_as_miss():
+    # User 0: items 5, 6, 2, 3, 4 with max_len 2: the test history kept for the encoder is
+    # [2, 3], but the whole known history 5, 6, 2, 3 leaves the ranking. Target 4.
+    # User 1: items 1, 6, 2, 6: the test target 6 was seen before (a repeat): a miss.
+    split = leave_one_out(RawSequences.from_lists([[5, 6, 2, 3, 4], [1, 6, 2, 6]]), max_len=2)
+    model = FixedScores(6)
+    ranks = compute_ranks(model, split, split.test, protocols=True)
+    # All items: scores are the item ids, so item 4 is outranked by 5, 6 (rank 3); 6 is first.
+    assert ranks["all"].tolist() == [3, 1]
+    # Unseen: 5 and 6 are removed for user 0 although they lie beyond max_len (rank 1); user 1's
+    # target was seen, so its rank is the worst, N = 6.
+    assert ranks["unseen"].tolist() == [1, 6]
+    # Neither user's top item (6, 6) is its last history item (3 and 2).
+    assert ranks["last_top1"].tolist() == [0, 0]
+
+
+def test_unseen_ranks_ties_and_duplicates():
+    # Scores over 5 items; target 3 scores 0.5, tied with item 1 and below item 5.
+    scores = torch.tensor([[0.5, 0.1, 0.5, 0.2, 0.9]])
+    targets = torch.tensor([3])
+    ranks = ranks_from_scores(scores, targets)
+    # Pessimistic ties: items 1 and 5 and the target itself -> rank 3.
+    assert ranks.tolist() == [3]
+    # History 1, 1, 5 (item 1 twice, padding 0): each removed item counts once -> rank 1.
+    got = unseen_ranks(scores, targets, ranks, torch.tensor([[1, 0, 1, 5]]))
+    assert got.tolist() == [1]
+    # A history holding only the tied item 1 removes the tie -> rank 2.
+    got = unseen_ranks(scores, targets, ranks, torch.tensor([[1]]))
+    assert got.tolist() == [2]
+
+
 def test_mask_history_removes_history_items():
     # User 0: items 5, 6, 2, 3 -> test history [5, 6, 2], target 3.
     # User 1: items 1, 4, 6 -> test history [1, 4], target 6.
@@ -77,23 +109,38 @@ def test_mask_history_removes_history_items():
 
 
 def reference_metrics(model, split, examples, ks=(5, 10, 20), mask_history=False):
-    """One user at a time, straight from the definitions."""
+    """One user at a time, straight from the definitions, both protocols."""
     model.eval()
-    ranks = []
+    ranks, unseen, last_top1 = [], [], []
+
+    def rank_of(scores, item):
+        target = scores[item - 1]
+        return 1 + int((scores > target).sum()) + int((scores == target).sum()) - 1
+
     with torch.no_grad():
-        for end, length in zip(examples.end, examples.length):
+        for end, length, start in zip(examples.end, examples.length, examples.start):
             history = torch.as_tensor(split.items[end - length:end]).view(1, -1)
             scores = model.scores(model(history, torch.tensor([length])))[0]
             if mask_history:
                 scores[history[0] - 1] = -math.inf
-            target = scores[split.items[end] - 1]
-            ranks.append(1 + int((scores > target).sum()) + int((scores == target).sum()) - 1)
-    ranks = np.array(ranks, dtype=float)
+            target = int(split.items[end])
+            ranks.append(rank_of(scores, target))
+            last_top1.append(rank_of(scores, int(history[0, -1])) == 1)
+            seen = torch.as_tensor(split.items[start:end])
+            if target in seen.tolist():
+                unseen.append(len(scores))
+            else:
+                scores = scores.clone()
+                scores[seen - 1] = -math.inf
+                unseen.append(rank_of(scores, target))
     out = {}
-    for k in ks:
-        hit = ranks <= k
-        out[f"hr@{k}"] = hit.mean()
-        out[f"ndcg@{k}"] = np.where(hit, 1 / np.log2(ranks + 1), 0).mean()
+    for suffix, values in (("", ranks), ("_unseen", unseen)):
+        values = np.array(values, dtype=float)
+        for k in ks:
+            hit = values <= k
+            out[f"hr@{k}{suffix}"] = hit.mean()
+            out[f"ndcg@{k}{suffix}"] = np.where(hit, 1 / np.log2(values + 1), 0).mean()
+    out["last_item_top1"] = float(np.mean(last_top1))
     return out
 
 

@@ -3,11 +3,13 @@ Python-loop references written from the paper's equations (docs/methods.md conve
 every similarity divided by tau; per-view terms averaged)."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 import torch
 
+from ec4srec.config import MethodConfig
 from ec4srec.methods.losses import negative_view_loss, negative_view_supcon, pair_nce, similarity
 
 KINDS = ("dot", "cosine")
@@ -118,7 +120,8 @@ def test_pair_nce_depends_on_pairing(kind):
 def test_pair_nce_rewards_aligned_pairs():
     z1 = rand(5, 4, 4, scale=3.0)
     # Identical partners give a lower loss than unrelated partners.
-    assert float(pair_nce(z1, z1.clone())) < float(pair_nce(z1, rand(6, 4, 4, scale=3.0)))
+    assert (float(pair_nce(z1, z1.clone(), 1.0, "dot"))
+            < float(pair_nce(z1, rand(6, 4, 4, scale=3.0), 1.0, "dot")))
 
 
 # --------------------------------------------------------------------------- L_cl-
@@ -135,17 +138,19 @@ def test_negative_view_loss_matches_paper_equation(B, kind, tau):
 def test_negative_view_loss_uses_every_positive_view():
     neg, pos = rand(50, 3, 4), rand(51, 6, 4)
     # Dropping one positive view from S+ changes the loss (all of S+ is in the denominator).
-    assert float(negative_view_loss(neg, pos)) != pytest.approx(float(negative_view_loss(neg, pos[:-1])))
+    assert float(negative_view_loss(neg, pos, 1.0, "dot")) != pytest.approx(
+        float(negative_view_loss(neg, pos[:-1], 1.0, "dot")))
     # Pulling the negative views together lowers the loss.
     close = neg[:1].repeat(3, 1) + 0.01 * rand(52, 3, 4)
-    assert float(negative_view_loss(close * 3, pos)) < float(negative_view_loss(neg * 3, pos))
+    assert (float(negative_view_loss(close * 3, pos, 1.0, "dot"))
+            < float(negative_view_loss(neg * 3, pos, 1.0, "dot")))
 
 
 @pytest.mark.parametrize("fn", [negative_view_loss, negative_view_supcon])
 def test_single_negative_view_gives_zero_with_gradient(fn):
     neg = rand(60, 1, 4).requires_grad_()
     pos = rand(61, 2, 4).requires_grad_()
-    loss = fn(neg, pos)
+    loss = fn(neg, pos, 1.0, "dot")
     # One negative view has no other negative view: the loss is exactly 0 ...
     assert float(loss.detach()) == 0.0
     # ... and still a graph-connected tensor that backward() accepts.
@@ -166,8 +171,17 @@ def test_negative_view_supcon_matches_reference(B, kind):
 
 def test_supcon_default_temperature_is_point_one():
     neg, pos = rand(90, 3, 4, scale=0.5), rand(91, 6, 4, scale=0.5)
-    # The default temperature is upstream's 0.1.
-    assert float(negative_view_supcon(neg, pos)) == pytest.approx(supcon_ref(neg, pos, 0.1, "dot"), rel=1e-9)
+    tau = MethodConfig().neg_tau
+    # The config's default temperature (method.neg_tau) is upstream's 0.1.
+    assert float(negative_view_supcon(neg, pos, tau, "dot")) == pytest.approx(
+        supcon_ref(neg, pos, 0.1, "dot"), rel=1e-9)
+
+
+@pytest.mark.parametrize("fn", [similarity, pair_nce, negative_view_loss, negative_view_supcon])
+def test_losses_keep_no_defaults_of_their_own(fn):
+    params = inspect.signature(fn).parameters
+    # Temperature and similarity come from the caller (the config's), never from a default here.
+    assert all(params[p].default is inspect.Parameter.empty for p in ("tau", "kind") if p in params)
 
 
 # --------------------------------------------------------------------------- gradients, invariance
@@ -204,6 +218,7 @@ def test_negative_view_loss_invariant_to_positive_set_order():
     neg, pos = rand(300, 4, 4), rand(301, 8, 4)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
     # S+ is a set: its order does not matter (neither for L_cl- nor for SupCon).
-    assert float(negative_view_loss(neg, pos[perm])) == pytest.approx(float(negative_view_loss(neg, pos)), rel=1e-10)
-    assert float(negative_view_supcon(neg, pos[perm])) == pytest.approx(
-        float(negative_view_supcon(neg, pos)), rel=1e-10)
+    assert float(negative_view_loss(neg, pos[perm], 1.0, "dot")) == pytest.approx(
+        float(negative_view_loss(neg, pos, 1.0, "dot")), rel=1e-10)
+    assert float(negative_view_supcon(neg, pos[perm], 0.1, "dot")) == pytest.approx(
+        float(negative_view_supcon(neg, pos, 0.1, "dot")), rel=1e-10)

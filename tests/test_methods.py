@@ -509,12 +509,19 @@ def test_guided_terms_of_each_method():
 
 
 # =========================================================================== every pair trains
+@pytest.mark.parametrize("objective, loss", [("prefix_rows", "full_softmax"),
+                                             ("all_positions", "sampled_softmax")])
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_and_backbone_trains(tiny_file, tiny_dataset, method, backbone):
+def test_every_method_and_backbone_trains(tiny_file, tiny_dataset, method, backbone, objective, loss):
     config = tiny_config(tiny_file, method__name=method, model__backbone=backbone,
-                         method__explainer="saliency", method__update_epochs="[2]", train__epochs=2)
+                         method__explainer="saliency", method__update_epochs="[2]", train__epochs=2,
+                         train__objective=objective, train__loss=loss, train__negatives=5)
     trainer = quiet(config, tiny_dataset)
+    if objective == "all_positions":
+        # Sequence rows: one per user with a training target (the tiny users fit in max_len),
+        # and the importance scores / views are per sequence row.
+        assert len(trainer.data.train) == len(np.unique(trainer.dataset.split.train.user))
     record = trainer.fit(run_test=False)
     history = trainer.state.history
     # Two epochs ran and every logged training loss is finite.
@@ -617,13 +624,14 @@ def test_negative_view_loss_leaves_invalid_rows_out():
     valid = torch.tensor([True, False, True, True, False])
     from ec4srec.methods.losses import negative_view_loss, negative_view_supcon
     # Leaving rows out equals computing the loss on the kept rows alone (S+ unchanged).
-    assert torch.allclose(negative_view_loss(neg, pos, 0.5, valid=valid),
-                          negative_view_loss(neg[valid], pos, 0.5), atol=1e-6)
-    assert torch.allclose(negative_view_supcon(neg, pos, 0.2, valid=valid),
-                          negative_view_supcon(neg[valid], pos, 0.2), atol=1e-6)
+    assert torch.allclose(negative_view_loss(neg, pos, 0.5, "dot", valid=valid),
+                          negative_view_loss(neg[valid], pos, 0.5, "dot"), atol=1e-6)
+    assert torch.allclose(negative_view_supcon(neg, pos, 0.2, "dot", valid=valid),
+                          negative_view_supcon(neg[valid], pos, 0.2, "dot"), atol=1e-6)
+    everyone = torch.ones(5, dtype=torch.bool)
     # All rows valid is the plain loss.
-    assert torch.allclose(negative_view_loss(neg, pos, valid=torch.ones(5, dtype=torch.bool)),
-                          negative_view_loss(neg, pos), atol=1e-6)
+    assert torch.allclose(negative_view_loss(neg, pos, 1.0, "dot", valid=everyone),
+                          negative_view_loss(neg, pos, 1.0, "dot"), atol=1e-6)
 
 
 def test_length_one_rows_are_left_out_of_cl_minus(monkeypatch):

@@ -38,10 +38,11 @@ def test_fit_writes_run_files(tiny_file, tiny_dataset, tmp_path):
     record = quiet(config, tiny_dataset, out).fit()
     # config.yaml loads back to exactly the run's config.
     assert load_config(out / "config.yaml") == config
-    # metrics.json is the returned record, with validation and test metrics.
+    # metrics.json is the returned record, with validation and test metrics of both protocols.
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(record))
-    assert record["epochs_run"] == 2 and set(record["test"]) == {f"{m}@{k}" for m in ("hr", "ndcg")
-                                                                   for k in (5, 10, 20)}
+    assert record["epochs_run"] == 2 and set(record["test"]) == {
+        f"{m}@{k}{p}" for m in ("hr", "ndcg") for k in (5, 10, 20) for p in ("", "_unseen")} | {
+        "last_item_top1"}
     # The checkpoint holds the model, optimizer, RNG and loop state, and the config.
     ckpt = load_torch(out / CHECKPOINT)
     assert {"model", "optimizer", "rng", "loop", "best_weights", "method", "config"} <= set(ckpt)

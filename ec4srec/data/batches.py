@@ -21,12 +21,15 @@ class Batch:
     lengths: torch.Tensor  # [B] int64, >= 1
     targets: torch.Tensor  # [B] int64, item ids >= 1
     rows: torch.Tensor     # [B] int64: indices into the Examples the batch was cut from
+    # [B, L] int64: the next item of every position (items shifted by one, ending in targets),
+    # 0 on padding; only for the all_positions objective
+    next_items: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         if device.type == "cpu":
             return self
-        return Batch(*(t.to(device, non_blocking=True) for t in
-                       (self.items, self.lengths, self.targets, self.rows)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in
+                       (self.items, self.lengths, self.targets, self.rows, self.next_items)))
 
     def __len__(self) -> int:
         return self.items.shape[0]
@@ -41,12 +44,17 @@ def gather_histories(items: np.ndarray, end: np.ndarray, length: np.ndarray) -> 
     return np.where(valid, items[np.where(valid, idx, 0)], 0)
 
 
-def make_batch(items: np.ndarray, examples: Examples, rows: np.ndarray) -> Batch:
+def make_batch(items: np.ndarray, examples: Examples, rows: np.ndarray,
+               next_items: bool = False) -> Batch:
+    """Rows ``rows`` of ``examples`` as a trimmed batch; ``next_items`` also gathers every
+    position's next item (the all_positions objective's targets)."""
     end, length = examples.end[rows], examples.length[rows]
     return Batch(items=torch.from_numpy(gather_histories(items, end, length)),
                  lengths=torch.from_numpy(length),
                  targets=torch.from_numpy(items[end]),
-                 rows=torch.from_numpy(rows.astype(np.int64)))
+                 rows=torch.from_numpy(rows.astype(np.int64)),
+                 next_items=(torch.from_numpy(gather_histories(items, end + 1, length))
+                             if next_items else None))
 
 
 def train_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,

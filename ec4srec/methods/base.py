@@ -4,29 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional as F
-
 from ..config import Config
 from ..data.batches import Batch
 from ..data.split import SplitData
-from .encoding import encode_together
+from .objective import RecObjective, full_softmax_loss, target_counts
 
 
 def rec_loss(model, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: cross-entropy of the target against all items (full softmax, mean over batch).
-
-    Equal to ``F.cross_entropy(model.scores(h), targets - 1)``; for a model that keeps the
-    default :meth:`SequenceEncoder.scores` it runs the chunked kernel
-    :func:`ec4srec.models.fast_ops.full_softmax_ce` (no ``[B, N]`` logits kept for backward).
-    """
-    from ..models.base import SequenceEncoder
-    from ..models.fast_ops import full_softmax_ce
-
-    if (type(model).scores is SequenceEncoder.scores
-            and type(model).item_matrix is SequenceEncoder.item_matrix):
-        return full_softmax_ce(h, model.item_emb.weight, targets - 1, offset=1,
-                               num=model.num_items)
-    return F.cross_entropy(model.scores(h), targets - 1)
+    """Eq. 2 with the full softmax (:func:`~ec4srec.methods.objective.full_softmax_loss`)."""
+    return full_softmax_loss(model, h, targets)
 
 
 class Method:
@@ -37,6 +23,11 @@ class Method:
         self.data = data
         self.model = model
         self.device = torch.device("cpu")
+        tc = config.train
+        counts = (target_counts(data.items, data.train, data.num_items, tc.objective)
+                  if tc.loss == "sampled_softmax" and tc.negative_sampler == "popularity" else None)
+        num_items = data.num_items if data is not None else getattr(model, "num_items", 0)
+        self.objective = RecObjective(tc, num_items, counts)
 
     # schedule ----------------------------------------------------------------------------
     @property
@@ -50,20 +41,24 @@ class Method:
 
     # objective ---------------------------------------------------------------------------
     def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its detached parts (summed per epoch by the trainer).
-
-        With random batches (``train.bucket_batches=1``) a batch is padded to its longest row,
-        nearly always ``max_len``, so its rows are encoded in length-sorted chunks trimmed to
-        their own longest row, as every contrastive view is (:func:`encode_together`; rows are
-        independent, so only the dropout draws differ from one padded pass). Bucketed batches
-        are already about as long as their rows and keep the single pass.
-        """
-        if self.config.train.bucket_batches == 1:
-            h = encode_together(self.model, [(batch.items, batch.lengths)])[0]    # [B, d]
-        else:
-            h = self.model(batch.items, batch.lengths)                    # [B, d]
-        loss = rec_loss(self.model, h, batch.targets)
+        """Total loss and its detached parts (summed per epoch by the trainer)."""
+        loss, _ = self.rec_forward(batch)
         return loss, {"rec": loss.detach()}
+
+    def rec_forward(self, batch: Batch, h: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_rec of ``batch`` under ``train.objective`` and ``train.loss``
+        (:class:`RecObjective`) and the anchor's representation h [B, d] (each row's last
+        position): the one place L_rec is computed. ``h`` is the anchor when a caller encoded it
+        already (pooled with other views: ``Contrastive.pool_anchor``, prefix rows only); None
+        encodes it here.
+
+        With random batches (``train.bucket_batches=1``) a prefix-row batch is padded to its
+        longest row, nearly always ``max_len``, so its rows are encoded in length-sorted chunks
+        trimmed to their own longest row, as every contrastive view is (rows are independent,
+        so only the dropout draws differ from one padded pass). Bucketed batches are already
+        about as long as their rows and keep the single pass."""
+        return self.objective.forward(self.model, batch, h)
 
     # state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -9,12 +9,14 @@
 | ec4srec     | L_rec + l_cl L_cl + l_sl L_sl | L_rec + l_cl+ L_cl+ + l_cl- L_cl- + l_sl+ L_sl+ (Eq. 9) |
 
 The warm-up column is Section 4.1 ("we combine the losses of CL4SRec and DuoRec");
-``method.warmup_loss=rec_only`` gives upstream's L_rec-only warm-up. Importance scores are
-recomputed at the start of each scheduled epoch (schedule.py) by the configured explainer, in
-eval mode, over all training rows, and kept as method state (so every checkpoint has them).
-All views of a batch (anchor, augmented views, retrieved sequences) are pooled and encoded in
-length-sorted, trimmed chunks (:func:`encode_together`): fewer, fuller forward passes and no
-work on the padding a long retrieved sequence would force on every short view.
+``method.warmup_loss=rec_only`` gives upstream's L_rec-only warm-up. This table is data in
+terms.py: each term names the views it reads, each (method, phase) row weights the terms.
+Importance scores are recomputed at the start of each scheduled epoch (schedule.py) by the
+configured explainer, in eval mode, over all training rows, and kept as method state (so every
+checkpoint has them). All views of a batch (anchor, augmented views, retrieved sequences) are
+built once, in terms.VIEWS order, pooled in that order and encoded in length-sorted, trimmed
+chunks (:func:`encode_together`): fewer, fuller forward passes and no work on the padding a long
+retrieved sequence would force on every short view.
 """
 from __future__ import annotations
 
@@ -28,15 +30,15 @@ from ..data.batches import Batch
 from ..data.split import SplitData
 from ..registry import GUIDED
 from ..schedule import update_epochs
-from . import augment
-from .base import Method, rec_loss
+from . import augment, terms
+from .base import Method
 from .encoding import encode_together
 from .losses import negative_view_loss, negative_view_supcon, pair_nce
 from .retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
 
 
 def build_contrastive(config: Config, data: SplitData, model) -> Method:
-    if config.method.name not in ("cl4srec", "duorec", *GUIDED):
+    if config.method.name not in terms.METHODS:
         raise ValueError(f"unknown method {config.method.name!r}")
     return Contrastive(config, data, model)
 
@@ -46,9 +48,12 @@ class Contrastive(Method):
         super().__init__(config, data, model)
         mc = config.method
         self.name = mc.name
-        self.guided = mc.name in GUIDED
         self._updates = (update_epochs(config.train.epochs, mc.updates, mc.update_epochs)
-                         if self.guided else [])
+                         if mc.name in GUIDED else [])
+        # The anchor is encoded in the pool with the other views (first); False encodes it on
+        # its own in rec_forward and pools the other views without it: the all_positions
+        # objective needs every position's state of the anchor, not only its last.
+        self.pool_anchor = config.train.objective == "prefix_rows"
         self.importance: torch.Tensor | None = None          # [R, max_len] float32, CPU
         self._importance_device: torch.Tensor | None = None  # its copy on the training device
         self._index: SameTargetIndex | None = None
@@ -81,85 +86,73 @@ class Contrastive(Method):
 
     # ------------------------------------------------------------------ the objective
     def loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """sum of weight x term over the phase's row of the term table (terms.py), and every
+        term's detached value. Only the views the row's terms read are built and encoded."""
         mc = self.config.method
-        guided_phase = self.guided and self.importance is not None
-        warmup = self.guided and not guided_phase and mc.warmup_loss == "paper"
-        # A term whose lambda is 0 contributes nothing: its views are neither built nor encoded.
-        use_cl = (self.name == "cl4srec" or warmup) and mc.lambda_cl > 0
-        use_sl = (self.name == "duorec" or warmup) and mc.lambda_sl > 0
-        weights = mc.guided_weights() if guided_phase else {"cl+": 0.0, "cl-": 0.0, "sl+": 0.0}
-        # L_cl- needs the positive views too (they are its S+), so they are built for either term.
-        use_ssl_plus = weights["cl+"] > 0 or weights["cl-"] > 0
-        use_cl_neg = weights["cl-"] > 0
-        use_sl_plus = weights["sl+"] > 0
+        row = terms.weights(mc, terms.phase_of(mc, self.importance is not None))
+        names = terms.terms_of(row)
+        views = self.build_views(batch, terms.views_of(names, mc.sl_anchor))
+        pooled = {v: x for v, x in views.items() if v != "anchor" or self.pool_anchor}
+        encoded = encode_together(self.model, list(pooled.values())) if pooled else []
+        z = dict(zip(pooled, encoded))                  # view name -> [B, d]
+        values = {}                                     # term name -> scalar
+        values["rec"], z["anchor"] = self.rec_forward(batch, z.get("anchor"))
+        if mc.sl_anchor == "rec":
+            z["anchor_sl"] = z["anchor"]               # L_sl / L_sl+ pair the L_rec forward
+        for name in names:
+            if name != "rec":
+                values[name] = self.term(name, z, batch)
+        return terms.weighted_sum(row, values), {t: values[t].detach() for t in names}
 
+    def build_views(self, batch: Batch, names: tuple[str, ...]
+                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The views ``names`` of ``batch`` (each ``(items [B, L_v], lengths [B])``), built and
+        returned in terms.VIEWS order: augmentations and retrieval draw from torch's global RNG
+        in this order, so it fixes the numbers. aug1/aug2 and pos1/pos2 are built in pairs, and
+        the anchor always."""
+        mc = self.config.method
         items, lengths = batch.items, batch.lengths
-        views: list[tuple[torch.Tensor, torch.Tensor]] = [(items, lengths)]
         mask_token = self.model.mask_token
-        if use_cl:
+        wanted = set(names)
+        views = {"anchor": (items, lengths)}
+        if {"aug1", "aug2"} & wanted:
             v1, l1, v2, l2 = augment.two_random_views(
                 items, lengths, mc.augmentations, mc.crop_ratio, mc.mask_ratio, mc.reorder_ratio,
                 mask_token)
-            views += [(v1, l1), (v2, l2)]
-        # L_sl / L_sl+'s anchor: the L_rec forward, or (sl_anchor=dropout) a second encoding.
-        second_anchor = (use_sl or use_sl_plus) and mc.sl_anchor == "dropout"
-        if second_anchor:
-            views.append((items, lengths))
-        if use_sl:
-            views.append(self.index.histories(self.index.random_partner(batch.rows)))
-        if use_ssl_plus or use_sl_plus:
+            views["aug1"], views["aug2"] = (v1, l1), (v2, l2)
+        if "anchor_sl" in wanted:
+            views["anchor_sl"] = (items, lengths)      # re-encoded: its own dropout draws
+        if "same_target" in wanted:
+            views["same_target"] = self.index.histories(self.index.random_partner(batch.rows))
+        if {"pos1", "pos2", "neg", "guided_partner"} & wanted:
             scores = self._batch_importance(batch)                                  # [B, L]
-        if use_ssl_plus:
-            k = self.num_lowest(lengths)
+            k = self.num_lowest(lengths)                                            # [B]
+        if {"pos1", "pos2"} & wanted:
             p1, pl1, p2, pl2 = augment.two_guided_views(items, lengths, scores, k, mask_token=mask_token)
-            views += [(p1, pl1), (p2, pl2)]
-            if use_cl_neg:
-                k_high = lengths - k if mc.k_counts == "important" else k
-                views.append(augment.one_negative_view(items, lengths, scores, k,
-                                                       mask_token=mask_token, k_high=k_high))
-        if use_sl_plus:
+            views["pos1"], views["pos2"] = (p1, pl1), (p2, pl2)
+        if "neg" in wanted:
+            k_high = lengths - k if mc.k_counts == "important" else k
+            views["neg"] = augment.one_negative_view(items, lengths, scores, k,
+                                                     mask_token=mask_token, k_high=k_high)
+        if "guided_partner" in wanted:
             partner = self.index.guided_partner(batch.rows, items, lengths, scores, self.data.num_items,
                                                 mc.retrieval_candidates, util_table=self.util_table())
-            views.append(self.index.histories(partner))
+            views["guided_partner"] = self.index.histories(partner)
+        return views
 
-        h, *rest = encode_together(self.model, views)
-        l_rec = rec_loss(self.model, h, batch.targets)
-        total, parts = l_rec, {"rec": l_rec.detach()}
+    def term(self, name: str, z: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The scalar contrastive term ``name`` (terms.TERM_VIEWS) of the encoded views ``z``
+        (view name -> [B, d])."""
+        mc = self.config.method
         tau, sim = mc.tau, mc.similarity
-        if use_cl:
-            l_cl = pair_nce(rest.pop(0), rest.pop(0), tau, sim)
-            total = total + mc.lambda_cl * l_cl
-            parts["cl"] = l_cl.detach()
-        sl_anchor = rest.pop(0) if second_anchor else h
-        if use_sl:
-            l_sl = pair_nce(sl_anchor, rest.pop(0), tau, sim)
-            total = total + mc.lambda_sl * l_sl
-            parts["sl"] = l_sl.detach()
-        if use_ssl_plus:
-            # weights: Eq. 9's flat l_cl+ L_cl+ + l_cl- L_cl-, or Eq. 6's nested
-            # l_cl+ (L_cl+ + l_cl- L_cl-) (MethodConfig.guided_weights)
-            z1, z2 = rest.pop(0), rest.pop(0)
-            l_pos = l_neg = None
-            if weights["cl+"] > 0:
-                l_pos = pair_nce(z1, z2, tau, sim)
-                parts["cl+"] = l_pos.detach()
-            if use_cl_neg:
-                zn = rest.pop(0)
-                positives = torch.cat([z1, z2])
-                valid = lengths >= mc.neg_min_length if mc.neg_min_length > 1 else None
-                l_neg = (negative_view_loss(zn, positives, tau, sim, valid) if mc.neg_loss == "paper"
-                         else negative_view_supcon(zn, positives, mc.neg_tau, sim, valid))
-                parts["cl-"] = l_neg.detach()
-            if mc.ssl_weighting == "nested" and l_pos is not None and l_neg is not None:
-                total = total + mc.lambda_cl_pos * (l_pos + mc.lambda_cl_neg * l_neg)
-            else:
-                total = total + sum(w * l for w, l in ((weights["cl+"], l_pos), (weights["cl-"], l_neg))
-                                    if l is not None)
-        if use_sl_plus:
-            l_slp = pair_nce(sl_anchor, rest.pop(0), tau, sim)
-            total = total + weights["sl+"] * l_slp
-            parts["sl+"] = l_slp.detach()
-        return total, parts
+        if name == "cl-":
+            positives = torch.cat([z["pos1"], z["pos2"]])                         # [2B, d], S+
+            valid = batch.lengths >= mc.neg_min_length if mc.neg_min_length > 1 else None
+            if mc.neg_loss == "paper":
+                return negative_view_loss(z["neg"], positives, tau, sim, valid)
+            return negative_view_supcon(z["neg"], positives, mc.neg_tau, sim, valid)
+        a, b = terms.TERM_VIEWS[name]                   # cl, sl, cl+, sl+: InfoNCE of (a, b)
+        return pair_nce(z[a], z[b], tau, sim)
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -1,8 +1,10 @@
 """Contrastive losses of Eqs. 3, 4, 6 and 8, batched, with in-batch negatives.
 
-Shared conventions (docs/methods.md):
-- sim(a, b) is a raw dot product by default (upstream), cosine optionally; every term is divided
-  by the temperature tau (the issue's choice; Eq. 3 and L_cl+ print no tau, Eqs. 4 and 8 do).
+Shared conventions (docs/methods.md, "Contrastive terms"):
+- sim(a, b) is a raw dot product (``kind="dot"``, upstream's) or cosine (``kind="cosine"``);
+  every term is divided by the temperature tau, also Eq. 3 and L_cl+, which print none (Eqs. 4
+  and 8 do). Callers pass both; the defaults live in the config only (method.similarity=cosine,
+  method.tau=0.2; the paper's regime is dot and 1.0).
 - ``pair_nce`` is the symmetric InfoNCE over 2B views: each of the 2B views has one positive
   (its partner) and 2B - 2 negatives (all other views in the batch). Per-view terms are
   averaged, i.e. L = (1 / 2B) * sum over views, which is Eq. 3 averaged over both directions and
@@ -15,14 +17,14 @@ import torch
 from torch.nn import functional as F
 
 
-def similarity(a: torch.Tensor, b: torch.Tensor, kind: str = "dot") -> torch.Tensor:
-    """[n, d] x [m, d] -> [n, m]."""
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    """[n, d] x [m, d] -> [n, m]: dot products (``kind="dot"``) or cosines (``"cosine"``)."""
     if kind == "cosine":
         a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     return a @ b.T
 
 
-def pair_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float = 1.0, kind: str = "dot") -> torch.Tensor:
+def pair_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, kind: str) -> torch.Tensor:
     """Symmetric InfoNCE for positive pairs (z1[i], z2[i]); z1, z2: [B, d] -> scalar.
 
     Used for L_cl (Eq. 3, CL4SRec), L_cl+ (two explanation-guided positive views), L_sl (Eq. 4,
@@ -42,8 +44,8 @@ def _pair_mask(B: int, valid: torch.Tensor | None, device) -> torch.Tensor:
     return off_diag if valid is None else off_diag & valid.view(-1, 1) & valid.view(1, -1)
 
 
-def negative_view_loss(neg: torch.Tensor, pos: torch.Tensor, tau: float = 1.0,
-                       kind: str = "dot", valid: torch.Tensor | None = None) -> torch.Tensor:
+def negative_view_loss(neg: torch.Tensor, pos: torch.Tensor, tau: float, kind: str,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_cl- of Section 4.4.1; neg: [B, d] negative views, pos: [P, d] all positive views (S+).
 
     For each negative view n_u and each other negative view n_u' (u' != u):
@@ -63,8 +65,8 @@ def negative_view_loss(neg: torch.Tensor, pos: torch.Tensor, tau: float = 1.0,
     return -(log_prob * pairs).sum() / pairs.sum().clamp(min=1)
 
 
-def negative_view_supcon(neg: torch.Tensor, pos: torch.Tensor, tau: float = 0.1,
-                         kind: str = "dot", valid: torch.Tensor | None = None) -> torch.Tensor:
+def negative_view_supcon(neg: torch.Tensor, pos: torch.Tensor, tau: float, kind: str,
+                         valid: torch.Tensor | None = None) -> torch.Tensor:
     """Upstream's variant of L_cl- (``method.neg_loss=upstream``): supervised contrastive loss
     in which the B negative views form one class. For each negative view, every other negative
     view is a positive and the denominator runs over ALL other views (the other negative views

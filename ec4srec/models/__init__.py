@@ -12,14 +12,17 @@ __all__ = ["Caser", "FastDropout", "GRU4Rec", "SASRec", "SequenceEncoder", "buil
 
 
 def build_model(config: ModelConfig, num_items: int, max_len: int) -> SequenceEncoder:
+    shared = dict(item_dropout=config.item_dropout, tied_output=config.tied_output, init=config.init)
     if config.backbone == "sasrec":
         return SASRec(num_items, max_len, config.hidden_size, config.num_layers, config.num_heads,
                       config.inner_size, config.dropout, config.attn_dropout, config.init_std,
-                      config.fast_dropout)
+                      config.fast_dropout, norm=config.norm, positions=config.positions,
+                      ffn_activation=config.ffn_activation, **shared)
     if config.backbone == "gru4rec":
         return GRU4Rec(num_items, config.hidden_size, config.gru_hidden_size, config.gru_dropout,
-                       config.init_std, config.fast_dropout)
+                       config.init_std, config.fast_dropout, **shared)
     if config.backbone == "caser":
         return Caser(num_items, config.hidden_size, config.caser_window, config.caser_nv,
-                     config.caser_nh, config.caser_dropout, config.init_std, config.fast_dropout)
+                     config.caser_nh, config.caser_dropout, config.init_std, config.fast_dropout,
+                     **shared)
     raise ValueError(f"unknown backbone {config.backbone!r}")

@@ -3,6 +3,13 @@
 Item table layout: row 0 = padding, rows 1..num_items = items, row num_items + 1 = the [mask]
 token used by mask augmentations. Scores are dot products with rows 1..num_items only, so
 padding and [mask] are never recommended; column j of a score matrix is item j + 1.
+
+Options every backbone shares (docs/models.md): ``item_dropout`` drops item-embedding entries
+wherever the table is read in training (the input lookups and the output vectors of the loss,
+an independent mask per read; RecTools draws one mask per batch over the whole table and uses
+it for both); ``tied_output=False`` scores with a separate output table (same layout, rows
+1..num_items used); ``init="xavier_normal"`` initialises every weight matrix Xavier-normal
+(RecTools) instead of N(0, init_std).
 """
 from __future__ import annotations
 
@@ -19,16 +26,43 @@ class SequenceEncoder(nn.Module):
 
     has_attention = False
 
-    def __init__(self, num_items: int, hidden_size: int, init_std: float = 0.02):
+    def __init__(self, num_items: int, hidden_size: int, init_std: float = 0.02,
+                 item_dropout: float = 0.0, tied_output: bool = True, init: str = "normal",
+                 fast_dropout: bool = True):
         super().__init__()
         self.num_items = num_items
         self.mask_token = num_items + 1
         self.hidden_size = hidden_size
         self.init_std = init_std
+        self.init = init
         self.item_emb = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
+        self.out_emb = None if tied_output else nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
+        self.item_drop = FastDropout(item_dropout, fast_dropout)
 
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_emb(items)                              # [B, L, d]
+        return self.item_drop(self.item_emb(items))              # [B, L, d]
+
+    def output_table(self) -> torch.Tensor:
+        """The table whose rows 1..num_items score items (item_emb when tied), item dropout
+        applied in training: [num_items + 1 or + 2, d]."""
+        return self.item_drop((self.item_emb if self.out_emb is None else self.out_emb).weight)
+
+    def output_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Output vectors of item ids [...] -> [..., d] (item dropout applied in training)."""
+        table = self.item_emb if self.out_emb is None else self.out_emb
+        return self.item_drop(table(items))
+
+    def all_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """items [B, L] right-padded, lengths [B] -> [B, L, d]: column j is the representation
+        of the prefix items[:, :j + 1] (what ``forward(items[:, :j + 1], j + 1)`` gives; columns
+        >= lengths are unspecified). The plain computation, one pass per position; backbones
+        override it with one pass over all positions."""
+        L = items.shape[1]
+        cols = []
+        for j in range(L):
+            prefix = torch.full_like(lengths, j + 1)
+            cols.append(self.forward(items[:, :j + 1], prefix))
+        return torch.stack(cols, dim=1)
 
     def encode_embedded(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError                                # -> [B, d]
@@ -57,7 +91,7 @@ class SequenceEncoder(nn.Module):
         return out
 
     def item_matrix(self) -> torch.Tensor:
-        return self.item_emb.weight[1:self.num_items + 1]        # [N, d]
+        return self.output_table()[1:self.num_items + 1]         # [N, d]
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.item_matrix().T                           # [B, N]
@@ -65,7 +99,10 @@ class SequenceEncoder(nn.Module):
     def init_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                module.weight.data.normal_(0.0, self.init_std)
+                if self.init == "xavier_normal":
+                    nn.init.xavier_normal_(module.weight.data)
+                else:
+                    module.weight.data.normal_(0.0, self.init_std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.data.zero_()
             elif isinstance(module, nn.LayerNorm):
@@ -73,6 +110,8 @@ class SequenceEncoder(nn.Module):
                 module.bias.data.zero_()
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+            if self.out_emb is not None:
+                self.out_emb.weight[0].zero_()
 
 
 def last_real(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

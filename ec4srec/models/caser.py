@@ -17,8 +17,10 @@ from .base import FastDropout, SequenceEncoder
 class Caser(SequenceEncoder):
     def __init__(self, num_items: int, hidden_size: int = 64, window: int = 5, nv: int = 8,
                  nh: int = 16, dropout: float = 0.4, init_std: float = 0.02,
-                 fast_dropout: bool = True):
-        super().__init__(num_items, hidden_size, init_std)
+                 fast_dropout: bool = True, item_dropout: float = 0.0, tied_output: bool = True,
+                 init: str = "normal"):
+        super().__init__(num_items, hidden_size, init_std, item_dropout, tied_output, init,
+                         fast_dropout)
         self.window = window
         self.conv_v = nn.Conv2d(1, nv, (window, 1))
         self.conv_h = nn.ModuleList(nn.Conv2d(1, nh, (h, hidden_size)) for h in range(1, window + 1))
@@ -38,7 +40,20 @@ class Caser(SequenceEncoder):
         return picked * valid.unsqueeze(-1)
 
     def encode_embedded(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        img = self.last_window(emb, lengths).unsqueeze(1)                        # [B, 1, W, d]
+        return self._encode_windows(self.last_window(emb, lengths))
+
+    def all_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, L, d]: column j encodes the window of the `window` items ending at j
+        (zero rows before the first item), all columns in one batched pass."""
+        emb = self.embed_items(items)                                             # [B, L, d]
+        B, L, d = emb.shape
+        padded = F.pad(emb, (0, 0, self.window - 1, 0))                           # [B, L+W-1, d]
+        windows = padded.unfold(1, self.window, 1).transpose(2, 3)                # [B, L, W, d]
+        return self._encode_windows(windows.reshape(B * L, self.window, d)).view(B, L, -1)
+
+    def _encode_windows(self, window: torch.Tensor) -> torch.Tensor:
+        """[B, W, d] windows, oldest first -> [B, d]."""
+        img = window.unsqueeze(1)                                                 # [B, 1, W, d]
         out_v = self.conv_v(img).flatten(1)                                       # [B, nv * d]
         out_h = [F.relu(conv(img)).squeeze(3).amax(dim=2) for conv in self.conv_h]  # W x [B, nh]
         z = torch.cat([out_v, *out_h], dim=1)

@@ -9,8 +9,10 @@ from .base import FastDropout, SequenceEncoder, last_real
 
 class GRU4Rec(SequenceEncoder):
     def __init__(self, num_items: int, hidden_size: int = 64, gru_hidden_size: int = 128,
-                 dropout: float = 0.3, init_std: float = 0.02, fast_dropout: bool = True):
-        super().__init__(num_items, hidden_size, init_std)
+                 dropout: float = 0.3, init_std: float = 0.02, fast_dropout: bool = True,
+                 item_dropout: float = 0.0, tied_output: bool = True, init: str = "normal"):
+        super().__init__(num_items, hidden_size, init_std, item_dropout, tied_output, init,
+                         fast_dropout)
         self.drop = FastDropout(dropout, fast_dropout)
         self.gru = nn.GRU(hidden_size, gru_hidden_size, num_layers=1, batch_first=True, bias=False)
         self.dense = nn.Linear(gru_hidden_size, hidden_size)
@@ -22,6 +24,11 @@ class GRU4Rec(SequenceEncoder):
         # Right padding: the state at lengths - 1 has never seen a padding step.
         out, _ = self.gru(self.drop(emb))                      # [B, L, H]
         return self.dense(last_real(out, lengths))            # [B, d]
+
+    def all_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, L, d]: the GRU is causal, so one pass gives every prefix's state."""
+        out, _ = self.gru(self.drop(self.embed_items(items)))  # [B, L, H]
+        return self.dense(out)
 
     @torch.no_grad()
     def occlusion_states(self, emb: torch.Tensor, lengths: torch.Tensor,

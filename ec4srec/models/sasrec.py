@@ -1,4 +1,8 @@
-"""SASRec (Kang & McAuley 2018) as in RecBole/upstream EC4SRec: post-LayerNorm blocks.
+"""SASRec (Kang & McAuley 2018) as in RecBole/upstream EC4SRec: post-LayerNorm blocks; and,
+by config, the RecTools/eSASRec variant (docs/models.md): ``norm="pre"`` (each block's query
+and FFN input layer-normed, residuals from the normed inputs, a final LayerNorm, no LayerNorm on
+the input embeddings), ``positions="from_end"`` (position ids count back from the last real
+item), ``ffn_activation="relu"``.
 
 Every consumer of the encoder (training losses, evaluation, explainers) reads one state per
 sequence: the last real position. So the last block runs on that position only (its keys and
@@ -36,8 +40,16 @@ def future_mask(L: int, device: torch.device) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d: int, heads: int, attn_dropout: float, dropout: float, fast: bool):
+    """Causal multi-head self-attention with its residual and LayerNorm.
+
+    post (RecBole): out = LN(x_q + drop(W_o ctx)), queries, keys and values from x.
+    pre (RecTools, the original SASRec code): out = LN(x_q) + drop(W_o ctx) with queries from
+    LN(x_q) and keys/values from the un-normed x."""
+
+    def __init__(self, d: int, heads: int, attn_dropout: float, dropout: float, fast: bool,
+                 pre_norm: bool = False):
         super().__init__()
+        self.pre_norm = pre_norm
         self.heads, self.head_dim = heads, d // heads
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
@@ -62,12 +74,21 @@ class SelfAttention(nn.Module):
         d = x.shape[-1]
         return self._split(F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d]))
 
+    def attend(self, x_q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor,
+               need_weights: bool = False):
+        """The block's attention for queries x_q [B, Q, d] (un-normed inputs) over keys/values
+        k, v [B, H, K, dh] (from :meth:`keys_values`): -> [B, Q, d] (and weights)."""
+        if self.pre_norm:
+            x_q = self.norm(x_q)
+        return self._attend(x_q, self.query(x_q), k, v, blocked, need_weights)
+
     def _attend(self, x_q: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 blocked: torch.Tensor, need_weights: bool):
-        """Masked softmax attention + output projection + residual LayerNorm.
+        """Masked softmax attention + output projection + residual (+ LayerNorm when post).
 
-        x_q [B, Q, d] (the queries' inputs), q [B, H, Q, dh], k/v [B, H, K, dh],
-        blocked: bool broadcastable to [B, H, Q, K], True where a key is hidden."""
+        x_q [B, Q, d] (the queries' inputs; already normed when pre), q [B, H, Q, dh],
+        k/v [B, H, K, dh], blocked: bool broadcastable to [B, H, Q, K], True where a key is
+        hidden."""
         B, Q, d = x_q.shape
         weights = None
         if need_weights or (self.training and self.attn_drop.p > 0):
@@ -78,11 +99,19 @@ class SelfAttention(nn.Module):
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=~blocked)
         ctx = ctx.transpose(1, 2).reshape(B, Q, d)
-        return self.norm(x_q + self.drop(self.out(ctx))), weights
+        out = x_q + self.drop(self.out(ctx))
+        return (out if self.pre_norm else self.norm(out)), weights
 
     def forward(self, x: torch.Tensor, need_weights: bool = False):
         """All positions: [B, L, d] -> [B, L, d] (and [B, H, L, L] weights if asked)."""
         B, L, d = x.shape
+        if self.pre_norm:
+            x_q = self.norm(x)
+            q, (k, v) = self.query(x_q), self.keys_values(x)
+            if not need_weights and not (self.training and self.attn_drop.p > 0):
+                ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+                return x_q + self.drop(self.out(ctx.reshape(B, L, d))), None
+            return self._attend(x_q, q, k, v, future_mask(L, x.device), need_weights)
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if not need_weights and not (self.training and self.attn_drop.p > 0):
             ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
@@ -94,19 +123,27 @@ class SelfAttention(nn.Module):
         k, v = self.keys_values(x)
         x_last = last_real(x, lengths).unsqueeze(1)                              # [B, 1, d]
         blocked = (torch.arange(x.shape[1], device=x.device) >= lengths.view(-1, 1))
-        return self._attend(x_last, self.query(x_last), k, v, blocked.view(-1, 1, 1, x.shape[1]),
-                            need_weights)
+        return self.attend(x_last, k, v, blocked.view(-1, 1, 1, x.shape[1]), need_weights)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d: int, inner: int, dropout: float, fast: bool):
+    """Position-wise FFN with residual. post: LN(x + drop(fc2(act(fc1(x))))). pre (RecTools):
+    y = LN(x); y + drop(fc2(drop(act(fc1(y)))))."""
+
+    def __init__(self, d: int, inner: int, dropout: float, fast: bool, pre_norm: bool = False,
+                 activation: str = "gelu"):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(d, inner), nn.Linear(inner, d)
         self.drop = FastDropout(dropout, fast)
         self.norm = nn.LayerNorm(d, eps=1e-12)
+        self.pre_norm = pre_norm
+        self.act = F.gelu if activation == "gelu" else F.relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x + self.drop(self.fc2(F.gelu(self.fc1(x)))))
+        if self.pre_norm:
+            y = self.norm(x)
+            return y + self.drop(self.fc2(self.drop(self.act(self.fc1(y)))))
+        return self.norm(x + self.drop(self.fc2(self.act(self.fc1(x)))))
 
 
 class SASRec(SequenceEncoder):
@@ -114,27 +151,51 @@ class SASRec(SequenceEncoder):
 
     def __init__(self, num_items: int, max_len: int, hidden_size: int = 64, num_layers: int = 2,
                  num_heads: int = 2, inner_size: int = 256, dropout: float = 0.5,
-                 attn_dropout: float = 0.5, init_std: float = 0.02, fast_dropout: bool = True):
-        super().__init__(num_items, hidden_size, init_std)
+                 attn_dropout: float = 0.5, init_std: float = 0.02, fast_dropout: bool = True,
+                 item_dropout: float = 0.0, tied_output: bool = True, init: str = "normal",
+                 norm: str = "post", positions: str = "from_start", ffn_activation: str = "gelu"):
+        super().__init__(num_items, hidden_size, init_std, item_dropout, tied_output, init,
+                         fast_dropout)
+        pre = norm == "pre"
+        self.pre_norm, self.from_end = pre, positions == "from_end"
         self.pos_emb = nn.Embedding(max_len, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=1e-12)
+        self.norm = nn.LayerNorm(hidden_size, eps=1e-12)     # post: on the input; pre: final
         self.drop = FastDropout(dropout, fast_dropout)
         self.attn = nn.ModuleList(SelfAttention(hidden_size, num_heads, attn_dropout, dropout,
-                                                fast_dropout) for _ in range(num_layers))
-        self.ffn = nn.ModuleList(FeedForward(hidden_size, inner_size, dropout, fast_dropout)
-                                 for _ in range(num_layers))
+                                                fast_dropout, pre) for _ in range(num_layers))
+        self.ffn = nn.ModuleList(FeedForward(hidden_size, inner_size, dropout, fast_dropout, pre,
+                                             ffn_activation) for _ in range(num_layers))
         self.init_weights()
 
-    def _input(self, emb: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Item embeddings [B, L, d] of positions start.. -> block input (+ position, LN, dropout)."""
-        return self.drop(self.norm(emb + self.pos_emb.weight[start:start + emb.shape[1]]))
+    def _positions(self, lengths: torch.Tensor | None, width: int, start: int = 0) -> torch.Tensor:
+        """Position embeddings of columns start..start + width: [width, d] counted from the
+        start, or [B, width, d] counted back from each row's last real item (from_end;
+        padding columns get position 0, they are never read)."""
+        if not self.from_end:
+            return self.pos_emb.weight[start:start + width]
+        if lengths is None:
+            raise ValueError("positions=from_end needs the row lengths")
+        cols = torch.arange(start, start + width, device=lengths.device)
+        ids = (lengths.view(-1, 1) - 1 - cols.view(1, -1)).clamp(min=0)       # [B, width]
+        return self.pos_emb(ids)
+
+    def _input(self, emb: torch.Tensor, start: int = 0,
+               lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Item embeddings [B, L, d] of positions start.. -> block input: + position, LN (post
+        only), dropout."""
+        x = emb + self._positions(lengths, emb.shape[1], start)
+        return self.drop(x if self.pre_norm else self.norm(x))
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output -> the representation (pre: the final LayerNorm)."""
+        return self.norm(x) if self.pre_norm else x
 
     def encode_embedded(self, emb: torch.Tensor, lengths: torch.Tensor,
                         return_attention: bool = False):
         """[B, L, d] -> [B, d], the state at position lengths - 1, the last block on that
         position only. ``return_attention``: also a list of per-block weights, [B, H, L, L] for
         every block but the last, [B, H, 1, L] (the last real query's row) for the last."""
-        x = self._input(emb)                                                     # [B, L, d]
+        x = self._input(emb, lengths=lengths)                                    # [B, L, d]
         attentions = []
         last = len(self.attn) - 1
         for i, (attn, ffn) in enumerate(zip(self.attn, self.ffn)):
@@ -144,15 +205,24 @@ class SASRec(SequenceEncoder):
                 x, weights = attn.forward_last(x, lengths, need_weights=return_attention)
             x = ffn(x)
             attentions.append(weights)
-        h = x.squeeze(1)                                                         # [B, d]
+        h = self._output(x.squeeze(1))                                           # [B, d]
         return (h, attentions) if return_attention else h
 
-    def hidden_states(self, emb: torch.Tensor) -> torch.Tensor:
-        """The plain computation: every block on every position, [B, L, d] -> [B, L, d]."""
-        x = self._input(emb)
+    def hidden_states(self, emb: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The plain computation: every block on every position, [B, L, d] -> [B, L, d]
+        (``lengths`` [B] needed with positions=from_end: then every column is positioned
+        relative to the row's last real item, as in RecTools' shifted-sequence training)."""
+        x = self._input(emb, lengths=lengths)
         for attn, ffn in zip(self.attn, self.ffn):
             x = ffn(attn(x)[0])
-        return x
+        return self._output(x)
+
+    def all_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, L, d], one pass over all positions. Column j equals
+        ``forward(items[:, :j + 1], j + 1)`` with positions=from_start; with from_end every
+        column is positioned relative to the row's last real item (not to j), as RecTools
+        trains."""
+        return self.hidden_states(self.embed_items(items), lengths)
 
     @torch.no_grad()
     def occlusion_states(self, emb: torch.Tensor, lengths: torch.Tensor,
@@ -171,7 +241,7 @@ class SASRec(SequenceEncoder):
         order = torch.argsort(lengths, stable=True)
         emb, lengths = emb[order], lengths[order]
         last = len(self.attn) - 1
-        x = self._input(emb)
+        x = self._input(emb, lengths=lengths)
         clean, work = [], []                          # per block: clean and working (K, V)
         for j, (attn, ffn) in enumerate(zip(self.attn, self.ffn)):
             kv = attn.keys_values(x)
@@ -188,7 +258,7 @@ class SASRec(SequenceEncoder):
             n = lengths[first:]
             seg = emb[first:, i:].clone()                                              # [b, m, d]
             seg[:, 0] = 0.0
-            xs = self._input(seg, start=i)
+            xs = self._input(seg, start=i, lengths=n)
             for j, (attn, ffn) in enumerate(zip(self.attn, self.ffn)):
                 k, v = work[j]
                 k_new, v_new = attn.keys_values(xs)
@@ -196,12 +266,12 @@ class SASRec(SequenceEncoder):
                 k_rows, v_rows = k[first:], v[first:]
                 if j < last:
                     blocked = pos.view(1, -1) > pos[i:].view(-1, 1)                    # [m, L]
-                    xs, _ = attn._attend(xs, attn.query(xs), k_rows, v_rows, blocked, False)
+                    xs, _ = attn.attend(xs, k_rows, v_rows, blocked)
                 else:
                     x_q = xs.gather(1, (n - 1 - i).view(-1, 1, 1).expand(-1, 1, d))     # [b, 1, d]
                     blocked = (pos.view(1, -1) >= n.view(-1, 1)).view(-1, 1, 1, L)
-                    xs, _ = attn._attend(x_q, attn.query(x_q), k_rows, v_rows, blocked, False)
+                    xs, _ = attn.attend(x_q, k_rows, v_rows, blocked)
                 xs = ffn(xs)
                 k[first:, :, i], v[first:, :, i] = clean[j][0][first:, :, i], clean[j][1][first:, :, i]
-            out[first:, i] = xs.squeeze(1)
+            out[first:, i] = self._output(xs.squeeze(1))
         return out[torch.argsort(order)]
