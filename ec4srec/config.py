@@ -10,10 +10,8 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from .configs import PAPER_PREFIX, paper_config_path
 from .errors import ConfigError
 from .registry import BACKBONE_NAMES, METHOD_NAMES, METHODS as METHOD_SPECS, explainer_problem, is_guided
 from .schedule import update_epochs
+from .typed import build_dataclass, suggest, yaml_problem
 
 BACKBONES = BACKBONE_NAMES
 METHODS = METHOD_NAMES
@@ -290,7 +289,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
-        return _build(cls, raw or {}, prefix="").validate()
+        return build_dataclass(cls, raw or {}, prefix="").validate()
 
     def with_overrides(self, assignments: list[str]) -> "Config":
         """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists)."""
@@ -302,9 +301,9 @@ class Config:
                 raise ConfigError(f"override {item!r}: expected section.key=value")
             section, _, name = key.partition(".")
             if section not in raw:
-                raise ConfigError(f"unknown config section {section!r}{_suggest(section, raw)}")
+                raise ConfigError(f"unknown config section {section!r}{suggest(section, raw)}")
             if name not in raw[section]:
-                raise ConfigError(f"unknown config key {key!r}{_suggest(name, raw[section], section + '.')}")
+                raise ConfigError(f"unknown config key {key!r}{suggest(name, raw[section], section + '.')}")
             try:
                 value = yaml.safe_load(text) if text.strip() else None
             except yaml.YAMLError as exc:
@@ -346,17 +345,6 @@ def dump_config(config: Config) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error on one line (the CLI prints errors as a single line)."""
-    problem = getattr(exc, "problem", None) or str(exc)
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(f"{problem}{where}".split())
-
-
 def _is_str_field(section: str, name: str) -> bool:
     hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
     return hint is str or str in typing.get_args(hint)
@@ -365,59 +353,3 @@ def _is_str_field(section: str, name: str) -> bool:
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
-
-
-def _suggest(name: str, valid: Any, prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {prefix + close[0]!r}?" if close else ""
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in names:
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}"
-                              f"{_suggest(str(key), names, prefix)}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, value or {}, prefix + key + ".")
-        else:
-            values[key] = _coerce(value, hint, prefix + key)
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is list:
-        (item_type,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # YAML 1.1 (PyYAML) reads exponent floats without a dot, e.g. ``1e-3``, as strings.
-        if isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    quote = (" (quote it: YAML reads on/off/yes/no as booleans)"
-             if hint is str and isinstance(value, bool) else "")
-    raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}{quote}")

@@ -11,8 +11,8 @@ module in it).
 from __future__ import annotations
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("errors", "registry", "layers", "schedule", "configs", "config", "checkpoint",
-              "precision", "warmup")),
+    ("core", ("errors", "registry", "layers", "schedule", "typed", "configs", "config",
+              "checkpoint", "precision", "warmup")),
     ("data", ("data",)),
     ("models", ("models",)),
     ("analysis", ("evaluate", "explain")),

@@ -84,3 +84,20 @@ def test_search_space_drops_explainers_the_backbone_cannot_run():
         SearchSpace("ec4srec", backbone, 10, ranges)(trial)
         # the offered explainers are those the registry lets this backbone run
         assert trial.choices == [e for e in EXPLAINERS if registry.explainer_fits(e, backbone)]
+
+
+def test_specs_name_the_terms_of_the_loss_table():
+    from ec4srec.methods import terms
+    for method, spec in registry.METHODS.items():
+        if method not in terms.METHODS:          # SASRec: L_rec alone, no contrastive table row
+            continue
+        mc = MethodConfig(name=method)
+        first = terms.terms_of(terms.weights(mc, "warmup" if spec.guided else "train"))
+        # the spec's terms are those its loss row trains with (before the first update)
+        assert first == spec.terms, method
+        if spec.guided:
+            # and its guided terms those of its guided row
+            assert terms.terms_of(terms.weights(mc, "guided")) == spec.guided_terms, method
+    # the table's guided methods are the registry's, and it covers every contrastive method
+    assert terms.GUIDED == registry.GUIDED
+    assert set(terms.METHODS) == {m for m, s in registry.METHODS.items() if s.terms != ("rec",)}

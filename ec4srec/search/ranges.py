@@ -12,7 +12,6 @@ Contracts:
 """
 from __future__ import annotations
 
-import difflib
 import math
 from importlib import resources
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from ..config import BACKBONES, FLOAT_RE, METHODS, Config, ConfigError, yaml_problem
+from ..config import BACKBONES, METHODS, Config, ConfigError
+from ..typed import FLOAT_RE, suggest, yaml_problem
 
 TOP_KEYS = ("params", "common", "backbones", "methods", "warmup_keys")
 SPEC_KEYS = ("choices", "low", "high", "step", "log")
@@ -36,11 +36,6 @@ def packaged_spaces() -> list[str]:
 
 def is_packaged_name(name: str | None) -> bool:
     return name is None or name in packaged_spaces()
-
-
-def _suggest(name: str, valid) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def is_number(value: Any) -> bool:
@@ -85,7 +80,7 @@ def check_spec(where: str, key: str, spec: Any) -> dict[str, Any]:
     for name in spec:
         if name not in SPEC_KEYS:
             raise ConfigError(f"{at}: unknown keyword {name!r} (expected {', '.join(SPEC_KEYS)})"
-                              f"{_suggest(name, SPEC_KEYS)}")
+                              f"{suggest(name, SPEC_KEYS)}")
     if "choices" in spec:
         extra = set(spec) - {"choices"}
         if extra:
@@ -134,7 +129,7 @@ def _name_list(where: str, at: str, names: Any, params: dict) -> list[str]:
     unknown = [n for n in names if n not in params]
     if unknown:
         raise ConfigError(f"{where}: {at} lists undefined params {unknown}"
-                          f"{_suggest(unknown[0], params)}")
+                          f"{suggest(unknown[0], params)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: {at} lists a param twice: {names}")
     return list(names)
@@ -150,7 +145,7 @@ def parse_ranges(raw: Any, where: str) -> dict[str, Any]:
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(f"{where}: unknown top-level key {key!r} (expected "
-                              f"{', '.join(TOP_KEYS)}){_suggest(key, TOP_KEYS)}")
+                              f"{', '.join(TOP_KEYS)}){suggest(key, TOP_KEYS)}")
     params_raw = raw.get("params") or {}
     if not isinstance(params_raw, dict):
         raise ConfigError(f"{where}: params must be a mapping, got {params_raw!r}")
@@ -160,7 +155,7 @@ def parse_ranges(raw: Any, where: str) -> dict[str, Any]:
         section, dot, name = str(key).partition(".")
         if not dot or section not in defaults or name not in defaults[section]:
             valid = [f"{s}.{n}" for s, names in defaults.items() for n in names]
-            raise ConfigError(f"{where}: params.{key} is not a config key{_suggest(key, valid)}")
+            raise ConfigError(f"{where}: params.{key} is not a config key{suggest(key, valid)}")
         params[key] = check_spec(where, key, spec)
     common = _name_list(where, "common", raw.get("common"), params)
     groups = {}
@@ -171,7 +166,7 @@ def parse_ranges(raw: Any, where: str) -> dict[str, Any]:
         groups[top] = {}
         for name, names in section.items():
             if name not in known:
-                raise ConfigError(f"{where}: {top}.{name} is not one of {known}{_suggest(name, known)}")
+                raise ConfigError(f"{where}: {top}.{name} is not one of {known}{suggest(name, known)}")
             groups[top][name] = _name_list(where, f"{top}.{name}", names, params)
     keys = raw.get("warmup_keys")
     if keys is not None and (not isinstance(keys, int) or isinstance(keys, bool) or keys < 1):
