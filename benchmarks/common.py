@@ -26,6 +26,9 @@ from ec4srec.data.batches import eval_order
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+# the search benchmarks' trial model: the --smoke-test's sizes, one thread per trial
+TINY_TRIAL = ["model.hidden_size=16", "model.num_layers=1", "model.inner_size=32",
+              "train.batch_size=256", "train.threads=1"]
 
 
 def data_dir(cli_value: str | None) -> str:

@@ -10,14 +10,14 @@ saves, reporting), as a share of the trial's wall time. The issue's target: <= 5
 data never goes into the repository.)
 
 Method:
-- A real study through the project's own code path: ``ec4srec.tuning.study`` builds the Tuner
+- A real study through the project's own code path: ``ec4srec.search.tuner`` builds the Tuner
   (``connect`` + ``make_tuner``: OptunaSearch with the project's search space, reuse_actors on,
   CheckpointConfig/FailureConfig as in a real study, checkpoint every epoch, shared warm-up
   cache on unless ``--no-warm-start``), FIFO scheduler, ``--trials`` trials x ``--epochs`` epochs,
   at most ``--max-concurrent`` trials at a time, ``--cpus-per-trial`` each, in a local Ray
   instance (``--address local``) and a throw-away experiment folder under /tmp.
 - The one substitution: the study's trainable ``train_trial`` is replaced by a probe that calls
-  the same ``ec4srec.tuning.trainable.run_trial`` with a subclass of its ``TuneSession`` and, in
+  the same ``ec4srec.search.trainable.run_trial`` with a subclass of its ``TuneSession`` and, in
   the trial's worker process, wraps (by subclassing / monkeypatching, not by editing ec4srec/)
   ``dataset_for``, ``Trainer.__init__`` / ``save_checkpoint`` / ``load_checkpoint`` / ``fit``,
   ``WarmupCache.store`` / ``load_into`` and the session's ``restore`` / ``report`` with timers.
@@ -69,7 +69,7 @@ PARTS = ["actor", "launch", "data", "build", "restore", "save", "report", "other
 
 # ------------------------------------------------------------------ the probe (Ray worker side)
 def make_probe(out_dir: str):
-    """The replacement for ``ec4srec.tuning.study.train_trial``: same ``run_trial``, timed.
+    """The replacement for ``ec4srec.search.tuner.train_trial``: same ``run_trial``, timed.
     A closure so that cloudpickle ships it (and ``out_dir``) to the workers by value."""
 
     def probe_trial(params, study):
@@ -80,8 +80,8 @@ def make_probe(out_dir: str):
 
         from ray import tune as _tune
 
-        import ec4srec.tuning.trainable as T
-        from ec4srec.tuning import warmstart as W
+        import ec4srec.search.trainable as T
+        from ec4srec.search import warmcache as W
 
         t_enter = _time.time()
         rec = {"t_enter": t_enter, "pid": _os.getpid(), "trial_id": _tune.get_context().get_trial_id(),
@@ -196,8 +196,9 @@ def run_study(args, exp_root: Path, probe_dir: Path) -> dict:
     from ray import tune
     from ray.tune.execution import tune_controller
 
-    from ec4srec.tuning import study as S
-    from ec4srec.tuning.space import load_ranges
+    from ec4srec.search import study as S
+    from ec4srec.search import tuner as tuner_mod
+    from ec4srec.search.ranges import load_ranges
 
     opts = S.StudyOptions(
         dataset=args.dataset, methods=[args.method], backbones=[args.backbone],
@@ -221,10 +222,10 @@ def run_study(args, exp_root: Path, probe_dir: Path) -> dict:
     opts.exp_dir.mkdir(parents=True, exist_ok=True)
     ranges = load_ranges(opts.search_space)
     t0 = time.time()
-    S.connect(opts)
+    tuner_mod.connect(opts)
     init_s = time.time() - t0
 
-    S.train_trial = make_probe(str(probe_dir))       # the only substitution (see docstring)
+    tuner_mod.train_trial = make_probe(str(probe_dir))       # the only substitution (see docstring)
     stamps: dict[str, dict[str, float]] = {}
     original_schedule = tune_controller.TuneController._schedule_trial_actor
 
@@ -244,7 +245,7 @@ def run_study(args, exp_root: Path, probe_dir: Path) -> dict:
         on_trial_error = on_trial_complete
 
     key = opts.runs()[0]
-    tuner, num = S.make_tuner(opts, key, ranges)
+    tuner, num = tuner_mod.make_tuner(opts, key, ranges)
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = [*(run_config.callbacks or []), Stamp()]
     t0 = time.time()
@@ -306,7 +307,7 @@ def checkpoint_timing(args, explainer: str) -> list[list[str]]:
     from ec4srec.data import load_dataset
     from ec4srec.data.batches import make_batch, train_order
     from ec4srec.trainer import Trainer
-    from ec4srec.tuning import study as S
+    from ec4srec.search import study as S
 
     torch.set_num_threads(1)
     opts = S.StudyOptions(dataset=args.dataset, max_epochs=args.epochs, cpus_per_trial=1,
@@ -399,7 +400,7 @@ def render(args, study: dict, rows: list[dict], ckpt_rows, load_before: str, loa
     errored = [r["trial"] for r in rows if r["error"]]
     ckpt_saves = statistics.median(r["n_save"] for r in rows)
     detail = [
-        f"- study: `ec4srec.tuning.study` (connect + make_tuner, trainable swapped for the timing "
+        f"- study: `ec4srec.search.tuner` (connect + make_tuner, trainable swapped for the timing "
         f"probe), {opts.num_samples} trials x {opts.max_epochs} epochs, FIFO, reuse_actors on, "
         f"{args.cpus_per_trial:g} CPU per trial, at most {opts.max_concurrent} at a time, "
         f"checkpoint every epoch, warm-up cache {'on' if opts.warm_start else 'off'}, "

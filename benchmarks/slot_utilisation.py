@@ -16,20 +16,25 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def one_study(root: Path, name: str, concurrent: int, args) -> dict:
-    from test_tuning_helpers import TINY
+    from common import TINY_TRIAL
 
-    from ec4srec.tuning import study as study_mod
+    from ec4srec.search import study as study_mod
+    from ec4srec.search import tuner
     opts = study_mod.StudyOptions(
         dataset="synthetic", storage_path=str(root), name=name, methods=args.methods,
         num_samples=args.num_samples, max_epochs=args.max_epochs, scheduler="asha",
         grace_period=1, reduction_factor=3, seeds=0, cpus_per_trial=1, gpus_per_trial=0,
         warm_start=False, concurrent_runs=concurrent, status_every=1e9,
-        overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
-    opts._test_hooks = {"_test_epoch_sleep": args.epoch_sleep}
+        overrides=TINY_TRIAL).finalize()
+    seconds = args.epoch_sleep
+
+    def sleep(session, epoch, restored):      # in __main__: Ray pickles it by value
+        time.sleep(seconds)
+    constants = tuner.trial_constants
+    tuner.trial_constants = lambda *a, **kw: {**constants(*a, **kw), "epoch_hooks": [sleep]}
     started = time.time()
     summary = study_mod.run(opts)
     cost = summary["cost"]

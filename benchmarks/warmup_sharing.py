@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def main(argv=None) -> int:
@@ -28,11 +27,13 @@ def main(argv=None) -> int:
                         "by their best trials); the table is the guided method's")
     args = p.parse_args(argv)
 
-    from test_tuning_helpers import TINY, ray_session
+    import ray
+    from common import TINY_TRIAL
 
-    from ec4srec.tuning import study as study_mod
-    from ec4srec.tuning.space import dump_ranges, load_ranges
-    ray_session()
+    from ec4srec.search import study as study_mod
+    from ec4srec.search.ranges import dump_ranges, load_ranges
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     rows = []
     with tempfile.TemporaryDirectory() as d:
         ranges = load_ranges(None)
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
                 methods=(["cl4srec", "duorec"] if args.with_baselines else []) + [args.method],
                 num_samples=args.num_samples, max_epochs=args.max_epochs, seeds=0,
                 cpus_per_trial=1, gpus_per_trial=0, search_space=space, status_every=1e9,
-                overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
+                overrides=TINY_TRIAL).finalize()
             started = time.time()
             summary = study_mod.run(opts)
             import pandas as pd

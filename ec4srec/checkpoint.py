@@ -4,8 +4,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +71,6 @@ def load_torch(path: str | Path) -> Any:
     """Load a file written by :func:`save_torch`. A missing file is FileNotFoundError; a
     truncated, corrupt or foreign file is one :class:`CheckpointError` naming the file (torch
     itself raises RuntimeError, EOFError or UnpicklingError with miniz/pickle internals)."""
-    import pickle
-    import zipfile
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (FileNotFoundError, IsADirectoryError):

@@ -1,4 +1,4 @@
-"""``ec4srec train | evaluate | explain | diagnose``.
+"""``ec4srec train | evaluate | explain | diagnose | search | report | paper-study``.
 
 Bad input (unknown dataset, malformed data line, invalid config key or value, missing or corrupt
 checkpoint) prints one ``error: ...`` line and exits with status 2, without a traceback and
@@ -7,17 +7,27 @@ without writing into the output directory.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
+from .errors import CLIError
+from .registry import BACKBONE_NAMES, GUIDED, METHOD_NAMES, explainer_backbones, explainer_fits
+from .warmup import warmup_mismatch
 
 EXIT_USAGE = 2
-
-
-class CLIError(Exception):
-    """A user error the CLI reports in one line."""
+# The handlers import torch-heavy modules (data, trainer, checkpoint, ...) inside themselves, so
+# that ``ec4srec --help`` and a bad flag answer at once; ``train`` never imports Ray.
+# commands whose flags and code live in their own module (each imports Ray, matplotlib, ...
+# only when it runs): name -> (module, its one-line help)
+DELEGATED = {"search": ("ec4srec.search.command", "hyperparameter search on a Ray cluster "
+                        "(tune/search.py; docs/search.md)"),
+             "report": ("ec4srec.report.command", "tables and figures of a finished study or of "
+                        "finished train runs (tune/report.py)"),
+             "paper-study": ("ec4srec.search.paper_study", "the paper's whole study on a GPU "
+                             "cluster (tune/paper_study.py)")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="beauty | sports | clothing | ml-1m | synthetic | PATH")
     train.add_argument("--data-dir", help="directory holding the datasets (default: "
                        "$EC4SREC_DATA_DIR, else ~/.cache/ec4srec)")
-    train.add_argument("--backbone", choices=["sasrec", "gru4rec", "caser"])
-    train.add_argument("--method", choices=["sasrec", "cl4srec", "duorec", "ec4srec_ssl",
-                                            "ec4srec_sl", "ec4srec"])
+    train.add_argument("--backbone", choices=list(BACKBONE_NAMES))
+    train.add_argument("--method", choices=list(METHOD_NAMES))
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=50 (repeatable)")
     train.add_argument("--output", required=True, help="run directory")
@@ -64,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "explainer's profile on its best weights")
     dg.add_argument("--config", help="YAML config or paper:DATASET-METHOD (without --checkpoint)")
     dg.add_argument("--dataset", help="beauty | sports | clothing | ml-1m | synthetic | PATH")
-    dg.add_argument("--method", choices=["ec4srec_ssl", "ec4srec_sl", "ec4srec"])
+    dg.add_argument("--method", choices=list(GUIDED))
     dg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (with --checkpoint: method.* keys only)")
     dg.add_argument("--data-dir")
@@ -75,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "scores (default 2000)")
     dg.add_argument("--seed", type=int, help="with --checkpoint: seed of the row sample (default 0)")
     dg.add_argument("--output", help="also write the report as JSON (atomically)")
+    for name, (_, text) in DELEGATED.items():      # listed in --help; main() hands them over
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -161,9 +172,7 @@ def check_warm_start(run_dir: Path, config) -> Path:
     """The donor's warmup.pt, checked before anything is written: it exists, is readable and
     its warm-up equals this run's (else one CLIError naming the file or the keys)."""
     from .checkpoint import load_torch
-    from .config import Config, ConfigError
     from .trainer import WARMUP_CHECKPOINT
-    from .tuning.warmstart import warmup_mismatch
     path = run_dir / WARMUP_CHECKPOINT if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise CLIError(f"--warm-start: no {WARMUP_CHECKPOINT} in {run_dir} (a guided run writes it "
@@ -260,9 +269,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                            f"explainer, explain_target, mu_e, ...) can be changed")
         trainer = _load_run(args.checkpoint, args.data_dir, best=args.weights == "best")
         config, data = trainer.config.with_overrides(args.overrides), trainer.data
-        if config.method.explainer == "attention" and config.model.backbone != "sasrec":
-            raise CLIError(f"method.explainer=attention needs a sasrec run ({args.checkpoint} is "
-                           f"{config.model.backbone}, which has no attention weights)")
+        explainer, backbone = config.method.explainer, config.model.backbone
+        if not explainer_fits(explainer, backbone):
+            raise CLIError(f"method.explainer={explainer} needs a {'|'.join(explainer_backbones(explainer))} "
+                           f"run ({args.checkpoint} is {backbone}, which has no {explainer} weights)")
     else:
         if not (args.config or args.dataset):
             raise CLIError("give --checkpoint RUN, or --dataset / --config for the data-only report")
@@ -296,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, os_error_line
     from .data import DataError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return module.main(argv[1:], prog=f"ec4srec {argv[0]}")
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "explain": cmd_explain,
                 "diagnose": cmd_diagnose}

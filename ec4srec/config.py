@@ -10,10 +10,8 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +19,14 @@ from typing import Any
 
 import yaml
 
+from .configs import PAPER_PREFIX, paper_config_path
+from .errors import ConfigError
+from .registry import BACKBONE_NAMES, METHOD_NAMES, METHODS as METHOD_SPECS, explainer_problem, is_guided
+from .schedule import update_epochs
+from .typed import build_dataclass, suggest, yaml_problem
 
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message names the dotted key."""
-
-
-BACKBONES = ("sasrec", "gru4rec", "caser")
-METHODS = ("sasrec", "cl4srec", "duorec", "ec4srec_ssl", "ec4srec_sl", "ec4srec")
+BACKBONES = BACKBONE_NAMES
+METHODS = METHOD_NAMES
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
 AUGMENTATIONS = ("crop", "mask", "reorder")
 EXPLAIN_TARGETS = ("predicted", "predicted_unseen", "target")   # method.explain_target
@@ -158,10 +157,10 @@ class MethodConfig:
         """The weight of each explanation-guided term after the first update (Eqs. 6, 7, 9):
         {"cl+": w, "cl-": w, "sl+": w}, 0 for a term the method does not have. With
         ``ssl_weighting=nested`` (Eq. 6 as printed) L_cl- is weighted lambda_cl+ * lambda_cl-."""
-        ssl = self.name in ("ec4srec_ssl", "ec4srec")
+        terms = METHOD_SPECS[self.name].guided_terms if self.name in METHOD_SPECS else ()
         w_neg = self.lambda_cl_neg * (self.lambda_cl_pos if self.ssl_weighting == "nested" else 1.0)
-        return {"cl+": self.lambda_cl_pos if ssl else 0.0, "cl-": w_neg if ssl else 0.0,
-                "sl+": self.lambda_sl_pos if self.name in ("ec4srec_sl", "ec4srec") else 0.0}
+        return {"cl+": self.lambda_cl_pos if "cl+" in terms else 0.0, "cl-": w_neg if "cl-" in terms else 0.0,
+                "sl+": self.lambda_sl_pos if "sl+" in terms else 0.0}
 
     def guided_terms(self) -> tuple[str, ...]:
         """The guided terms with a non-zero weight, in the order cl+, cl-, sl+ (empty for the
@@ -272,8 +271,7 @@ class Config:
     def validate(self) -> "Config":
         for section in (self.data, self.model, self.method, self.train):
             section.validate()
-        if self.method.name.startswith("ec4srec"):
-            from .methods.schedule import update_epochs
+        if is_guided(self.method.name):
             try:
                 update_epochs(self.train.epochs, self.method.updates, self.method.update_epochs)
             except ValueError as exc:
@@ -281,10 +279,9 @@ class Config:
         if self.model.backbone == "caser" and self.model.caser_window > self.data.max_len:
             raise ConfigError(f"model.caser_window={self.model.caser_window} exceeds data.max_len="
                               f"{self.data.max_len} (the window is taken from the history)")
-        if self.method.explainer == "attention" and self.model.backbone != "sasrec" \
-                and self.method.name.startswith("ec4srec"):
-            raise ConfigError(f"method.explainer=attention needs model.backbone=sasrec "
-                              f"({self.model.backbone} has no attention weights)")
+        problem = explainer_problem(self.method.name, self.method.explainer, self.model.backbone)
+        if problem:
+            raise ConfigError(problem)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,7 +289,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
-        return _build(cls, raw or {}, prefix="").validate()
+        return build_dataclass(cls, raw or {}, prefix="").validate()
 
     def with_overrides(self, assignments: list[str]) -> "Config":
         """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists)."""
@@ -304,13 +301,13 @@ class Config:
                 raise ConfigError(f"override {item!r}: expected section.key=value")
             section, _, name = key.partition(".")
             if section not in raw:
-                raise ConfigError(f"unknown config section {section!r}{_suggest(section, raw)}")
+                raise ConfigError(f"unknown config section {section!r}{suggest(section, raw)}")
             if name not in raw[section]:
-                raise ConfigError(f"unknown config key {key!r}{_suggest(name, raw[section], section + '.')}")
+                raise ConfigError(f"unknown config key {key!r}{suggest(name, raw[section], section + '.')}")
             try:
                 value = yaml.safe_load(text) if text.strip() else None
             except yaml.YAMLError as exc:
-                raise ConfigError(f"{key}: cannot parse value {text!r}: {_yaml_problem(exc)}") from None
+                raise ConfigError(f"{key}: cannot parse value {text!r}: {yaml_problem(exc)}") from None
             # A string field takes the text as typed: YAML 1.1 would turn e.g. ``off`` into False.
             if isinstance(value, bool) and _is_str_field(section, name):
                 value = text.strip()
@@ -321,7 +318,6 @@ class Config:
 def load_config(path: str | Path) -> Config:
     """Read a YAML config file, or ``paper:NAME``: a config shipped in ec4srec/configs/paper
     (ec4srec.configs; an unknown NAME is a ConfigError listing the names). Errors name the file."""
-    from .configs import PAPER_PREFIX, paper_config_path
     if isinstance(path, str) and path.startswith(PAPER_PREFIX):
         source, label = paper_config_path(path[len(PAPER_PREFIX):]), path
     else:
@@ -335,7 +331,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{label}: not valid YAML: {yaml_problem(exc)}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{label}: expected a mapping of sections, got {type(raw).__name__}")
     try:
@@ -349,17 +345,6 @@ def dump_config(config: Config) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error on one line (the CLI prints errors as a single line)."""
-    problem = getattr(exc, "problem", None) or str(exc)
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(f"{problem}{where}".split())
-
-
 def _is_str_field(section: str, name: str) -> bool:
     hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
     return hint is str or str in typing.get_args(hint)
@@ -368,59 +353,3 @@ def _is_str_field(section: str, name: str) -> bool:
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
-
-
-def _suggest(name: str, valid: Any, prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {prefix + close[0]!r}?" if close else ""
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in names:
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}"
-                              f"{_suggest(str(key), names, prefix)}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, value or {}, prefix + key + ".")
-        else:
-            values[key] = _coerce(value, hint, prefix + key)
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is list:
-        (item_type,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # YAML 1.1 (PyYAML) reads exponent floats without a dot, e.g. ``1e-3``, as strings.
-        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    quote = (" (quote it: YAML reads on/off/yes/no as booleans)"
-             if hint is str and isinstance(value, bool) else "")
-    raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}{quote}")

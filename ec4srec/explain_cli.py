@@ -6,7 +6,7 @@ Documented choices:
   test items). The explained output is the model's predicted next item (the paper's y_u).
 - ``users`` are file user ids; None (or an empty list) means every user, in file order.
   Repeated ids are written once. An id not in the dataset (users skipped for having < 3 items
-  included) raises :class:`ec4srec.cli.CLIError` naming it.
+  included) raises :class:`ec4srec.errors.CLIError` naming it.
 - CSV header ``user,position,item,score``; position is 0-based within the truncated history,
   oldest first. Written atomically.
 """
@@ -20,23 +20,24 @@ import torch
 from .checkpoint import atomic_write_text
 from .config import EXPLAINERS
 from .data.batches import eval_order, gather_histories
+from .errors import CLIError
 from .explain import explain_batch
+from .registry import explainer_backbones, explainer_fits
 
 
 def write_explanations(trainer, users: list[int] | None, explainer: str | None,
                        output: Path) -> int:
     """Explain each selected user's latest history with ``explainer`` (None: the run's
     method.explainer); write the CSV to ``output``; return the number of data rows."""
-    from .cli import CLIError
-
     raw, data, method = trainer.dataset.raw, trainer.data, trainer.config.method
     model = trainer.model
     explainer = explainer or method.explainer
     if explainer not in EXPLAINERS:
         raise CLIError(f"unknown explainer {explainer!r}; expected one of {EXPLAINERS}")
-    if explainer == "attention" and not getattr(model, "has_attention", False):
-        raise CLIError("the attention explainer needs a backbone with attention (sasrec); "
-                       f"{trainer.config.model.backbone} has none")
+    backbone = trainer.config.model.backbone
+    if not explainer_fits(explainer, backbone):
+        raise CLIError(f"the {explainer} explainer needs a backbone with {explainer} "
+                       f"({'|'.join(explainer_backbones(explainer))}); {backbone} has none")
 
     index = {int(u): i for i, u in enumerate(raw.user_ids)}
     if users:

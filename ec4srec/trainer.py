@@ -323,7 +323,7 @@ class Trainer:
         """Start from another guided run's last warm-up epoch (its ``warmup.pt``): model,
         optimizer, RNG, loop state (history, best so far, seconds) and best weights, as if
         this run had trained those epochs itself, which it would have done bit-identically
-        (the caller checks :func:`~ec4srec.tuning.warmstart.warmup_mismatch`). The metrics
+        (the caller checks :func:`~ec4srec.warmup.warmup_mismatch`). The metrics
         record keeps where the warm-up came from and what it cost (``warm_start``). A donor
         trained on another device type, precision, thread count or torch version would not
         give the same numbers: ConfigError naming what differs (not checked for donors

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from ec4srec.config import ConfigError
-from ec4srec.tuning.budget import PRIOR_FRACTION, Budget, CostModel, parse_duration
+from ec4srec.search.budget import Budget, parse_duration
+from ec4srec.search.cost import PRIOR_FRACTION, CostModel
 
 
 @pytest.mark.parametrize("text,seconds", [("3h", 10800), ("90m", 5400), ("1h30m", 5400),

@@ -21,7 +21,7 @@ from ec4srec.methods import augment
 from ec4srec.methods.contrastive import Contrastive
 from ec4srec.methods.losses import pair_nce
 from ec4srec.methods.retrieval import SameTargetIndex
-from ec4srec.methods.schedule import update_epochs
+from ec4srec.schedule import update_epochs
 from ec4srec.trainer import CHECKPOINT, Trainer
 
 from conftest import tiny_config

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ec4srec.tuning.results import METRICS, TableError
-from ec4srec.tuning.run_figures import curve_panels, plateau_ylim
-from ec4srec.tuning.runs import paper_rows, read_history, render_runs, runs_markdown, runs_table
+from ec4srec.report.results import METRICS, TableError
+from ec4srec.report.run_figures import curve_panels, plateau_ylim
+from ec4srec.report.runs import paper_rows, read_history, render_runs, runs_markdown, runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import trial_hooks
 from test_tuning_helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def test_smoke_study_spreads_over_a_multinode_cluster(tmp_path, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
-    from ec4srec.tuning import study as study_mod
+    from ec4srec.search import study as study_mod
 
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():
@@ -45,7 +46,8 @@ def test_smoke_study_spreads_over_a_multinode_cluster(tmp_path, monkeypatch):
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {
-            "RAY_CHDIR_TO_TRIAL_DIR": "0", "EC4SREC_TEST_EPOCH_SLEEP": "0.3"}})
+            "RAY_CHDIR_TO_TRIAL_DIR": "0"}})
+        trial_hooks.install(monkeypatch, trial_hooks.sleep_each_epoch(0.3))
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         space = tmp_path / "space.yaml"
         space.write_text("params:\n  train.lr: {choices: [0.001, 0.002]}\nmethods:\n  sasrec: [train.lr]\n")

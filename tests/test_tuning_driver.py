@@ -15,6 +15,8 @@ import pytest
 from test_tuning_helpers import ray_session
 
 ROOT = Path(__file__).resolve().parents[1]
+# tune/search.py with each trial epoch taking 0.4 s more, so the tests can interrupt mid-study
+SLOW_SEARCH = [str(ROOT / "tests" / "slow_search.py"), "0.4"]
 
 
 @pytest.fixture
@@ -67,13 +69,11 @@ def test_interrupted_driver_resumes_without_repeating_trials(ray_local, tmp_path
     space.write_text("params:\n  train.lr: {choices: [0.001, 0.002, 0.003]}\nmethods:\n  sasrec: [train.lr]\n")
     address = ray_local.get_runtime_context().gcs_address     # reuse the test's cluster
     common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
-    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test", "--methods", "sasrec",
+    cmd = [sys.executable, *SLOW_SEARCH, "--smoke-test", "--methods", "sasrec",
            "--search-space", str(space), "--num-samples", "3", "--max-epochs", "3",
            "--max-concurrent", "1", "--seeds", "0", "--scheduler", "fifo", *common]
     log = (tmp_path / "first.log").open("w")
-    env = {**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
     def one_done_and_next_running():
         reps = trial_reports(run_dir)
@@ -111,12 +111,11 @@ def test_resume_with_a_narrower_space_applies_it_to_trials_not_yet_created(ray_l
     narrow.write_text("params:\n  train.lr: {choices: [0.003]}\nmethods:\n  sasrec: [train.lr]\n")
     address = ray_local.get_runtime_context().gcs_address
     common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
-    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test", "--methods", "sasrec",
+    cmd = [sys.executable, *SLOW_SEARCH, "--smoke-test", "--methods", "sasrec",
            "--search-space", str(wide), "--num-samples", "4", "--max-epochs", "3", "--seed", "1",
            "--max-concurrent", "1", "--seeds", "0", "--scheduler", "fifo", *common]
     log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
     rc = interrupt_when(lambda: any(finished(r) for r in trial_reports(run_dir).values())
                         and any(r and not finished(r) for r in trial_reports(run_dir).values()), proc)
@@ -152,13 +151,12 @@ def test_interrupted_concurrent_runs_resume_without_repeating_trials(ray_local, 
                      "methods:\n  sasrec: [train.lr]\n  duorec: [train.lr]\n")
     address = ray_local.get_runtime_context().gcs_address
     common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
-    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test",
+    cmd = [sys.executable, *SLOW_SEARCH, "--smoke-test",
            "--methods", "sasrec", "duorec", "--concurrent-runs", "2", "--search-space", str(space),
            "--num-samples", "3", "--max-epochs", "3", "--max-concurrent", "1", "--seeds", "0",
            "--scheduler", "fifo", *common]
     log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     runs = [tmp_path / "s" / f"synthetic-{m}-sasrec" for m in ("sasrec", "duorec")]
     # both runs going at once, each with a finished trial: interrupt mid-study
     rc = interrupt_when(lambda: all(any(finished(r) for r in trial_reports(d).values()) for d in runs),
@@ -209,12 +207,11 @@ def test_a_trial_that_ended_after_the_last_snapshot_is_not_retrained_on_resume(r
     space.write_text("params:\n  train.lr: {choices: [0.001, 0.002, 0.003]}\nmethods:\n  sasrec: [train.lr]\n")
     address = ray_local.get_runtime_context().gcs_address
     common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
-    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test", "--methods", "sasrec",
+    cmd = [sys.executable, *SLOW_SEARCH, "--smoke-test", "--methods", "sasrec",
            "--search-space", str(space), "--num-samples", "2", "--max-epochs", "3",
            "--max-concurrent", "1", "--seeds", "0", "--scheduler", "fifo", *common]
     log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "EC4SREC_TEST_EPOCH_SLEEP": "0.4"})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
     journal = str(tmp_path / "s" / "optuna.journal")
     old = tmp_path / "old-snapshot"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ec4srec.checkpoint import CheckpointError, load_torch, save_torch
-from ec4srec.tuning.results import TableError, export_study, read_table, write_trial_tables
+from ec4srec.report.results import TableError, export_study, read_table, write_trial_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def files(folder: Path) -> dict[str, bytes]:
 def good_manifest() -> dict:
     import dataclasses
 
-    from ec4srec.tuning.study import STUDY_VERSION, StudyOptions
+    from ec4srec.search.study import STUDY_VERSION, StudyOptions
     return {"version": STUDY_VERSION, **dataclasses.asdict(StudyOptions(dataset="synthetic"))}
 
 
@@ -44,7 +44,7 @@ def good_manifest() -> dict:
     (json.dumps({**good_manifest(), "methods": "sasrec"}), "option 'methods' has the wrong type"),
 ])
 def test_bad_study_json_is_one_error_and_resume_changes_nothing(tmp_path, capsys, content, message):
-    from ec4srec.tuning.study import StudyOptions, main
+    from ec4srec.search.study import StudyOptions, main
     exp = tmp_path / "s"
     exp.mkdir()
     (exp / "study.json").write_text(content)
@@ -58,7 +58,7 @@ def test_bad_study_json_is_one_error_and_resume_changes_nothing(tmp_path, capsys
 
 
 def test_study_json_without_version_is_read_as_version_1(tmp_path):
-    from ec4srec.tuning.study import read_manifest
+    from ec4srec.search.study import read_manifest
     raw = good_manifest()
     raw.pop("version")
     (tmp_path / "study.json").write_text(json.dumps(raw))
@@ -146,7 +146,7 @@ def test_trials_table_paths_are_relative_to_the_experiment_folder(tmp_path):
 def test_grid_records_carry_relative_trial_paths(tmp_path):
     from types import SimpleNamespace
 
-    from ec4srec.tuning.study import grid_records
+    from ec4srec.search.study import grid_records
     grid = [SimpleNamespace(metrics_dataframe=None, metrics={"trial_id": "a"}, config={},
                             error=None, path=str(tmp_path / "s" / "run" / "trial_a"))]
     # the record (runs/<run>.json and trials.csv) names the trial folder relative to the study

@@ -8,12 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import trial_hooks
 from test_tuning_helpers import TINY, ray_session, require_method, tiny_config
 
 from ec4srec.config import load_config  # noqa: E402
-from ec4srec.tuning import study as study_mod  # noqa: E402
-from ec4srec.tuning.space import apply_params  # noqa: E402
-from ec4srec.tuning.trainable import NONFINITE_MARKER, LocalSession, run_trial  # noqa: E402
+from ec4srec.search import compat  # noqa: E402
+from ec4srec.search import study as study_mod  # noqa: E402
+from ec4srec.search.space import apply_params  # noqa: E402
+from ec4srec.search.trainable import NONFINITE_MARKER, LocalSession, run_trial  # noqa: E402
 
 
 @pytest.fixture
@@ -30,12 +32,12 @@ def options(tmp_path, name, **kw):
 
 
 @pytest.mark.parametrize("method", ["sasrec", pytest.param("ec4srec", marks=pytest.mark.slow)])
-def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method):
+def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method, monkeypatch):
     require_method(method)
     opts = options(tmp_path, "kill", methods=[method], num_samples=1, max_epochs=4,
                    scheduler="fifo", max_failures=1, warm_start=False,
                    optuna_storage=f"sqlite:///{tmp_path}/optuna.db")     # the RDB option
-    opts._test_hooks = {"_test_kill_after_epoch": 2}       # SIGKILL the trial actor once
+    trial_hooks.install(monkeypatch, trial_hooks.kill_once_after(2))   # SIGKILL the trial actor once
     summary = study_mod.run(opts)
     trials = pd.read_csv(Path(summary["exp"]) / "trials.csv")
     assert len(trials) == 1
@@ -73,7 +75,7 @@ def test_restarted_trial_keeps_its_newer_local_logs(tmp_path, name):
     (remote / name).write_text("epoch 1\n")                       # stale: synced after epoch 1
     trial = SimpleNamespace(checkpoint=object(), local_path=str(local), storage=SimpleNamespace(
         trial_fs_path=str(remote), storage_filesystem=pyarrow.fs.LocalFileSystem()))
-    for logger in (study_mod.ResultJsonLogger(), study_mod.ProgressCsvLogger()):
+    for logger in (compat.ResultJsonLogger(), compat.ProgressCsvLogger()):
         (local / name).write_text("epoch 1\nepoch 2\n")
         logger._restore_from_remote(name, trial)
         assert (local / name).read_text() == "epoch 1\nepoch 2\n"

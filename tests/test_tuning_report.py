@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ec4srec.tuning.report import build_table, paired_ttest, render, render_table, t_pvalue
+from ec4srec.report.tables import build_table, paired_ttest, render, render_table, t_pvalue
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -41,7 +41,7 @@ def test_paired_ttest_matches_hand_computed_values():
 def test_the_t_test_is_scipys():
     import inspect
 
-    import ec4srec.tuning.report as report
+    import ec4srec.report.tables as report
     # the hand-written incomplete beta is gone; the p-value comes from scipy.stats
     assert not hasattr(report, "betainc") and "scipy" in inspect.getsource(report.t_pvalue)
 
@@ -149,7 +149,7 @@ def test_export_copies_results_but_no_checkpoints(tmp_path):
 
 
 def test_warm_start_savings_prices_skipped_epochs_at_the_runs_warmup_epoch_time():
-    from ec4srec.tuning.results import warm_start_savings
+    from ec4srec.report.results import warm_start_savings
     trials = pd.DataFrame({"run": ["a", "a", "b"], "trial_id": ["t1", "t2", "t3"],
                            "epochs": [5, 5, 4], "warm_start_epoch": [0, 2, 0],
                            "first_update": [3, 4, None]})

@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from ec4srec.config import ConfigError
-from ec4srec.tuning.space import SearchSpace, apply_params, load_ranges
+from ec4srec.search.ranges import load_ranges
+from ec4srec.search.space import SearchSpace, apply_params
 from test_tuning_helpers import tiny_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,10 +104,10 @@ def test_paper_space_follows_the_paper():
 @pytest.mark.parametrize("spelling", ["paper", "PACKAGED"])
 def test_paper_space_is_selected_by_name_or_by_its_file(spelling):
     from importlib import resources
-    path = str(resources.files("ec4srec.tuning").joinpath("paper_space.yaml"))
+    path = str(resources.files("ec4srec.search").joinpath("paper_space.yaml"))
     # `--search-space paper` and the packaged file's path load the same space
     assert load_ranges(path if spelling == "PACKAGED" else spelling) == load_ranges(path)
-    from ec4srec.tuning.study import StudyOptions, input_error
+    from ec4srec.search.study import StudyOptions, input_error
     opts = StudyOptions(dataset="synthetic", search_space="paper").finalize()
     # the name stays a name in the study options, and a study with it passes the input checks
     assert opts.search_space == "paper" and input_error(opts) is None
@@ -159,14 +160,14 @@ def test_space_is_picklable():
     import pickle
     space = SearchSpace("ec4srec", "sasrec", 20, load_ranges())
     clone = pickle.loads(pickle.dumps(space))
-    assert clone.params == space.params and clone.__class__.__module__ == "ec4srec.tuning.space"
+    assert clone.params == space.params and clone.__class__.__module__ == "ec4srec.search.space"
 
 
 @pytest.mark.parametrize("dataset, label", [("beauty", "beauty"), ("synthetic", "synthetic"),
                                             ("data/beauty-5k.txt", "beauty-5k"),
                                             ("/abs/clothing.txt.gz", "clothing")])
 def test_study_names_a_file_dataset_by_its_stem(tmp_path, dataset, label):
-    from ec4srec.tuning.study import StudyOptions, run_name
+    from ec4srec.search.study import StudyOptions, run_name
     opts = StudyOptions(dataset=dataset, methods=["cl4srec"], storage_path=str(tmp_path)).finalize()
     # run folders, best configs and tables are named by the label, never by a path (a path as a
     # run name escaped the experiment folder)
@@ -183,7 +184,7 @@ def test_study_names_a_file_dataset_by_its_stem(tmp_path, dataset, label):
     ({"search_space": "/nope/space.yaml"}, "/nope/space.yaml"),
 ])
 def test_bad_study_input_is_one_clear_error_before_anything_starts(tmp_path, capsys, kw, message):
-    from ec4srec.tuning.study import StudyOptions, main
+    from ec4srec.search.study import StudyOptions, main
     opts = StudyOptions(**{"dataset": "synthetic", "storage_path": str(tmp_path / "s"), **kw})
     # exit status 2, the offending value named, and no experiment folder written (Ray not started)
     assert main(opts) == 2
@@ -277,7 +278,8 @@ NARROW = ("params:\n  train.lr: {low: 1.0e-3, high: 2.0e-3, log: true}\n"
 
 
 def test_narrowing_problem_accepts_only_a_narrower_space(tmp_path):
-    from ec4srec.tuning.space import narrowing_problem, parse_ranges
+    from ec4srec.search.ranges import parse_ranges
+    from ec4srec.search.space import narrowing_problem
     import yaml
     wide, narrow = parse_ranges(yaml.safe_load(WIDE), "w"), parse_ranges(yaml.safe_load(NARROW), "n")
     runs = [("ec4srec_sl", "sasrec")]
@@ -335,7 +337,7 @@ def test_restored_searcher_samples_new_trials_from_the_narrowed_active_space(tmp
 
 
 def test_resume_with_a_wider_space_is_refused_and_changes_nothing(tmp_path, capsys):
-    from ec4srec.tuning.study import SPACE_FILE, StudyOptions, main, write_manifest
+    from ec4srec.search.study import SPACE_FILE, StudyOptions, main, write_manifest
     wide, narrow = tmp_path / "wide.yaml", tmp_path / "narrow.yaml"
     wide.write_text(WIDE)
     narrow.write_text(NARROW)
@@ -355,7 +357,7 @@ def test_resume_with_a_wider_space_is_refused_and_changes_nothing(tmp_path, caps
 
 
 def test_resume_with_a_narrower_space_makes_it_the_active_space(tmp_path, monkeypatch):
-    from ec4srec.tuning import study as study_mod
+    from ec4srec.search import study as study_mod
     wide, narrow = tmp_path / "wide.yaml", tmp_path / "narrow.yaml"
     wide.write_text(WIDE)
     narrow.write_text(NARROW)
@@ -388,7 +390,7 @@ def test_resume_with_a_narrower_space_makes_it_the_active_space(tmp_path, monkey
 ])
 def test_optuna_name_keeps_the_key_only_where_optuna_accepts_the_narrowed_distribution(
         original, current, name):
-    from ec4srec.tuning.space import optuna_name
+    from ec4srec.search.space import optuna_name
     # same kind, log flag and step: the same Optuna param (TPE keeps learning from old trials);
     # anything Optuna refuses for one param name gets an alias that spells out the new spec
     assert optuna_name("k", original, current) == name
@@ -398,7 +400,7 @@ def test_a_study_from_before_the_active_space_cannot_be_narrowed(tmp_path, capsy
     import dataclasses
     import json
 
-    from ec4srec.tuning.study import SPACE_FILE, StudyOptions, main
+    from ec4srec.search.study import SPACE_FILE, StudyOptions, main
     narrow = tmp_path / "narrow.yaml"
     narrow.write_text(NARROW)
     opts = StudyOptions(dataset="synthetic", methods=["ec4srec_sl"], storage_path=str(tmp_path),

@@ -8,10 +8,12 @@ import torch
 from ec4srec.checkpoint import load_torch
 from ec4srec.data import load_dataset
 from ec4srec.trainer import NonFiniteLossError, Trainer
-from ec4srec.tuning.space import SearchSpace, load_ranges
-from ec4srec.tuning.trainable import (FINISHED_MARKER, NONFINITE_MARKER, LocalSession, is_replay,
+from ec4srec.search.ranges import load_ranges
+from ec4srec.search.space import SearchSpace
+from ec4srec.search.trainable import (FINISHED_MARKER, NONFINITE_MARKER, LocalSession, is_replay,
                                       run_trial)
-from ec4srec.tuning.warmstart import WarmupCache, warmup_key
+from ec4srec.search.warmcache import WarmupCache
+from ec4srec.warmup import warmup_key
 from test_tuning_helpers import CONTRASTIVE, GUIDED, require_method, tiny_config
 
 VALID_KEYS = {f"valid/{m}" for m in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")}

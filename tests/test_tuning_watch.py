@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import trial_hooks
 from test_tuning_helpers import TINY, ray_session
 
-from ec4srec.tuning import study as study_mod  # noqa: E402
+from ec4srec.search import study as study_mod  # noqa: E402
 
 BUDGET_S = 60.0
 MANY = 60                      # far more trials than fit: the budget, not num_samples, binds
@@ -30,12 +31,12 @@ def budgeted_study(tmp_path_factory):
         num_samples=MANY, max_epochs=4, scheduler="fifo", seeds=1, cpus_per_trial=1,
         gpus_per_trial=0, warm_start=False, time_budget=BUDGET_S, status_every=5,
         overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
-    opts._test_hooks = {"_test_epoch_sleep": 1.0}          # epochs dominate a trial's cost
     started = time.time()
     import contextlib
     import io
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(buffer), pytest.MonkeyPatch.context() as patch:
+        trial_hooks.install(patch, trial_hooks.sleep_each_epoch(1.0))   # epochs dominate a trial's cost
         summary = study_mod.run(opts)
     wall = time.time() - started
     return {"summary": summary, "wall": wall, "stdout": buffer.getvalue(),
@@ -127,14 +128,14 @@ def test_optuna_dashboard_reads_the_study_journal(budgeted_study):
 
 
 @pytest.mark.slow
-def test_concurrent_runs_share_the_cluster_without_mixing(tmp_path):
+def test_concurrent_runs_share_the_cluster_without_mixing(tmp_path, monkeypatch):
     ray_session()
     opts = study_mod.StudyOptions(
         dataset="synthetic", storage_path=str(tmp_path), name="together",
         methods=["sasrec", "cl4srec"], num_samples=2, max_epochs=3, scheduler="fifo", seeds=0,
         cpus_per_trial=1, gpus_per_trial=0, warm_start=False, concurrent_runs=2, max_concurrent=1,
         status_every=1e9, overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
-    opts._test_hooks = {"_test_epoch_sleep": 0.5}
+    trial_hooks.install(monkeypatch, trial_hooks.sleep_each_epoch(0.5))
     summary = study_mod.run(opts)
     exp = Path(summary["exp"])
     spans = {}
@@ -157,7 +158,7 @@ def test_concurrent_runs_share_the_cluster_without_mixing(tmp_path):
 
 def test_restored_searcher_trusts_the_optuna_storage_over_an_older_snapshot(tmp_path):
     import optuna
-    from ec4srec.tuning.watch import ENDED_BEFORE_RESTORE, OBJECTIVE, BudgetedOptunaSearch, BudgetStopper
+    from ec4srec.search.watch import ENDED_BEFORE_RESTORE, OBJECTIVE, BudgetedOptunaSearch, BudgetStopper
 
     def searcher():
         storage = optuna.storages.JournalStorage(

@@ -9,9 +9,11 @@ import pytest
 from test_tuning_helpers import TINY, ray_session
 
 from ec4srec.config import ConfigError
-from ec4srec.tuning import study as study_mod
-from ec4srec.tuning.space import WARMUP_KEY, SearchSpace, dump_ranges, load_ranges, narrowing_problem
-from ec4srec.tuning.warmstart import LEASE, WarmupCache
+from ec4srec.search import study as study_mod
+from ec4srec.search import tuner
+from ec4srec.search.ranges import dump_ranges, load_ranges
+from ec4srec.search.space import WARMUP_KEY, SearchSpace, narrowing_problem
+from ec4srec.search.warmcache import LEASE, WarmupCache
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -101,11 +103,11 @@ def test_keys_are_seeded_by_the_best_baseline_trials(tmp_path):
                 "history": [{"valid/ndcg@10": score}], "error": None}
     (runs / "synthetic-cl4srec-sasrec.json").write_text(json.dumps([record(1e-3, 0.1), record(2e-3, 0.3)]))
     (runs / "synthetic-duorec-sasrec.json").write_text(json.dumps([record(5e-3, 0.2)]))
-    seeds = study_mod.baseline_warmups(opts, ("synthetic", "ec4srec", "sasrec"), 3)[:3]
+    seeds = tuner.baseline_warmups(opts, ("synthetic", "ec4srec", "sasrec"), 3)[:3]
     # best cl4srec, best duorec, then the next cl4srec
     assert [s["train.lr"] for s in seeds] == [2e-3, 5e-3, 1e-3]
     # baselines get none
-    assert study_mod.baseline_warmups(opts, ("synthetic", "duorec", "sasrec"), 3) == []
+    assert tuner.baseline_warmups(opts, ("synthetic", "duorec", "sasrec"), 3) == []
     space = SearchSpace("ec4srec", "sasrec", 6, load_ranges(space_file(tmp_path)), warmup_configs=seeds)
     # key k's warm-up is the k-th seed
     assert space.warmup_values(1)["train.lr"] == 5e-3 and space.warmup_values(0)["train.lr"] == 2e-3
@@ -117,7 +119,7 @@ class FakeConfig:
 
 def test_a_trial_waits_for_a_live_producer_of_its_warmup(tmp_path, monkeypatch):
     cache = WarmupCache(tmp_path, epochs=[1, 2, 4])
-    monkeypatch.setattr("ec4srec.tuning.warmstart.warmup_key", lambda config: "key")
+    monkeypatch.setattr("ec4srec.search.warmcache.warmup_key", lambda config: "key")
     (tmp_path / "key").mkdir()
     lease = tmp_path / "key" / LEASE
     import time

@@ -12,7 +12,7 @@ import difflib
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 PAPER_PREFIX = "paper:"
 

@@ -28,13 +28,13 @@ import torch
 from ..config import Config
 from ..data.batches import Batch
 from ..data.split import SplitData
+from ..registry import GUIDED
+from ..schedule import update_epochs
 from . import augment, terms
 from .base import Method
 from .encoding import encode_together
 from .losses import negative_view_loss, negative_view_supcon, pair_nce
 from .retrieval import PAIR_TABLE_LIMIT, SameTargetIndex
-from .schedule import update_epochs
-from .terms import GUIDED
 
 
 def build_contrastive(config: Config, data: SplitData, model) -> Method:

@@ -10,7 +10,7 @@ Contracts:
 - :func:`runs_table` gives one row per run in the layout of a study's ``seeds.csv`` plus
   ``setting`` (the label the runs were given), ``best_epoch``, ``epochs_run``, ``converged``
   (stopped early, or ran its whole epoch budget) and ``wall_time_s``, so the study's Table 3
-  code (:func:`ec4srec.tuning.report.build_table`) renders it grouped by setting.
+  code (:func:`ec4srec.report.tables.build_table`) renders it grouped by setting.
 - ``terms`` is the guided terms a run trained with after its first update (``cl+ cl- sl+``,
   from its method and lambdas: ``MethodConfig.guided_terms``); a guided run with fewer terms
   than its method has (a zeroed lambda) is an ``ablation`` run: it is left out of the Table 3
@@ -27,8 +27,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..checkpoint import atomic_write_text
+from ..checkpoint import CheckpointError, atomic_write_text, load_torch
+from ..config import MethodConfig
+from ..registry import GUIDED, METHOD_NAMES
 from .results import METRICS, TableError
+from .run_figures import ablation_figure, curves_figure, curves_panels_figure
+from .tables import build_table, comparisons, write_comparisons, write_table
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.json")
 PUBLISHED = "published"                  # the setting label of the paper's own numbers
@@ -43,7 +47,6 @@ TERM_LABELS = {"cl+": "L_cl+", "cl-": "L_cl-", "sl+": "L_sl+"}
 
 def run_terms(method: str, method_config: dict | None) -> tuple[tuple[str, ...], bool]:
     """(the guided terms a run trained with, whether that is fewer than its method has)."""
-    from ..config import MethodConfig
     given = {k: v for k, v in (method_config or {}).items() if k in TERM_KEYS}
     try:
         terms = MethodConfig(name=method, **given).guided_terms()
@@ -136,7 +139,6 @@ def read_history(path: str | Path) -> pd.DataFrame | None:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
             raise TableError(f"{file}: unreadable: {' '.join(str(exc).split())[:160]}") from None
     elif (path / "checkpoint.pt").exists():
-        from ..checkpoint import CheckpointError, load_torch
         try:
             ckpt = load_torch(path / "checkpoint.pt")
         except CheckpointError as exc:
@@ -154,6 +156,13 @@ def read_history(path: str | Path) -> pd.DataFrame | None:
     return hist
 
 
+def run_histories(df: pd.DataFrame) -> dict:
+    """Each run's per-epoch history (read once for every figure), keyed by its ``df`` index;
+    runs without a validation NDCG@10 curve are left out."""
+    histories = {i: read_history(r["path"]) for i, r in df.iterrows()}
+    return {i: h for i, h in histories.items() if h is not None and "valid/ndcg@10" in h}
+
+
 def paper_rows(dataset: str, backbone: str = "sasrec") -> pd.DataFrame:
     """The paper's numbers for ``dataset`` in the runs_table layout (setting "published")."""
     paper = json.loads(PAPER_RESULTS.read_text())
@@ -161,7 +170,7 @@ def paper_rows(dataset: str, backbone: str = "sasrec") -> pd.DataFrame:
     methods = table.get(dataset, {})
     if backbone == "sasrec":                 # Table 3's contrastive methods and its SASRec
         methods = {m: v for m, v in methods.items()
-                   if m in ("sasrec", "cl4srec", "duorec", "ec4srec_ssl", "ec4srec_sl", "ec4srec")}
+                   if m in METHOD_NAMES}
     elif backbone in paper["table3"].get(dataset, {}):   # Table 4's base model is Table 3's column
         methods = {backbone: paper["table3"][dataset][backbone], **methods}
     rows = []
@@ -206,8 +215,6 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     """Write the Table 3 layout of converged runs (one column group per setting, the paper's
     numbers beside them when ``paper``), runs.md/runs.csv, curves.png and curves_by_method.png to ``out``. Every run
     folder is read (and checked) before anything is written."""
-    from .report import OURS, build_table, comparisons, write_comparisons, write_table
-    from .run_figures import ablation_figure, curves_figure, curves_panels_figure, run_histories
     df = runs_table(groups)
     histories = run_histories(df)               # read (and checked) before anything is written
     out = Path(out)
@@ -222,12 +229,12 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     table = table.assign(group=table["setting"] + (("/" + table["backbone"]) if multi_backbone else ""))
     out.mkdir(parents=True, exist_ok=True)
     groups_order = list(dict.fromkeys(table["group"]))
-    cells = build_table(table, groups_order, tuple(ours or OURS), group_col="group",
+    cells = build_table(table, groups_order, tuple(ours or GUIDED), group_col="group",
                         metrics=PAPER_METRICS)
     write_table(cells, out, "table3", group_col="group")
     runs_only = table[table["setting"].isin(groups)]          # the published rows have no seeds
     write_comparisons(comparisons(runs_only, list(dict.fromkeys(runs_only["group"])),
-                                  tuple(ours or OURS), group_col="group", metrics=PAPER_METRICS),
+                                  tuple(ours or GUIDED), group_col="group", metrics=PAPER_METRICS),
                       out, group_col="group")
     if df["ablation"].any():
         ablation = ablation_table(df)

@@ -6,7 +6,7 @@ Contracts:
 - Table 3 layout (one backbone): rows dataset x metric, one column per method, cells
   ``mean ± std`` over seeds (sample std). Table 4 layout: the same with a column group per
   backbone. Within a group the best mean is bold, the second underlined; a cell of an
-  explanation-guided method (``OURS``) gets ``*`` (p < 0.05) or ``**`` (p < 0.01) when it beats
+  explanation-guided method (``registry.GUIDED``) gets ``*`` (p < 0.05) or ``**`` (p < 0.01) when it beats
   the group's strongest baseline in a two-sided paired t-test over seeds (paired by seed).
 - ``comparisons.{md,csv}``: every guided method against every baseline of its group (mean
   difference over common seeds, paired t, p).
@@ -20,18 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import METHODS
+from ..registry import GUIDED, LABELS, METHOD_NAMES as METHODS
 from .results import METRICS, read_table
-
-OURS = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
-LABELS = {"sasrec": "SASRec", "cl4srec": "CL4SRec", "duorec": "DuoRec", "ec4srec_ssl": "EC4SRec(SSL)",
-          "ec4srec_sl": "EC4SRec(SL)", "ec4srec": "EC4SRec", "gru4rec": "GRU4Rec", "caser": "Caser"}
+from .run_figures import pyplot
 
 
 # ------------------------------------------------------------------ statistics
 def t_pvalue(t: float, df: int) -> float:
     """Two-sided p-value of Student's t with ``df`` degrees of freedom (scipy.stats.t)."""
-    from scipy import stats
+    from scipy import stats          # heavy: imported when a test is computed
     return float(2.0 * stats.t.sf(abs(t), df))
 
 
@@ -39,7 +36,7 @@ def paired_ttest(x: list[float], y: list[float]) -> tuple[float, float]:
     """(t, two-sided p) of the paired t-test of x against y (scipy.stats.ttest_rel); p = nan with
     < 2 pairs. A constant non-zero difference (zero variance, where scipy gives nan) counts as
     t = +-inf, p = 0; no difference at all as t = 0, p = 1."""
-    from scipy import stats
+    from scipy import stats          # heavy: imported when a test is computed
     d = [a - b for a, b in zip(x, y)]
     n = len(d)
     if n < 2:
@@ -52,7 +49,7 @@ def paired_ttest(x: list[float], y: list[float]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ tables
-def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS,
+def build_table(seeds: pd.DataFrame, backbones: list[str], ours=GUIDED,
                 group_col: str = "backbone", metrics=METRICS) -> pd.DataFrame:
     """Tidy cells: dataset, metric, <group_col>, method, mean, std, n, rank (1 = best in its
     group), p_value (vs the group's best baseline; ours only), mark. A group is a backbone
@@ -86,7 +83,7 @@ def build_table(seeds: pd.DataFrame, backbones: list[str], ours=OURS,
     return pd.DataFrame(rows)
 
 
-def comparisons(seeds: pd.DataFrame, groups: list[str], ours=OURS, group_col: str = "backbone",
+def comparisons(seeds: pd.DataFrame, groups: list[str], ours=GUIDED, group_col: str = "backbone",
                 metrics=METRICS) -> pd.DataFrame:
     """Every explanation-guided method against every baseline of its group, paired by seed
     (the table marks only the best baseline; this says how each difference stands).
@@ -189,10 +186,7 @@ def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
     run: a dot per trial (hollow: stopped before the budget N by ASHA or patience, so its best is from fewer
     epochs) and a line through the best trial at each value, which is what the search
     maximises. A mean over trials would mix full-budget and pruned trials."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     made = []
     ok = trials[trials["state"] != "error"] if "state" in trials else trials
     for param, stem in (("method.mu_e", "mu_e"), ("method.updates", "p"),
@@ -232,7 +226,7 @@ def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str | None = None,
-           ours=OURS) -> Path:
+           ours=GUIDED) -> Path:
     """Write Table 3 (and Table 4 when there are several backbones) and figures; returns out."""
     exp = Path(exp)
     out = Path(out) if out else exp / "report"

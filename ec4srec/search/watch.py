@@ -2,10 +2,11 @@
 lines a user watches (one per finished trial, a periodic summary with ETA).
 
 Contracts:
-- :data:`ACTIVE` is the driver's :class:`~ec4srec.tuning.budget.Budget` while a study runs. The
-  Tune objects here (searcher, stopper, callback) are pickled into a run's folder and restored
-  with it by ``Tuner.restore``, so they hold only a run name and read the budget from
-  :data:`ACTIVE` at call time: a resumed driver's deadlines apply to restored runs too.
+- The driver passes its :class:`~ec4srec.search.budget.Budget` to each Tune object here
+  (searcher, stopper, callback; ``budget=None``: no budget, no cost bookkeeping). They are
+  pickled into a run's folder without it (:class:`BudgetBound`) and restored with the run by
+  ``Tuner.restore``; the resumed driver then gives them its own budget
+  (:func:`~ec4srec.search.compat.attach_budget`), so its deadlines apply to restored runs too.
 - :class:`BudgetedOptunaSearch` is Ray's OptunaSearch that returns ``Searcher.FINISHED`` once
   the budget's gate refuses the run another trial; :class:`BudgetStopper` stops each trial
   at its first report past the search deadline; :class:`StudyWatcher` feeds each report to the cost model and
@@ -20,21 +21,34 @@ from __future__ import annotations
 import sys
 import time
 
+import optuna
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from . import compat
 from .budget import Budget, hms
 from .trainable import is_replay
 
-ACTIVE: Budget | None = None
 OBJECTIVE = "valid/best_ndcg@10"
 # Trials Optuna holds as finished that Ray restored as running (see BudgetedOptunaSearch): the
 # stopper ends them at their first report and the result files and the watcher ignore them.
 ENDED_BEFORE_RESTORE: set[str] = set()
 
 
-class BudgetedOptunaSearch(OptunaSearch):
+class BudgetBound:
+    """A Tune object that holds the driver's live budget (``self.budget``) but is pickled
+    without it: a budget belongs to one driver process (it holds a lock and a clock)."""
+
+    budget: Budget | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("budget", None)
+        return state
+
+
+class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
     """OptunaSearch whose run stops starting trials when the budget's gate says so, and whose
     restore trusts the Optuna storage over Ray's snapshot.
 
@@ -52,24 +66,33 @@ class BudgetedOptunaSearch(OptunaSearch):
     after the snapshot are unknown to Ray and never resumed; their Optuna trials, RUNNING
     for good otherwise, are marked FAIL."""
 
-    def __init__(self, *args, budget_run: str | None = None, **kwargs):
+    def __init__(self, *args, budget_run: str | None = None, budget: Budget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.budget_run = budget_run
+        self.budget_run, self.budget = budget_run, budget
         self.finished_before_restore: set[str] = set()
+
+    def save(self, checkpoint_path: str) -> None:
+        budget = self.__dict__.pop("budget", None)      # Ray pickles the searcher's __dict__
+        try:
+            super().save(checkpoint_path)
+        finally:
+            if budget is not None:
+                self.budget = budget
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         self.finished_before_restore = set()
-        storage = self._ot_study._storage
-        for trial_id, ot_trial in self._ot_trials.items():
-            if trial_id in self._completed_trials:
+        study, ot_trials, completed = compat.optuna_search_state(self)
+        storage = compat.optuna_storage(study)
+        for trial_id, ot_trial in ot_trials.items():
+            if trial_id in completed:
                 continue
             try:
-                state = storage.get_trial(ot_trial._trial_id).state
+                state = storage.get_trial(compat.optuna_trial_id(ot_trial)).state
             except KeyError:
                 continue
             if state.is_finished():
-                self._completed_trials.add(trial_id)
+                completed.add(trial_id)
                 self.finished_before_restore.add(trial_id)
         ENDED_BEFORE_RESTORE.update(self.finished_before_restore)
         if self.finished_before_restore:
@@ -78,13 +101,12 @@ class BudgetedOptunaSearch(OptunaSearch):
                    f"they end again at once, Optuna keeps their value")
         # trials the dead driver asked Optuna for after the snapshot: Ray does not know them
         # and never resumes them, so they would stay RUNNING in the study for good
-        import optuna
-        known = {t._trial_id for t in self._ot_trials.values()}
-        orphans = [t for t in self._ot_study.get_trials(deepcopy=False,
-                                                        states=(optuna.trial.TrialState.RUNNING,))
-                   if t._trial_id not in known]
+        known = {compat.optuna_trial_id(t) for t in ot_trials.values()}
+        orphans = [t for t in study.get_trials(deepcopy=False,
+                                               states=(optuna.trial.TrialState.RUNNING,))
+                   if compat.optuna_trial_id(t) not in known]
         for t in orphans:
-            self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if orphans:
             _print(f"[search] {self.budget_run}: {len(orphans)} Optuna trial(s) started after the "
                    f"last snapshot (number {', '.join(str(t.number) for t in orphans)}) marked "
@@ -99,33 +121,37 @@ class BudgetedOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
     def suggest(self, trial_id: str):
-        if ACTIVE is not None and self.budget_run and not ACTIVE.may_start(self.budget_run):
-            if ACTIVE.plans.get(self.budget_run) and ACTIVE.plans[self.budget_run].refused == 1:
+        budget = self.budget
+        if budget is not None and self.budget_run and not budget.may_start(self.budget_run):
+            if budget.plans.get(self.budget_run) and budget.plans[self.budget_run].refused == 1:
                 _print(f"[budget] {self.budget_run}: no new trial fits in its share of the "
                        f"budget; finishing the running ones")
             return Searcher.FINISHED
         return super().suggest(trial_id)
 
 
-class BudgetStopper(tune.Stopper):
+class BudgetStopper(BudgetBound, tune.Stopper):
     """Past the search deadline (seed reserve kept) each trial is stopped at its next report:
     Tune's ordinary stop, which tells the searcher (the Optuna trial gets its value) and the
     callbacks. ``stop_all`` is only the backstop at the end of the seed time: ending the
     experiment there drops the running trials without telling the searcher."""
 
+    def __init__(self, budget: Budget | None = None):
+        self.budget = budget
+
     def __call__(self, trial_id, result) -> bool:
         if trial_id in ENDED_BEFORE_RESTORE:      # it ended under the previous driver
             return True
-        return ACTIVE is not None and ACTIVE.search_over()
+        return self.budget is not None and self.budget.search_over()
 
     def stop_all(self) -> bool:
-        return backstop_passed()
+        return backstop_passed(self.budget)
 
 
-def backstop_passed() -> bool:
+def backstop_passed(budget: Budget | None) -> bool:
     """The seed time is over too: the study's deadline minus the tables' reserve."""
-    return ACTIVE is not None and ACTIVE.deadline is not None and \
-        ACTIVE.clock() >= ACTIVE.deadline - ACTIVE.table_reserve
+    return budget is not None and budget.deadline is not None and \
+        budget.clock() >= budget.deadline - budget.table_reserve
 
 
 def _print(line: str, bold: bool = False) -> None:
@@ -134,11 +160,12 @@ def _print(line: str, bold: bool = False) -> None:
     print(line, flush=True)
 
 
-class StudyWatcher(tune.Callback):
+class StudyWatcher(BudgetBound, tune.Callback):
     """Per-trial lines, the periodic summary and the cost model's measurements of one run."""
 
-    def __init__(self, run: str, planned: int, max_epochs: int, status_every: float | None = None):
-        self.run, self.planned, self.max_epochs = run, planned, max_epochs
+    def __init__(self, run: str, planned: int, max_epochs: int, status_every: float | None = None,
+                 budget: Budget | None = None):
+        self.run, self.planned, self.max_epochs, self.budget = run, planned, max_epochs, budget
         self.status_every = status_every
         self._reset()
 
@@ -164,9 +191,9 @@ class StudyWatcher(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if trial.trial_id in ENDED_BEFORE_RESTORE:
             return
-        if ACTIVE is not None and not is_replay(result):
-            ACTIVE.cost.observe(self.run, trial.trial_id, result)
-            ACTIVE.write(force=False)
+        if self.budget is not None and not is_replay(result):
+            self.budget.cost.observe(self.run, trial.trial_id, result)
+            self.budget.write(force=False)
         value = result.get(OBJECTIVE)
         if value is not None and (self.best is None or value > self.best):
             self.best = value
@@ -178,9 +205,10 @@ class StudyWatcher(tune.Callback):
         # previous driver trained nothing worth counting here: its costs were that driver's
         earlier = trial.trial_id in ENDED_BEFORE_RESTORE
         replayed = is_replay(last) or earlier
-        if ACTIVE is not None and began is not None and not replayed:
-            ACTIVE.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
-            ACTIVE.note_busy(began, time.time())
+        budget = self.budget
+        if budget is not None and began is not None and not replayed:
+            budget.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
+            budget.note_busy(began, time.time())
         self.done += 1
         epochs = int(last.get("epoch", 0))
         if how is None and earlier:
@@ -190,12 +218,12 @@ class StudyWatcher(tune.Callback):
                 how = "early-stopped (patience)"
             elif epochs >= self.max_epochs:
                 how = "completed its budget"
-            elif ACTIVE is not None and ACTIVE.search_over():
+            elif budget is not None and budget.search_over():
                 how = "stopped by the time budget"
             else:
                 how = "stopped by ASHA"
-        if ACTIVE is not None and not replayed:
-            ACTIVE.trial_done(self.run, epochs, pruned=how.startswith("stopped"))
+        if budget is not None and not replayed:
+            budget.trial_done(self.run, epochs, pruned=how.startswith("stopped"))
         best = last.get(OBJECTIVE)
         best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
         _print(f"[trial] {self.run} {trial.trial_id}: {how} after {epochs} epochs, best valid "
@@ -212,7 +240,7 @@ class StudyWatcher(tune.Callback):
         # without on_trial_complete: count them here, or the plan, the cost model and the
         # utilisation would miss them. Trials still running after Ctrl-C or a driver error are
         # not finished (a resume continues them) and are not counted.
-        if not backstop_passed():
+        if not backstop_passed(self.budget):
             return
         for trial in trials:
             if trial.trial_id in self.running:
@@ -229,14 +257,14 @@ class StudyWatcher(tune.Callback):
         elapsed = now - self.started
         left = max(0, self.planned - self.done)
         eta = elapsed / self.done * left if self.done else None
-        budget = ""
-        if ACTIVE is not None and ACTIVE.total_s is not None:
-            plan = ACTIVE.plans.get(self.run)
+        used, budget = "", self.budget
+        if budget is not None and budget.total_s is not None:
+            plan = budget.plans.get(self.run)
             if plan is not None and plan.deadline is not None:
                 eta = min(eta, max(0.0, plan.deadline - now)) if eta is not None else \
                     max(0.0, plan.deadline - now)
-            budget = f", study {hms(ACTIVE.used())} of {hms(ACTIVE.total_s)}"
+            used = f", study {hms(budget.used())} of {hms(budget.total_s)}"
         best = f"{self.best:.4f}" if self.best is not None else "-"
         return (f"[study] {self.run}: {self.done}/{self.planned} trials done, {running} running, "
-                f"best valid ndcg@10 {best}, run elapsed {hms(elapsed)}{budget}, "
+                f"best valid ndcg@10 {best}, run elapsed {hms(elapsed)}{used}, "
                 f"ETA of this run {hms(eta)}")

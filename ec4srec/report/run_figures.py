@@ -1,4 +1,4 @@
-"""Figures of converged single runs (:mod:`ec4srec.tuning.runs`): validation curves, all runs in
+"""Figures of converged single runs (ec4srec/report/runs.py): validation curves, all runs in
 one axes (``curves.png``) and a panel per method zoomed on convergence
 (``curves_by_method.png``), and the paper's Figure 5 bars (``ablation.png``). matplotlib only,
 with the Agg backend (no display needed)."""
@@ -8,23 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import read_history
+from ..registry import LABELS, METHOD_NAMES as METHODS
 
 LINE_STYLES = ["-", "--", ":", "-."]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (heavy: imported when a figure is drawn)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def run_histories(df: pd.DataFrame) -> dict:
-    """Each run's per-epoch history (read once for every figure), keyed by its ``df`` index;
-    runs without a validation NDCG@10 curve are left out."""
-    histories = {i: read_history(r["path"]) for i, r in df.iterrows()}
-    return {i: h for i, h in histories.items() if h is not None and "valid/ndcg@10" in h}
 
 
 def _plot_curve(ax, hist: pd.DataFrame, style: str, color: str, label: str,
@@ -43,9 +37,7 @@ def curves_figure(df: pd.DataFrame, histories: dict, path: Path) -> Path | None:
     importance update (``histories``: :func:`run_histories`). None when no run has a history."""
     if not histories:
         return None
-    from ..config import METHODS
-    from .report import LABELS
-    plt = _pyplot()
+    plt = pyplot()
     settings = list(dict.fromkeys(df["setting"]))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, hist in histories.items():
@@ -72,8 +64,6 @@ def curve_panels(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The panels of :func:`curves_panels_figure`: one per method that has runs (in
     ``METHODS`` order, every setting and seed of it together), then one for the Figure 5
     ablation runs if any; each title maps to its rows of ``df``."""
-    from ..config import METHODS
-    from .report import LABELS
     panels = {}
     plain = df[~df["ablation"]]
     for method in sorted(plain["method"].unique(), key=lambda m: (METHODS.index(m) if m in METHODS
@@ -106,8 +96,7 @@ def curves_panels_figure(df: pd.DataFrame, histories: dict, path: Path,
     :func:`run_histories`). None when no run has a history."""
     if not histories:
         return None
-    from .report import LABELS
-    plt = _pyplot()
+    plt = pyplot()
     panels = {t: g[g.index.isin(histories)] for t, g in curve_panels(df).items()}
     panels = {t: g for t, g in panels.items() if len(g)}
     settings = list(dict.fromkeys(df["setting"]))
@@ -155,7 +144,7 @@ def curves_panels_figure(df: pd.DataFrame, histories: dict, path: Path,
 def ablation_figure(table: pd.DataFrame, path: Path) -> Path:
     """Bars of test NDCG@5 (the paper's Figure 5 metric) per loss combination, one panel per
     (setting, dataset, backbone); error bars = std over seeds; the full EC4SRec bar in yellow."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = list(table.groupby(["setting", "dataset", "backbone"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, ((setting, dataset, backbone), g) in zip(axes[0], panels):

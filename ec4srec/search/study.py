@@ -14,10 +14,10 @@ non-Ray files go to ``--local-dir``):
                             ``--resume --search-space FILE`` replaces it with a narrower one
   <dataset>-<method>-<backbone>/   Ray's run folder: trials, checkpoints, TensorBoard events
   optuna.journal            the Optuna studies (``optuna-dashboard exp/optuna.journal``)
-  warmup/                   shared warm-up checkpoints (warmstart.py)
+  warmup/                   shared warm-up checkpoints (warmcache.py)
   runs/<run>.json           finished runs' trial records (written once a run is complete)
   trials.csv|parquet, epochs.csv|parquet, best/<run>.yaml, seeds/<run>/seed_<s>.json, seeds.csv
-  report/                   paper-style tables and figures (report.py)
+  report/                   paper-style tables and figures (ec4srec/report/tables.py)
 
 Completion: a run is complete when every one of its trials is TERMINATED or ERROR; after SIGINT
 ``Tuner.fit`` returns with trials unfinished, and :func:`main` exits 130 printing the resume
@@ -26,8 +26,6 @@ command. Finished runs are never re-run on ``--resume``; unfinished ones are res
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import threading
 import time
@@ -35,185 +33,25 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, ConfigError, dump_config
-from . import results, watch
-from .budget import METHOD_EPOCH_COST, Budget, hms
-# the study's options and Ray loggers live in their own modules; their names stay importable
-# from here (tests, tune/search.py, and Ray experiment snapshots pickled before the split)
+from ..registry import METHODS, is_guided
+from ..report import results, tables
+from . import compat
+from .budget import Budget, hms
+# the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401
                       input_error, narrow_space, read_manifest, run_name, write_manifest)
-from .ray_logs import ProgressCsvLogger, ResultJsonLogger, trial_dirname  # noqa: F401
-from .space import SearchSpace, apply_params, dump_ranges, load_ranges
-from .summary import cost_lines, cost_report, print_summary  # noqa: F401
-from .trainable import retrain_seed, train_trial
-from .watch import BudgetedOptunaSearch, BudgetStopper, StudyWatcher
-
-OBJECTIVE = "valid/best_ndcg@10"     # Optuna's value and the best-trial rule
-ASHA_METRIC = "valid/ndcg@10"
-ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
+from .ranges import dump_ranges, load_ranges
+from .space import apply_params
+from .summary import cost_report, print_summary
+from .trainable import retrain_seed
+from .tuner import cluster_slots, connect, make_tuner
 
 
 class Interrupted(Exception):
     """The study stopped before every run finished."""
-
-
-# ------------------------------------------------------------------ Ray
-def connect(opts: StudyOptions) -> None:
-    """Join the running cluster (RAY_ADDRESS, --address, or one found by address="auto"),
-    else start a local one."""
-    if ray.is_initialized():
-        return
-    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    os.environ.update(env)
-    # EC4SREC_* (EC4SREC_DATA_DIR, test hooks) reach the trials on every node
-    env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
-    kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if opts.address not in ("auto", "local"):
-        ray.init(address=opts.address, **kwargs)
-    elif opts.address == "auto" and os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", **kwargs)
-    else:
-        try:
-            if opts.address == "local":
-                raise ConnectionError
-            ray.init(address="auto", **kwargs)
-        except ConnectionError:
-            ray.init(include_dashboard=None, **kwargs)
-    if opts.gpus_per_trial is None:
-        opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
-
-
-def _asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
-    rungs, t = [], float(grace)
-    while t < max_t:
-        rungs.append(int(round(t)))
-        t *= rf
-    return rungs
-
-
-
-def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
-    """Warm-up configs for a guided run with ``k`` keys (none when ``k`` is 0): the best finished trials of the study's
-    cl4srec and duorec runs on the same dataset and backbone (the warm-up loss is their two
-    terms), best first, alternating between the two (SearchSpace keeps the run's warm-up params
-    of each and drops repeats). Empty when neither run
-    has finished (e.g. runs going concurrently, or a study without them)."""
-    dataset, method, backbone = key
-    if not k or method not in ("ec4srec_ssl", "ec4srec_sl", "ec4srec"):
-        return []
-    ranked = []
-    for base in ("cl4srec", "duorec"):
-        path = opts.exp_dir / "runs" / f"{run_name((dataset, base, backbone))}.json"
-        if not path.exists():
-            continue
-        records = json.loads(path.read_text())
-        scored = [(max((h.get("valid/ndcg@10", -1.0) for h in r["history"]), default=-1.0),
-                   r["params"]) for r in records if r["history"] and not r["error"]]
-        ranked.append([p for _, p in sorted(scored, key=lambda x: -x[0])])
-    out = [r[i] for i in range(max((len(r) for r in ranked), default=0)) for r in ranked
-           if i < len(r)]
-    return out                  # SearchSpace takes the first k distinct ones
-
-
-def run_trainable(name: str):
-    """:func:`train_trial` under the name ``train_<run>``: Ray registers a run's trainable in a
-    cluster-wide registry by its name, so runs sharing the cluster at once (``--concurrent-runs``)
-    must not share one, or a trial could start with another run's study constants."""
-    def trainable(params, study):
-        return train_trial(params, study)
-    trainable.__name__ = trainable.__qualname__ = "train_" + re.sub(r"\W", "_", name)
-    return trainable
-
-
-_REGISTRY_LOCK = threading.RLock()
-
-
-def _serialise_ray_registry() -> None:
-    """Ray 2.60's trainable registry iterates a dict that another thread's registration may
-    grow ("dictionary changed size during iteration"); concurrent Tuners register under a lock."""
-    from ray.tune import registry
-    if getattr(registry._Registry.register, "_ec4srec_locked", False):
-        return
-    for name in ("register", "flush_values"):
-        original = getattr(registry._Registry, name)
-
-        def locked(self, *args, _original=original, **kwargs):
-            with _REGISTRY_LOCK:
-                return _original(self, *args, **kwargs)
-        locked._ec4srec_locked = True
-        setattr(registry._Registry, name, locked)
-
-
-def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None) -> tuple[tune.Tuner, int]:
-    """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
-    the budget's plan; a restored run keeps the number it was created with)."""
-    _, method, backbone = key
-    name = run_name(key)
-    base = base_config(opts, method, backbone)
-    n_epochs = base.train.epochs
-    space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE,
-                        warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0))
-    num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
-    grace = opts.grace_period or max(1, min(10, n_epochs // 10))
-    study = {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
-             "decision_epochs": _asha_rungs(grace, opts.reduction_factor, n_epochs)
-             if opts.scheduler == "asha" else [], "verbose": opts.verbose,
-             "warmup_dir": str(opts.exp_dir / "warmup") if opts.warm_start else None,
-             "warmup_epochs": [f - 1 for f in space.first_update_epochs() if f > 1],
-             **getattr(opts, "_test_hooks", {})}
-    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
-    trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
-    path = f"{opts.storage_path}/{opts.name}/{name}"
-    if tune.Tuner.can_restore(path):
-        print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
-        try:
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        except ValueError:      # a run of an older ec4srec: its trainable was "train_trial"
-            legacy = tune.with_resources(tune.with_parameters(train_trial, study=study), resources)
-            tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
-        return tuner, _restored_num_samples(tuner, num)
-    import optuna
-    if opts.optuna_storage:
-        storage = optuna.storages.RDBStorage(opts.optuna_storage)
-    else:
-        backend = optuna.storages.journal.JournalFileBackend(str(opts.exp_dir / "optuna.journal"))
-        storage = optuna.storages.JournalStorage(backend)
-    searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
-                                    study_name=name, budget_run=name,
-                                    points_to_evaluate=space.points_to_evaluate(num) or None,
-                                    sampler=optuna.samplers.TPESampler(seed=opts.seed))
-    scheduler = (ASHAScheduler(time_attr=ASHA_CLOCK, metric=ASHA_METRIC, mode="max",
-                               max_t=n_epochs, grace_period=grace,
-                               reduction_factor=opts.reduction_factor)
-                 if opts.scheduler == "asha" else FIFOScheduler())
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
-                                    # also the number of trials Ray may create ahead
-                                    # (pending): 1 without it, which starts trials one
-                                    # actor start-up at a time and leaves slots idle
-                                    max_concurrent_trials=opts.max_concurrent or cluster_slots(opts),
-                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(
-            name=name, storage_path=f"{opts.storage_path}/{opts.name}",
-            verbose=1 if opts.verbose else 0,        # our watcher's lines replace Ray's table
-            stop=BudgetStopper(),
-            callbacks=[ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
-                       StudyWatcher(name, num, n_epochs, opts.status_every)],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
-    return tuner, num
-
-
-def _restored_num_samples(tuner, default: int) -> int:
-    """The trial count a restored Tuner was created with (its pickled TuneConfig)."""
-    try:
-        return int(tuner._local_tuner._tune_config.num_samples)
-    except (AttributeError, TypeError, ValueError):
-        return default
 
 
 def grid_records(grid, run: str | None = None) -> list[dict]:
@@ -238,13 +76,13 @@ def grid_records(grid, run: str | None = None) -> list[dict]:
     return records
 
 
-def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
-    """Run (or restore) one run until complete; its records are saved to runs/<run>.json."""
+def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) -> list[dict]:
+    """Run (or restore) one run until complete, under ``budget`` (None: none); its records are
+    saved to runs/<run>.json."""
     done_file = opts.exp_dir / "runs" / f"{run_name(key)}.json"
     if done_file.exists():
         print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
         return json.loads(done_file.read_text())
-    budget = watch.ACTIVE
     plan = budget.begin_run(run_name(key)) if budget else None
     if plan is not None and plan.share_s is not None:
         print(f"[budget] {run_name(key)}: share {hms(plan.share_s)}, planned "
@@ -261,7 +99,7 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
               f"budget (resume with a larger --time-budget to run it)", flush=True)
         budget.skip_run(run_name(key))
         return []
-    tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None)
+    tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None, budget)
     grid = tuner.fit()
     deadline_passed = budget is not None and budget.search_over()
     closed = deadline_passed or (plan is not None and plan.closed_by == "budget")
@@ -283,14 +121,14 @@ def run_search(opts: StudyOptions, key, ranges) -> list[dict]:
     return records
 
 
-def run_concurrently(opts: StudyOptions, ranges) -> dict:
+def run_concurrently(opts: StudyOptions, ranges, budget: Budget | None = None) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
     ASHA brackets) in a thread of this driver, sharing the cluster's slots: when one run's ASHA
     tail leaves slots idle, another run's trials take them. Runs start in ``opts.runs()`` order
     as threads free up. Tune catches SIGINT only in the main thread: here Ctrl-C ends the
     driver (Interrupted, exit 130) and ``--resume`` restores each unfinished run from its last
     experiment snapshot, as after a killed driver."""
-    _serialise_ray_registry()
+    compat.serialise_ray_registry()
     keys = list(opts.runs())
     done: dict[str, tuple] = {}
     failures: list[BaseException] = []
@@ -305,7 +143,7 @@ def run_concurrently(opts: StudyOptions, ranges) -> dict:
                 key = todo.pop(0)
             print(f"[search] === {run_name(key)} (concurrent) ===", flush=True)
             try:
-                records = run_search(opts, key, ranges)
+                records = run_search(opts, key, ranges, budget)
             except BaseException as exc:        # noqa: BLE001 - re-raised by the main thread
                 with lock:
                     failures.append(exc)
@@ -331,14 +169,14 @@ def run_concurrently(opts: StudyOptions, ranges) -> dict:
     return {run_name(k): done[run_name(k)] for k in keys}
 
 
-def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int]) -> None:
+def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int],
+              budget: Budget | None = None) -> None:
     """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
     seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Under a time budget a
     seed job starts only if it can end before the study's deadline (``expected_epochs``: what
     the best trial trained); the ones that cannot are skipped and listed in the cost report."""
     task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
                                             num_gpus=opts.gpus_per_trial or 0, max_retries=2)
-    budget = watch.ACTIVE
     slots = [0.0] * (budget.slots if budget else 1)      # when each slot is free (planning)
     pending = {}
     for i in range(opts.seeds):                          # seed-major: every run gets seed 1 first
@@ -369,25 +207,12 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
               f"({total - len(pending)}/{total})", flush=True)
 
 
-def cluster_slots(opts: StudyOptions) -> int:
-    """Trials that can run at once on the connected cluster."""
-    res = ray.cluster_resources()
-    if opts.gpus_per_trial:
-        slots = int(res.get("GPU", 0) / opts.gpus_per_trial)
-    else:
-        slots = int(res.get("CPU", 1) / max(opts.cpus_per_trial, 1e-9))
-    if opts.max_concurrent:
-        slots = min(slots, opts.max_concurrent)
-    return max(1, slots)
-
-
 def make_budget(opts: StudyOptions, started: float) -> Budget:
     """The study's budget (or, without --time-budget, its cost bookkeeping only)."""
-    from .report import OURS
     names = [run_name(k) for k in opts.runs()]
-    updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if k[1] in OURS else 0
+    updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if is_guided(k[1]) else 0
                for k in opts.runs()}
-    weights = {run_name(k): METHOD_EPOCH_COST.get(k[1], 1.0) for k in opts.runs()}
+    weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
     return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
                   opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
                   concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights)
@@ -408,12 +233,11 @@ def run(opts: StudyOptions) -> dict:
             atomic_write_text(active, dump_ranges(ranges))   # searchers pickled their ranges)
     started = time.time()          # the budget counts Ray's start-up too
     connect(opts)
-    watch.ACTIVE = budget = make_budget(opts, started)
+    budget = make_budget(opts, started)
     try:
         return _run_phases(opts, exp, ranges, budget, started)
     finally:
         budget.write()
-        watch.ACTIVE = None
 
 
 def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: float) -> dict:
@@ -422,11 +246,11 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         print(f"[budget] {hms(budget.total_s)} for the study ({hms(budget.used_before)} used "
               f"before), {budget.slots} trial slots", flush=True)
     if opts.concurrent_runs > 1 and len(opts.runs()) > 1:
-        all_records = run_concurrently(opts, ranges)
+        all_records = run_concurrently(opts, ranges, budget)
     else:
         for key in opts.runs():
             print(f"[search] === {run_name(key)} ===", flush=True)
-            all_records[run_name(key)] = (key, run_search(opts, key, ranges))
+            all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget))
     trials, epochs = results.write_trial_tables(exp, all_records, opts.max_epochs)
     best = {}
     for name, (key, records) in all_records.items():
@@ -444,10 +268,9 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
             row = trials[(trials["run"] == name) & (trials["trial_id"].astype(str) ==
                                                     results.best_trial_id(trials, name))]
             expected[name] = int(row["epochs"].iloc[0]) if len(row) else opts.max_epochs
-        run_seeds(opts, best, expected)
+        run_seeds(opts, best, expected, budget)
     seeds = results.write_seed_table(exp)
-    from . import report
-    report_dir = report.render(exp) if len(seeds) else None
+    report_dir = tables.render(exp) if len(seeds) else None
     summary = {"exp": str(exp), "trials": len(trials),
                "errored": int((trials["state"] == "error").sum()) if len(trials) else 0,
                "warm_start": results.warm_start_savings(trials, epochs), "best": sorted(best),

@@ -10,7 +10,7 @@ Contracts:
   epoch, every ASHA decision epoch and the last epoch. A trial restarted by Ray (worker crash,
   driver restore) continues from ``tune.get_checkpoint()`` exactly as if never interrupted.
 - Without a Ray checkpoint, an explanation-guided trial starts from the shared warm-up cache
-  (warmstart.py) when one fits, and reports the epochs it skipped as ``warm_start_epoch``.
+  (warmcache.py) when one fits, and reports the epochs it skipped as ``warm_start_epoch``.
 - NaN/inf loss raises :class:`NonFiniteLossError`, so the trial ends in ERROR; a marker in the
   trial folder makes Ray's retries (FailureConfig.max_failures) fail at once instead of
   training again.
@@ -26,10 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from ..config import Config
 from ..data import load_dataset
 from ..trainer import NonFiniteLossError, Trainer
 from .space import apply_params
-from .warmstart import WarmupCache
+from .warmcache import WarmupCache
 
 TRAINER_FILE = "trainer.pt"
 NONFINITE_MARKER = "NONFINITE"
@@ -147,7 +145,9 @@ class LocalSession:
 def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     """Train one trial. ``params``: the searched dotted keys; ``study``: the constants of the
     study (``base`` config dict, ``warmup_dir``, ``warmup_epochs``, ``checkpoint_every``,
-    ``decision_epochs`` (ASHA milestones, in guided epochs), ``verbose``)."""
+    ``decision_epochs`` (ASHA milestones, in guided epochs), ``verbose``, and optional
+    ``epoch_hooks``: picklable callables ``hook(session, epoch, restored)`` run after each
+    epoch, before its report, e.g. to throttle or fault-inject trials from a test)."""
     config = apply_params(study["base"], params)
     marker = session.trial_dir / NONFINITE_MARKER
     if marker.exists():                         # a retry of a diverged trial: fail at once
@@ -181,7 +181,8 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         if cache and epoch < first:
             cache.renew_lease(tr, epoch, first, tr.state.train_seconds - last["seconds"])
         last["seconds"] = tr.state.train_seconds
-        _maybe_kill_for_test(study, session, epoch, restored)
+        for hook in study.get("epoch_hooks") or ():
+            hook(session, epoch, restored)
         st = tr.state
         guided = epoch - first + 1 if first else epoch
         early = st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
@@ -208,22 +209,6 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
 def is_replay(result: dict[str, Any]) -> bool:
     """A finished trial's repeated last report (see the module docstring): nothing trained."""
     return "epoch" in result and result.get("restored_from_epoch") == result["epoch"]
-
-
-def _maybe_kill_for_test(study: dict, session, epoch: int, restored: int) -> None:
-    """Test hooks. ``study["_test_kill_after_epoch"] = k``: SIGKILL this worker process once, at
-    the end of epoch k + 1, before reporting it (so Ray must restore from epoch <= k).
-    ``$EC4SREC_TEST_EPOCH_SLEEP`` or ``study["_test_epoch_sleep"]``: sleep that many seconds
-    per epoch (slow, predictable trials for driver-kill and time-budget tests)."""
-    sleep = study.get("_test_epoch_sleep") or os.environ.get("EC4SREC_TEST_EPOCH_SLEEP")
-    if sleep:
-        time.sleep(float(sleep))
-    k = study.get("_test_kill_after_epoch")
-    flag = session.trial_dir / "KILLED_BY_TEST"
-    if k is not None and epoch == k + 1 and not restored and not flag.exists():
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train_trial(params: dict[str, Any], study: dict[str, Any]) -> None:

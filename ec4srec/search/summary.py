@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from .budget import Budget, hms
 
 if TYPE_CHECKING:
@@ -13,7 +15,6 @@ if TYPE_CHECKING:
 
 def cost_report(budget: Budget, trials, epochs, max_epochs: int) -> dict:
     """The budget's report plus trial-hours and what ASHA and warm-up sharing saved."""
-    import pandas as pd
     out = budget.report()
     out["trial_hours"] = round(float(trials["wall_time_s"].sum()) / 3600, 3) if len(trials) else 0.0
     saved_epochs, saved_s = 0, 0.0

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..checkpoint import atomic_write_bytes
+
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
 # columns the report needs from each table
 REQUIRED = {"trials.csv": ("run", "valid/ndcg@10"),
@@ -225,7 +227,6 @@ def export_study(exp: Path, dest: Path) -> list[Path]:
     Paths in study.json, summary.json and trials.csv are made relative to the experiment folder.
     Every file is read and checked before the first one is written (a malformed table raises
     TableError and writes nothing); each write is atomic. Returns the written paths."""
-    from ..checkpoint import atomic_write_bytes
     exp = Path(exp)
     contents = {}
     for name in PORTABLE:

@@ -12,7 +12,7 @@ Contracts:
   priced separately), and the median per-trial overhead: the driver's wall clock of a trial
   minus its epochs (actor start, data loading, syncs; until a trial ends, the first report's
   start-up stands in). A run not measured yet borrows the median of the runs that are, its
-  epoch scaled by the methods' relative cost prior (``METHOD_EPOCH_COST``; for the update
+  epoch scaled by the methods' relative cost prior (the registry's ``MethodSpec.cost``; for the update
   cost: their update/epoch ratio times its own epoch cost); with nothing measured the cost is
   unknown and the first trials run to measure it.
 - The plan, made when a run starts: ``search_left = budget - used - seed_reserve - TABLE_RESERVE``;
@@ -32,31 +32,24 @@ Contracts:
 """
 from __future__ import annotations
 
+import json
 import math
 import re
-import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_json
 from ..config import ConfigError
+from .cost import CostModel
 
 LEDGER = "budget.json"
 SKIPPED = "budget: skipped"   # RunPlan.closed_by of a run not one trial of which fit
 LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
 TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of the budget,
 TABLE_RESERVE_MIN = 15.0       # at least 15 s and at most 60 s
-PRIOR_FRACTION = 0.5           # of N, for a trial under ASHA before any trial finished
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-# An epoch's cost relative to SASRec's, the prior a run not measured yet is priced with (its
-# views are full encoder passes): seconds per epoch of the converged Beauty runs, SASRec
-# backbone, 1 thread (results/beauty-ours: 43, 81, 104, 146, 153 s). EC4SRec(SSL) encodes one
-# view fewer than EC4SRec after the first update and as many before it.
-METHOD_EPOCH_COST = {"sasrec": 1.0, "cl4srec": 1.9, "duorec": 2.4, "ec4srec_ssl": 3.4,
-                     "ec4srec_sl": 3.4, "ec4srec": 3.6}
-
 
 def parse_duration(text: str | float | int) -> float:
     """Seconds of ``3h``, ``90m``, ``1h30m``, ``45s``, ``2d`` or a plain number of seconds."""
@@ -78,131 +71,6 @@ def hms(seconds: float | None) -> str:
         return "?"
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# ------------------------------------------------------------------ cost model
-@dataclass
-class CostModel:
-    """Measured seconds per run: plain epochs, update epochs, trial start-ups; trained
-    fractions of N of finished trials (all, and unpruned ones)."""
-
-    epoch: dict[str, list[float]] = field(default_factory=dict)
-    update: dict[str, list[float]] = field(default_factory=dict)
-    startup: dict[str, list[float]] = field(default_factory=dict)
-    overhead: dict[str, list[float]] = field(default_factory=dict)   # per trial, beyond epochs
-    fractions: list[float] = field(default_factory=list)
-    full_fractions: list[float] = field(default_factory=list)
-    weights: dict[str, float] = field(default_factory=dict)   # run -> relative epoch cost (prior)
-    _last: dict[str, int] = field(default_factory=dict)      # trial id -> last reported epoch
-    _session: dict[str, list[int]] = field(default_factory=dict)   # trial id -> [epochs, updates]
-
-    def observe(self, run: str, trial_id: str, result: dict) -> None:
-        """One trial report (``epoch``, ``time_this_iter_s``, ``importance_update``)."""
-        epoch, seconds = result.get("epoch"), result.get("time_this_iter_s")
-        if epoch is None or seconds is None:
-            return
-        previous = self._last.get(trial_id)
-        self._last[trial_id] = int(epoch)
-        if previous is None or int(epoch) != previous + 1:   # a session's first report
-            self.startup.setdefault(run, []).append(float(seconds))
-            self._session[trial_id] = [1, int(bool(result.get("importance_update")))]
-            return
-        session = self._session.setdefault(trial_id, [0, 0])
-        session[0] += 1
-        session[1] += int(bool(result.get("importance_update")))
-        kind = self.update if result.get("importance_update") else self.epoch
-        kind.setdefault(run, []).append(float(seconds))
-
-    def trial_wall(self, run: str, trial_id: str, wall_s: float) -> None:
-        """A trial session took ``wall_s`` as the driver saw it (start to end): what it cost
-        beyond its epochs (actor start, imports, data loading, checkpoint syncs) is its
-        overhead, the part ``time_this_iter_s`` does not see."""
-        epochs, updates = self._session.pop(trial_id, [0, 0])
-        base = self.epoch_seconds(run)
-        if base is None or not epochs:
-            return
-        trained = epochs * base + updates * self.update_extra_seconds(run)
-        self.overhead.setdefault(run, []).append(max(0.0, wall_s - trained))
-
-    def finished(self, epochs: int, max_epochs: int, pruned: bool) -> None:
-        """A trial ended after ``epochs`` of ``max_epochs`` (pruned: stopped by the scheduler)."""
-        fraction = min(1.0, epochs / max_epochs) if max_epochs else 1.0
-        self.fractions.append(fraction)
-        if not pruned:
-            self.full_fractions.append(fraction)
-
-    @staticmethod
-    def _median(values: dict[str, list[float]], run: str) -> float | None:
-        if values.get(run):
-            return statistics.median(values[run])
-        others = [statistics.median(v) for v in values.values() if v]
-        return statistics.median(others) if others else None
-
-    def epoch_seconds(self, run: str) -> float | None:
-        """The run's median plain epoch; a run not measured yet: the measured runs' medians,
-        each scaled by the relative cost prior (``weights``, 1 when unknown), their median."""
-        if self.epoch.get(run):
-            return statistics.median(self.epoch[run])
-        w = self.weights.get(run, 1.0)
-        others = [statistics.median(v) * w / self.weights.get(r, 1.0)
-                  for r, v in self.epoch.items() if v]
-        return statistics.median(others) if others else None
-
-    def update_extra_seconds(self, run: str) -> float:
-        """Extra seconds of an update epoch over a plain one (0 when nothing is known)."""
-        base = self.epoch_seconds(run)
-        if base is None:
-            return 0.0
-        if self.update.get(run):
-            return max(0.0, statistics.median(self.update[run]) - base)
-        ratios = [statistics.median(u) / statistics.median(self.epoch[r]) - 1.0
-                  for r, u in self.update.items() if u and self.epoch.get(r)]
-        return max(0.0, statistics.median(ratios)) * base if ratios else 0.0
-
-    def full_trial_seconds(self, run: str, epochs: int, updates: int,
-                           cold: bool = False) -> float | None:
-        """A trial of ``epochs`` epochs and ``updates`` updates; ``cold``: in a fresh worker
-        (a seed re-run is a new Ray task), priced with the largest overhead seen (the first
-        trials' cold actor starts) instead of the median (Tune reuses warm actors)."""
-        base = self.epoch_seconds(run)
-        if base is None:
-            return None
-        overhead = self._median(self.overhead, run)
-        if cold and self.overhead.get(run):
-            overhead = max(self.overhead[run])
-        if overhead is None:             # no trial ended yet: the first report's start-up
-            overhead = max(0.0, (self._median(self.startup, run) or base) - base)
-        return epochs * base + updates * self.update_extra_seconds(run) + overhead
-
-    def trial_fraction(self) -> float:
-        return statistics.mean(self.fractions) if self.fractions else PRIOR_FRACTION
-
-    def seed_fraction(self) -> float:
-        return statistics.mean(self.full_fractions) if self.full_fractions else 1.0
-
-    def to_dict(self) -> dict:
-        runs = sorted(set(self.epoch) | set(self.update) | set(self.startup))
-        return {"runs": {r: {"epoch_s": _round(self.epoch_seconds(r)),
-                             "update_extra_s": _round(self.update_extra_seconds(r)),
-                             "measured_epochs": len(self.epoch.get(r, [])),
-                             "measured_updates": len(self.update.get(r, []))} for r in runs},
-                "trial_fraction": round(self.trial_fraction(), 4),
-                "seed_fraction": round(self.seed_fraction(), 4),
-                "samples": {"epoch": self.epoch, "update": self.update, "startup": self.startup,
-                            "overhead": self.overhead,
-                            "fractions": self.fractions, "full_fractions": self.full_fractions}}
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "CostModel":
-        s = raw.get("samples", {})
-        return cls(epoch=dict(s.get("epoch", {})), update=dict(s.get("update", {})),
-                   startup=dict(s.get("startup", {})), overhead=dict(s.get("overhead", {})),
-                   fractions=list(s.get("fractions", [])),
-                   full_fractions=list(s.get("full_fractions", [])))
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 # ------------------------------------------------------------------ the plan
@@ -253,7 +121,6 @@ class Budget:
 
     # ---------------------------------------------------------------- ledger
     def _load(self, path: Path) -> None:
-        import json
         try:
             raw = json.loads(path.read_text())
             self.used_before = float(raw["used_s"])

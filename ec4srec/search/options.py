@@ -12,7 +12,8 @@ from pathlib import Path
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError
 from ..data.sources import DATASETS, SYNTHETIC
-from .space import SearchSpace, dump_ranges, is_packaged_name, load_ranges, narrowing_problem
+from .ranges import dump_ranges, is_packaged_name, load_ranges
+from .space import SearchSpace, narrowing_problem
 
 STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
 SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder

@@ -2,10 +2,8 @@
 update start from one stored checkpoint instead of each retraining those epochs.
 
 Contracts:
-- :func:`warmup_key` hashes the config minus the keys that act only from the first importance
-  update on (``WARMUP_IRRELEVANT``: mu_e, explainer and its settings, lambda_*_pos/neg, p and the
-  update schedule, and stopping/logging knobs). Two trials with equal keys run bit-identical
-  epochs 1..f-1 (f = first update epoch), provided the method keeps no RNG of its own.
+- Trials share a warm-up when their :func:`~ec4srec.warmup.warmup_key` is equal (the rules are
+  ec4srec/warmup.py's, shared with ``ec4srec train --warm-start``).
 - ``<root>/<key>/epoch_<e>.pt`` holds the full trainer checkpoint after epoch e; writes go to
   a temp file and ``os.replace`` (checkpoint.save_torch), so concurrent trials on a shared
   folder never see half a file and racing writers store equal bytes.
@@ -20,60 +18,17 @@ Contracts:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
 from pathlib import Path
 
 from ..checkpoint import atomic_write_json, atomic_write_text, save_torch
+from ..config import Config, dump_config
+from ..warmup import warmup_key
 
 LEASE = "lease.json"
 LEASE_GRACE = 30.0              # seconds added to 3 epochs before a lease counts as stale
-from ..config import Config, dump_config
-
-WARMUP_IRRELEVANT = {
-    "method": ("mu_e", "explainer", "lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos", "updates",
-               "update_epochs", "explain_target", "ig_steps", "explain_batch_size",
-               "neg_min_length", "occlusion_sign"),
-    "train": ("patience", "min_epochs", "checkpoint_every", "progress", "tensorboard"),
-}
-
-
-GUIDED_METHODS = ("ec4srec_ssl", "ec4srec_sl", "ec4srec")
-
-
-def _warmup_view(config: Config, across_variants: bool = False) -> dict:
-    raw = config.to_dict()
-    for section, names in WARMUP_IRRELEVANT.items():
-        for name in names:
-            raw[section].pop(name, None)
-    if across_variants and config.method.name in GUIDED_METHODS:
-        raw["method"].pop("name")          # the three variants share one warm-up (Sec. 4.1)
-    return raw
-
-
-def warmup_mismatch(donor: Config, config: Config) -> list[str]:
-    """The dotted keys that make ``donor``'s warm-up differ from ``config``'s (empty: the
-    warm-ups are bit-identical and ``config``'s run may start from ``donor``'s last warm-up
-    epoch). Both must be guided with the same first importance update; the variants
-    (EC4SRec(SSL), (SL), EC4SRec, any guided lambdas) share their warm-up."""
-    from ..methods.schedule import update_epochs
-    if donor.method.name not in GUIDED_METHODS or config.method.name not in GUIDED_METHODS:
-        return ["method.name (both runs must be explanation-guided)"]
-    a, b = _warmup_view(donor, True), _warmup_view(config, True)
-    keys = sorted(f"{sec}.{k}" for sec in a for k in set(a[sec]) | set(b.get(sec, {}))
-                  if a[sec].get(k) != b.get(sec, {}).get(k))
-    first = [update_epochs(c.train.epochs, c.method.updates, c.method.update_epochs)[0]
-             for c in (donor, config)]
-    if first[0] != first[1]:
-        keys.append(f"the first importance update (epoch {first[0]} vs {first[1]})")
-    return keys
-
-
-def warmup_key(config: Config) -> str:
-    blob = json.dumps(_warmup_view(config), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class WarmupCache:

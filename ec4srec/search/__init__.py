@@ -1,0 +1,10 @@
+"""Distributed hyperparameter search with Ray Tune + Optuna (docs/search.md).
+
+Modules: options (a study's options and manifest), ranges (space files), space (the
+define-by-run search space), budget and cost (the time budget and its cost model), trainable
+(the Ray trial), warmcache (shared warm-up checkpoints), watch (searcher, stopper, progress
+lines), tuner (one run's Tuner), study (the driver: runs, seed re-runs, tables), summary,
+compat (every use of Ray's and Optuna's private internals), command (``ec4srec search`` /
+``tune/search.py``), paper_study (``ec4srec paper-study``). Importing this package imports
+nothing heavy; ``compat``, ``watch``, ``tuner``, ``trainable`` and ``study`` import Ray.
+"""

@@ -1,0 +1,95 @@
+"""Hyperparameter search for EC4SRec and its baselines on a Ray cluster (docs/search.md).
+
+    python tune/search.py --dataset sports                       # all methods, SASRec backbone
+    python tune/search.py --smoke-test                           # tiny CI run on synthetic data
+    python tune/search.py --name ec4srec-sports --resume         # continue an interrupted study
+    python tune/search.py --dataset beauty --time-budget 3h      # plan trials to end within 3 h
+
+Joins the running Ray cluster (RAY_ADDRESS or one found on this machine), else starts a local
+one. Exits 0 when done, 130 when interrupted (the resume command is printed), 2 on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from ..config import BACKBONES, METHODS, ConfigError
+from .budget import parse_duration
+from .options import StudyOptions
+
+D = StudyOptions()
+
+
+def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
+    """The study's options and whether to resume, from the command line (exits 2 on bad flags)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default=D.dataset, help="beauty | sports | clothing | ml-1m | synthetic | PATH")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=D.methods)
+    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=D.backbones)
+    p.add_argument("--num-samples", type=int, default=D.num_samples, help="trials per (method, backbone)")
+    p.add_argument("--max-epochs", type=int, default=D.max_epochs, help="epoch budget N of every trial")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="fractional values pack trials on one GPU (default: 0.25 if the cluster has GPUs)")
+    p.add_argument("--cpus-per-trial", type=float, default=D.cpus_per_trial)
+    p.add_argument("--max-concurrent", type=int, default=D.max_concurrent, help="0 = resource-bound")
+    p.add_argument("--storage-path", default=D.storage_path, help="local dir, NFS/EFS mount or s3://bucket/path")
+    p.add_argument("--local-dir", help="tables and caches when --storage-path is a URI")
+    p.add_argument("--name", help="experiment name (default: ec4srec-<dataset>)")
+    p.add_argument("--resume", action="store_true", help="continue the study --storage-path/--name")
+    p.add_argument("--seed", type=int, default=D.seed, help="seed of the TPE sampler")
+    p.add_argument("--search-space", help="default | paper (packaged spaces) | FILE.yaml; with "
+                   "--resume: a narrower space for the trials not yet created")
+    p.add_argument("--data-dir", help="dataset directory on every node (default: $EC4SREC_DATA_DIR)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny budget on synthetic data (CI)")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default=D.scheduler)
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs after the first importance update")
+    p.add_argument("--reduction-factor", type=float, default=D.reduction_factor)
+    p.add_argument("--seeds", type=int, default=D.seeds, help="re-runs of each best config (0: none)")
+    p.add_argument("--optuna-storage", help="RDB URL for the Optuna studies (default: journal file)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the base config, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--address", default=D.address, help="auto | local | ray://host:10001 | host:6379")
+    p.add_argument("--max-failures", type=int, default=D.max_failures, help="retries of a crashed trial")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="do not share warm-up checkpoints between trials")
+    p.add_argument("--checkpoint-every", type=int, default=D.checkpoint_every)
+    p.add_argument("--verbose", action="store_true", help="print every trial's epoch lines")
+    p.add_argument("--time-budget", help="wall clock of the whole study, seed re-runs included "
+                   "(3h, 90m, 1h30m, seconds); see docs/search.md")
+    p.add_argument("--concurrent-runs", type=int, default=D.concurrent_runs,
+                   help="(method, backbone) runs sharing the cluster at once (default 1: one "
+                   "after another); see docs/search.md")
+    p.add_argument("--status-every", type=float, help="seconds between progress summaries "
+                   "(default 30 on a terminal, 120 in a log)")
+    args = vars(p.parse_args(argv))
+    # Numeric flags checked before anything is written (a reduction factor <= 1 would make
+    # ASHA's rung list endless; a bad count would fail deep inside Ray).
+    at_least = {"num_samples": 1, "max_epochs": 1, "seeds": 0, "max_failures": 0, "max_concurrent": 0,
+                "checkpoint_every": 1, "concurrent_runs": 1, "grace_period": 1}     # integers
+    above = {"cpus_per_trial": 0, "status_every": 0, "reduction_factor": 1}         # finite floats
+    for key, value in args.items():
+        flag = f"--{key.replace('_', '-')} {value}"
+        if value is None:
+            continue
+        if key in at_least and value < at_least[key]:
+            p.error(f"{flag}: must be an integer >= {at_least[key]}")
+        if key in above and not (math.isfinite(value) and value > above[key]):
+            p.error(f"{flag}: must be a finite number > {above[key]}")
+        if key == "gpus_per_trial" and not (math.isfinite(value) and value >= 0):
+            p.error(f"{flag}: must be a finite number >= 0")
+    if args["time_budget"] is not None:
+        try:
+            args["time_budget"] = parse_duration(args["time_budget"])
+        except ConfigError as exc:
+            p.error(str(exc))
+    resume = args.pop("resume")
+    return StudyOptions(**args), resume
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    """``tune/search.py`` / ``ec4srec search``: 0 done, 130 interrupted, 2 bad input. Ray is
+    imported here, when a study runs, and not before."""
+    opts, resume = parse(argv, prog)
+    from .study import main as run_study
+    return run_study(opts, resume=resume)

@@ -1,0 +1,166 @@
+"""Every use of Ray Tune's and Optuna's private internals, in one place, for the pinned
+versions (:data:`PINNED`: pyproject.toml pins them). tests/test_search_compat.py checks that
+each internal named here still exists and fails loudly when a version changes, so an upgrade
+starts by re-reading this file.
+
+What relies on internals, and why:
+- :func:`serialise_ray_registry`: Ray's trainable registry (``ray.tune.registry._Registry``) is
+  not thread-safe; concurrent Tuners (``--concurrent-runs``) register under a lock.
+- :func:`restored_tune_config` / :func:`restored_run_config`: a restored Tuner's pickled
+  TuneConfig (its trial count) and RunConfig (the searcher, stopper and callbacks that came
+  back with it, which get the new driver's budget: :func:`attach_budget`), via
+  ``Tuner._local_tuner``.
+- :func:`optuna_search_state`: Ray's OptunaSearch keeps its Optuna study, its Ray-trial ->
+  Optuna-trial map and its finished trials in private attributes; the restore of
+  watch.BudgetedOptunaSearch reconciles them with the Optuna storage (Optuna's
+  ``Study._storage``, ``Trial._trial_id``).
+- The result loggers (:class:`ResultJsonLogger`, :class:`ProgressCsvLogger`) override Ray's
+  ``_restore_from_remote`` and use ``_trial_files``/``_setup_trial``: restart-safe, one line per
+  epoch (see the mixins).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from pathlib import Path
+
+from ray.tune import registry
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+PINNED = {"ray": "2.60.0", "optuna": "5.0.0"}
+_REGISTRY_LOCK = threading.RLock()
+
+
+def serialise_ray_registry() -> None:
+    """Ray 2.60's trainable registry iterates a dict that another thread's registration may
+    grow ("dictionary changed size during iteration"); concurrent Tuners register under a lock."""
+    if getattr(registry._Registry.register, "_ec4srec_locked", False):
+        return
+    for name in ("register", "flush_values"):
+        original = getattr(registry._Registry, name)
+
+        def locked(self, *args, _original=original, **kwargs):
+            with _REGISTRY_LOCK:
+                return _original(self, *args, **kwargs)
+        locked._ec4srec_locked = True
+        setattr(registry._Registry, name, locked)
+
+
+def restored_tune_config(tuner):
+    """The TuneConfig a restored Tuner was created with (pickled with the run)."""
+    return tuner._local_tuner._tune_config
+
+
+def restored_run_config(tuner):
+    """The RunConfig (stopper, callbacks) a restored Tuner was created with."""
+    return tuner._local_tuner._run_config
+
+
+def restored_num_samples(tuner, default: int) -> int:
+    """The trial count a restored Tuner was created with (its pickled TuneConfig)."""
+    try:
+        return int(restored_tune_config(tuner).num_samples)
+    except (AttributeError, TypeError, ValueError):
+        return default
+
+
+def attach_budget(tuner, budget) -> None:
+    """Give the searcher, stopper and callbacks a restored Tuner brought back (pickled without
+    a budget: watch.BudgetBound) this driver's ``budget``."""
+    run_config = restored_run_config(tuner)
+    parts = [restored_tune_config(tuner).search_alg, run_config.stop, *(run_config.callbacks or [])]
+    for part in parts:
+        if hasattr(part, "budget"):
+            part.budget = budget
+
+
+def optuna_search_state(searcher) -> tuple:
+    """(Optuna study, {Ray trial id: Optuna trial}, set of finished Ray trial ids) of Ray's
+    OptunaSearch ``searcher``; the set is the searcher's own (callers may add to it)."""
+    return searcher._ot_study, searcher._ot_trials, searcher._completed_trials
+
+
+def optuna_storage(study):
+    """An Optuna study's storage."""
+    return study._storage
+
+
+def optuna_trial_id(trial) -> int:
+    """An Optuna trial's storage id (``Trial``, ``FrozenTrial`` or Ray's captured trial)."""
+    return trial._trial_id
+
+
+# ------------------------------------------------------------------ result loggers
+class KeepLocalLogMixin:
+    """Ray's result loggers write ``result.json``/``progress.csv`` to the driver's staging
+    folder, which a background sync copies to the storage path now and then. When a trial
+    restarts (a worker crashed, FailureConfig retry) the logger "resumes" the file by copying
+    the storage copy over the staging one: if the last sync is still running or was skipped
+    (a loaded machine), that copy is stale and the epochs reported since are lost for good
+    (the next sync uploads the truncated file). The staging file, when it exists, is this
+    driver's own and never older than the storage copy, so keep it; copy from storage only
+    when it is missing (``Tuner.restore`` in a new driver)."""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if (Path(trial.local_path) / file_name).exists():
+            return
+        super()._restore_from_remote(file_name, trial)
+
+
+class OneLinePerEpochMixin:
+    """One line per epoch: a report of an epoch the trial's file already has is not written
+    again. A trial restarted from an older checkpoint (a Ray retry, a driver's resume from an
+    older snapshot) re-reports the epochs since, with the same numbers; a finished trial
+    restored by a resumed driver repeats its last report (trainable.py's replay), which is
+    written only where the file lacks it (the storage copy a new driver starts from can be a
+    sync behind the epochs reported)."""
+
+    def _epochs_on_file(self, trial) -> set:
+        known = self.__dict__.setdefault("_epochs", {})
+        if trial.trial_id not in known:
+            if trial not in self._trial_files:
+                self._open(trial)          # a new driver's file starts as the storage copy
+            path = Path(trial.local_path) / self._file_name
+            known[trial.trial_id] = _logged_epochs(path) if path.exists() else set()
+        return known[trial.trial_id]
+
+    def log_trial_result(self, iteration, trial, result) -> None:
+        epoch = result.get("epoch")
+        if epoch is not None:
+            epochs = self._epochs_on_file(trial)
+            if epoch in epochs:
+                return
+            epochs.add(epoch)
+        super().log_trial_result(iteration, trial, result)
+
+
+def _logged_epochs(path: Path) -> set:
+    """The epochs a result.json (JSON lines) or progress.csv holds."""
+    text = path.read_text()
+    if path.suffix == ".csv":
+        return {int(float(r["epoch"])) for r in csv.DictReader(io.StringIO(text)) if r.get("epoch")}
+    epochs = set()
+    for line in text.splitlines():
+        try:
+            epochs.add(int(json.loads(line)["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            continue                   # a torn last line of a killed driver
+    return epochs
+
+
+class ResultJsonLogger(OneLinePerEpochMixin, KeepLocalLogMixin, JsonLoggerCallback):
+    """``result.json`` (what ``ResultGrid.metrics_dataframe`` reads), restart-safe."""
+    _file_name = "result.json"
+
+    def _open(self, trial) -> None:
+        self.log_trial_start(trial)
+
+
+class ProgressCsvLogger(OneLinePerEpochMixin, KeepLocalLogMixin, CSVLoggerCallback):
+    """``progress.csv``, restart-safe."""
+    _file_name = "progress.csv"
+
+    def _open(self, trial) -> None:
+        self._setup_trial(trial)

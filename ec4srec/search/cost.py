@@ -1,0 +1,133 @@
+"""The budget's cost model: seconds per epoch, per importance update and per trial start-up of
+each run, measured from the study's own reports (see budget.py's module docstring for how the
+plan uses them). No Ray here."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+PRIOR_FRACTION = 0.5           # of N, for a trial under ASHA before any trial finished
+
+
+@dataclass
+class CostModel:
+    """Measured seconds per run: plain epochs, update epochs, trial start-ups; trained
+    fractions of N of finished trials (all, and unpruned ones)."""
+
+    epoch: dict[str, list[float]] = field(default_factory=dict)
+    update: dict[str, list[float]] = field(default_factory=dict)
+    startup: dict[str, list[float]] = field(default_factory=dict)
+    overhead: dict[str, list[float]] = field(default_factory=dict)   # per trial, beyond epochs
+    fractions: list[float] = field(default_factory=list)
+    full_fractions: list[float] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)   # run -> relative epoch cost (prior)
+    _last: dict[str, int] = field(default_factory=dict)      # trial id -> last reported epoch
+    _session: dict[str, list[int]] = field(default_factory=dict)   # trial id -> [epochs, updates]
+
+    def observe(self, run: str, trial_id: str, result: dict) -> None:
+        """One trial report (``epoch``, ``time_this_iter_s``, ``importance_update``)."""
+        epoch, seconds = result.get("epoch"), result.get("time_this_iter_s")
+        if epoch is None or seconds is None:
+            return
+        previous = self._last.get(trial_id)
+        self._last[trial_id] = int(epoch)
+        if previous is None or int(epoch) != previous + 1:   # a session's first report
+            self.startup.setdefault(run, []).append(float(seconds))
+            self._session[trial_id] = [1, int(bool(result.get("importance_update")))]
+            return
+        session = self._session.setdefault(trial_id, [0, 0])
+        session[0] += 1
+        session[1] += int(bool(result.get("importance_update")))
+        kind = self.update if result.get("importance_update") else self.epoch
+        kind.setdefault(run, []).append(float(seconds))
+
+    def trial_wall(self, run: str, trial_id: str, wall_s: float) -> None:
+        """A trial session took ``wall_s`` as the driver saw it (start to end): what it cost
+        beyond its epochs (actor start, imports, data loading, checkpoint syncs) is its
+        overhead, the part ``time_this_iter_s`` does not see."""
+        epochs, updates = self._session.pop(trial_id, [0, 0])
+        base = self.epoch_seconds(run)
+        if base is None or not epochs:
+            return
+        trained = epochs * base + updates * self.update_extra_seconds(run)
+        self.overhead.setdefault(run, []).append(max(0.0, wall_s - trained))
+
+    def finished(self, epochs: int, max_epochs: int, pruned: bool) -> None:
+        """A trial ended after ``epochs`` of ``max_epochs`` (pruned: stopped by the scheduler)."""
+        fraction = min(1.0, epochs / max_epochs) if max_epochs else 1.0
+        self.fractions.append(fraction)
+        if not pruned:
+            self.full_fractions.append(fraction)
+
+    @staticmethod
+    def _median(values: dict[str, list[float]], run: str) -> float | None:
+        if values.get(run):
+            return statistics.median(values[run])
+        others = [statistics.median(v) for v in values.values() if v]
+        return statistics.median(others) if others else None
+
+    def epoch_seconds(self, run: str) -> float | None:
+        """The run's median plain epoch; a run not measured yet: the measured runs' medians,
+        each scaled by the relative cost prior (``weights``, 1 when unknown), their median."""
+        if self.epoch.get(run):
+            return statistics.median(self.epoch[run])
+        w = self.weights.get(run, 1.0)
+        others = [statistics.median(v) * w / self.weights.get(r, 1.0)
+                  for r, v in self.epoch.items() if v]
+        return statistics.median(others) if others else None
+
+    def update_extra_seconds(self, run: str) -> float:
+        """Extra seconds of an update epoch over a plain one (0 when nothing is known)."""
+        base = self.epoch_seconds(run)
+        if base is None:
+            return 0.0
+        if self.update.get(run):
+            return max(0.0, statistics.median(self.update[run]) - base)
+        ratios = [statistics.median(u) / statistics.median(self.epoch[r]) - 1.0
+                  for r, u in self.update.items() if u and self.epoch.get(r)]
+        return max(0.0, statistics.median(ratios)) * base if ratios else 0.0
+
+    def full_trial_seconds(self, run: str, epochs: int, updates: int,
+                           cold: bool = False) -> float | None:
+        """A trial of ``epochs`` epochs and ``updates`` updates; ``cold``: in a fresh worker
+        (a seed re-run is a new Ray task), priced with the largest overhead seen (the first
+        trials' cold actor starts) instead of the median (Tune reuses warm actors)."""
+        base = self.epoch_seconds(run)
+        if base is None:
+            return None
+        overhead = self._median(self.overhead, run)
+        if cold and self.overhead.get(run):
+            overhead = max(self.overhead[run])
+        if overhead is None:             # no trial ended yet: the first report's start-up
+            overhead = max(0.0, (self._median(self.startup, run) or base) - base)
+        return epochs * base + updates * self.update_extra_seconds(run) + overhead
+
+    def trial_fraction(self) -> float:
+        return statistics.mean(self.fractions) if self.fractions else PRIOR_FRACTION
+
+    def seed_fraction(self) -> float:
+        return statistics.mean(self.full_fractions) if self.full_fractions else 1.0
+
+    def to_dict(self) -> dict:
+        runs = sorted(set(self.epoch) | set(self.update) | set(self.startup))
+        return {"runs": {r: {"epoch_s": _round(self.epoch_seconds(r)),
+                             "update_extra_s": _round(self.update_extra_seconds(r)),
+                             "measured_epochs": len(self.epoch.get(r, [])),
+                             "measured_updates": len(self.update.get(r, []))} for r in runs},
+                "trial_fraction": round(self.trial_fraction(), 4),
+                "seed_fraction": round(self.seed_fraction(), 4),
+                "samples": {"epoch": self.epoch, "update": self.update, "startup": self.startup,
+                            "overhead": self.overhead,
+                            "fractions": self.fractions, "full_fractions": self.full_fractions}}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "CostModel":
+        s = raw.get("samples", {})
+        return cls(epoch=dict(s.get("epoch", {})), update=dict(s.get("update", {})),
+                   startup=dict(s.get("startup", {})), overhead=dict(s.get("overhead", {})),
+                   fractions=list(s.get("fractions", [])),
+                   full_fractions=list(s.get("full_fractions", [])))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,186 @@
+"""One run's Ray Tune objects: the cluster connection, the Tuner (new or restored) with its
+searcher, scheduler, stopper and callbacks, and the study constants every trial gets.
+
+Contracts:
+- :func:`make_tuner` builds a run's Tuner from the study's options, active space and budget,
+  or restores an unfinished run's from its folder (and gives its restored searcher, stopper
+  and callbacks this driver's budget: compat.attach_budget).
+- :func:`trial_constants` is the ``study`` dict :func:`~ec4srec.search.trainable.run_trial`
+  gets (base config, warm-up cache, checkpoint cadence, ASHA decision epochs).
+- :func:`run_trainable` names each run's trainable ``train_<run>``: Ray registers trainables
+  cluster-wide by name, and runs sharing the cluster must not share one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ..registry import is_guided, warmup_baselines
+from . import compat
+from .budget import Budget
+from .compat import ProgressCsvLogger, ResultJsonLogger
+from .options import SPACE_FILE, StudyOptions, base_config, run_name
+from .space import SearchSpace
+from .trainable import train_trial
+from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
+
+ASHA_METRIC = "valid/ndcg@10"
+ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
+
+
+def connect(opts: StudyOptions) -> None:
+    """Join the running cluster (RAY_ADDRESS, --address, or one found by address="auto"),
+    else start a local one."""
+    if ray.is_initialized():
+        return
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    os.environ.update(env)
+    # EC4SREC_* (EC4SREC_DATA_DIR, ...) reach the trials on every node
+    env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
+    kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
+    if opts.address not in ("auto", "local"):
+        ray.init(address=opts.address, **kwargs)
+    elif opts.address == "auto" and os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", **kwargs)
+    else:
+        try:
+            if opts.address == "local":
+                raise ConnectionError
+            ray.init(address="auto", **kwargs)
+        except ConnectionError:
+            ray.init(include_dashboard=None, **kwargs)
+    if opts.gpus_per_trial is None:
+        opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
+
+
+def asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
+    """ASHA's decision epochs (in guided epochs): grace, grace * rf, ... below ``max_t``."""
+    rungs, t = [], float(grace)
+    while t < max_t:
+        rungs.append(int(round(t)))
+        t *= rf
+    return rungs
+
+
+def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
+    """Warm-up configs for a guided run with ``k`` keys (none when ``k`` is 0): the best finished trials of the study's
+    cl4srec and duorec runs on the same dataset and backbone (the warm-up loss is their two
+    terms), best first, alternating between the two (SearchSpace keeps the run's warm-up params
+    of each and drops repeats). Empty when neither run
+    has finished (e.g. runs going concurrently, or a study without them)."""
+    dataset, method, backbone = key
+    if not k or not is_guided(method):
+        return []
+    ranked = []
+    for base in warmup_baselines(method):
+        path = opts.exp_dir / "runs" / f"{run_name((dataset, base, backbone))}.json"
+        if not path.exists():
+            continue
+        records = json.loads(path.read_text())
+        scored = [(max((h.get("valid/ndcg@10", -1.0) for h in r["history"]), default=-1.0),
+                   r["params"]) for r in records if r["history"] and not r["error"]]
+        ranked.append([p for _, p in sorted(scored, key=lambda x: -x[0])])
+    out = [r[i] for i in range(max((len(r) for r in ranked), default=0)) for r in ranked
+           if i < len(r)]
+    return out                  # SearchSpace takes the first k distinct ones
+
+
+def run_trainable(name: str):
+    """:func:`train_trial` under the name ``train_<run>``: Ray registers a run's trainable in a
+    cluster-wide registry by its name, so runs sharing the cluster at once (``--concurrent-runs``)
+    must not share one, or a trial could start with another run's study constants."""
+    def trainable(params, study):
+        return train_trial(params, study)
+    trainable.__name__ = trainable.__qualname__ = "train_" + re.sub(r"\W", "_", name)
+    return trainable
+
+
+def trial_constants(opts: StudyOptions, base, space: SearchSpace, grace: int) -> dict:
+    """The ``study`` dict every trial of a run gets (trainable.run_trial's contract)."""
+    n_epochs = base.train.epochs
+    return {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
+            "decision_epochs": asha_rungs(grace, opts.reduction_factor, n_epochs)
+            if opts.scheduler == "asha" else [], "verbose": opts.verbose,
+            "warmup_dir": str(opts.exp_dir / "warmup") if opts.warm_start else None,
+            "warmup_epochs": [f - 1 for f in space.first_update_epochs() if f > 1]}
+
+
+def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
+               budget: Budget | None = None) -> tuple[tune.Tuner, int]:
+    """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
+    the budget's plan; a restored run keeps the number it was created with). ``budget``: the
+    study's, given to the run's searcher, stopper and watcher (None: no budget)."""
+    _, method, backbone = key
+    name = run_name(key)
+    base = base_config(opts, method, backbone)
+    n_epochs = base.train.epochs
+    space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE,
+                        warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0))
+    num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
+    grace = opts.grace_period or max(1, min(10, n_epochs // 10))
+    study = trial_constants(opts, base, space, grace)
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
+    trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
+    path = f"{opts.storage_path}/{opts.name}/{name}"
+    if tune.Tuner.can_restore(path):
+        print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
+        try:
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        except ValueError:      # a run of an older ec4srec: its trainable was "train_trial"
+            legacy = tune.with_resources(tune.with_parameters(train_trial, study=study), resources)
+            tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
+        compat.attach_budget(tuner, budget)
+        return tuner, compat.restored_num_samples(tuner, num)
+    if opts.optuna_storage:
+        storage = optuna.storages.RDBStorage(opts.optuna_storage)
+    else:
+        backend = optuna.storages.journal.JournalFileBackend(str(opts.exp_dir / "optuna.journal"))
+        storage = optuna.storages.JournalStorage(backend)
+    searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
+                                    study_name=name, budget_run=name, budget=budget,
+                                    points_to_evaluate=space.points_to_evaluate(num) or None,
+                                    sampler=optuna.samplers.TPESampler(seed=opts.seed))
+    scheduler = (ASHAScheduler(time_attr=ASHA_CLOCK, metric=ASHA_METRIC, mode="max",
+                               max_t=n_epochs, grace_period=grace,
+                               reduction_factor=opts.reduction_factor)
+                 if opts.scheduler == "asha" else FIFOScheduler())
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
+                                    # also the number of trials Ray may create ahead
+                                    # (pending): 1 without it, which starts trials one
+                                    # actor start-up at a time and leaves slots idle
+                                    max_concurrent_trials=opts.max_concurrent or cluster_slots(opts),
+                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=f"{opts.storage_path}/{opts.name}",
+            verbose=1 if opts.verbose else 0,        # our watcher's lines replace Ray's table
+            stop=BudgetStopper(budget),
+            callbacks=[ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
+                       StudyWatcher(name, num, n_epochs, opts.status_every, budget)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
+    return tuner, num
+
+
+def cluster_slots(opts: StudyOptions) -> int:
+    """Trials that can run at once on the connected cluster."""
+    res = ray.cluster_resources()
+    if opts.gpus_per_trial:
+        slots = int(res.get("GPU", 0) / opts.gpus_per_trial)
+    else:
+        slots = int(res.get("CPU", 1) / max(opts.cpus_per_trial, 1e-9))
+    if opts.max_concurrent:
+        slots = min(slots, opts.max_concurrent)
+    return max(1, slots)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names (Ray's default embeds every param and can get too long)."""
+    return f"trial_{trial.trial_id}"

@@ -1,0 +1,66 @@
+"""ec4srec/search/compat.py against the installed Ray and Optuna: every private internal it
+relies on still exists. A failure here means Ray or Optuna moved: re-read compat.py before
+changing the pin in pyproject.toml."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+ray = pytest.importorskip("ray")
+optuna = pytest.importorskip("optuna")
+
+from ray import tune  # noqa: E402
+from ray.tune import registry  # noqa: E402
+from ray.tune.impl import tuner_internal  # noqa: E402
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from ec4srec.search import compat  # noqa: E402
+
+
+def test_the_installed_versions_are_the_pinned_ones():
+    installed = {"ray": ray.__version__, "optuna": optuna.__version__}
+    # compat.py was written against these versions; another one needs its internals re-checked
+    assert installed == compat.PINNED, (
+        f"Ray/Optuna {installed} differ from compat.PINNED {compat.PINNED}: re-check every "
+        f"internal in ec4srec/search/compat.py, then update PINNED and pyproject.toml")
+
+
+def test_ray_registry_and_tuner_internals_exist():
+    # the registry patch wraps these two methods of Ray's private trainable registry
+    assert callable(registry._Registry.register) and callable(registry._Registry.flush_values)
+    init = inspect.getsource(tuner_internal.TunerInternal.__init__)
+    # a restored Tuner keeps its TuneConfig and RunConfig in these attributes of _local_tuner
+    assert "self._tune_config" in init and "self._run_config" in init
+    # and the public Tuner holds the TunerInternal as _local_tuner
+    assert "self._local_tuner" in inspect.getsource(tune.Tuner.__init__)
+
+
+def test_the_registry_patch_is_applied_once():
+    compat.serialise_ray_registry()
+    first = registry._Registry.register
+    compat.serialise_ray_registry()
+    # the lock wraps Ray's method once, however often a driver asks for it
+    assert registry._Registry.register is first and first._ec4srec_locked
+
+
+def test_optuna_search_internals_exist():
+    searcher = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                            metric="m", mode="max")
+    searcher.suggest("t1")
+    study, ot_trials, completed = compat.optuna_search_state(searcher)
+    # the searcher's study, its trial map and its finished set are where compat reads them
+    assert isinstance(study, optuna.Study) and set(ot_trials) == {"t1"} and completed == set()
+    storage = compat.optuna_storage(study)
+    trial_id = compat.optuna_trial_id(ot_trials["t1"])
+    # an Optuna trial's storage id finds it in the study's storage
+    assert storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING
+
+
+def test_the_logger_overrides_meet_rays_methods():
+    csv_logger, json_logger = CSVLoggerCallback(), JsonLoggerCallback()
+    # the restart-safe loggers override and call these private methods and attributes
+    assert callable(csv_logger._restore_from_remote) and callable(json_logger._restore_from_remote)
+    assert callable(csv_logger._setup_trial) and isinstance(csv_logger._trial_files, dict)
+    assert callable(json_logger.log_trial_start) and isinstance(json_logger._trial_files, dict)
