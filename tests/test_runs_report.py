@@ -263,3 +263,26 @@ def test_comparisons_pair_every_guided_method_with_every_baseline_on_common_seed
     assert int(nd.loc["sasrec", "n"]) == 1 and float(nd.loc["sasrec", "mean_diff"]) == pytest.approx(0.011)
     assert nd.loc["sasrec", "p_value"] == ""
     assert "| EC4SRec | CL4SRec | 2 (1 2) | +0.0015 | +3.00 | 0.205 |" in (out / "comparisons.md").read_text()
+
+
+def test_unseen_protocol_reported_only_when_runs_have_it(tmp_path):
+    old = three_seed_runs(tmp_path / "old")
+    out_old = render_runs({"ours": old}, tmp_path / "report-old", paper=False)
+    # Runs written before the unseen protocol existed: the report is as before (no new files).
+    assert not (out_old / "table3_unseen.md").exists()
+    assert "unseen" not in (out_old / "runs.md").read_text()
+    new = three_seed_runs(tmp_path / "new")
+    for i, run in enumerate(new):
+        record = json.loads((run / "metrics.json").read_text())
+        record["test"].update({f"{m}_unseen": record["test"][m] + 0.01 for m in METRICS})
+        record["test"]["last_item_top1"] = 0.25 if i == 0 else 0.0
+        (run / "metrics.json").write_text(json.dumps(record))
+    out = render_runs({"ours": new}, tmp_path / "report-new", paper=False)
+    runs_md = (out / "runs.md").read_text()
+    # runs.md carries both protocols and the share of users whose top-1 is their last item.
+    assert "test NDCG@10 unseen" in runs_md and "| 0.0400 | 0.2500 |" in runs_md
+    # Table 3 and the paired comparisons exist under the unseen protocol too, with its numbers.
+    table = pd.read_csv(out / "table3_unseen.csv")
+    ec4 = table[(table["method"] == "ec4srec") & (table["metric"] == "ndcg@10_unseen")]
+    assert ec4["mean"].iloc[0] == pytest.approx(0.060)
+    assert (out / "comparisons_unseen.md").exists()

@@ -23,7 +23,10 @@ import pandas as pd
 
 from ..checkpoint import atomic_write_bytes
 
-METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
+METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")     # all items (evaluate.py)
+UNSEEN_METRICS = tuple(f"{m}_unseen" for m in METRICS)   # the user's history removed
+# read when a record has them (runs before 2026-12-06 have only METRICS)
+EXTRA_METRICS = UNSEEN_METRICS + ("last_item_top1",)
 # columns the report needs from each table
 REQUIRED = {"trials.csv": ("run", "valid/ndcg@10"),
             "seeds.csv": ("dataset", "method", "backbone", "seed",
@@ -107,7 +110,7 @@ def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataF
                 "trial_id": rec["trial_id"], **rec["params"],
                 "state": trial_state(hist, rec["error"], max_epochs),
                 "epochs": int(last.get("epoch", 0)), "best_epoch": int(best.get("epoch", 0)),
-                **{f"valid/{m}": best.get(f"valid/{m}") for m in METRICS},
+                **{f"valid/{m}": best.get(f"valid/{m}") for m in METRICS + EXTRA_METRICS},
                 "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),
                 "first_update": last.get("first_update"),
                 "warm_start_epoch": int(max((r.get("warm_start_epoch", 0) for r in hist), default=0)),
@@ -170,8 +173,8 @@ def write_seed_table(exp: Path) -> pd.DataFrame:
         dataset = path.parent.name.rsplit("-", 2)[0]
         rows.append({"run": path.parent.name, "dataset": dataset, "method": rec["method"],
                      "backbone": rec["backbone"], "seed": rec["seed"],
-                     **{f"test/{m}": (rec.get("test") or {}).get(m) for m in METRICS},
-                     **{f"valid/{m}": (rec.get("valid") or {}).get(m) for m in METRICS},
+                     **{f"test/{m}": (rec.get("test") or {}).get(m) for m in METRICS + EXTRA_METRICS},
+                     **{f"valid/{m}": (rec.get("valid") or {}).get(m) for m in METRICS + EXTRA_METRICS},
                      "best_epoch": rec.get("best_epoch"), "epochs": rec.get("epochs_run"),
                      "wall_time_s": rec.get("wall_time_s"), "node_ip": rec.get("node_ip")})
     table = pd.DataFrame(rows)

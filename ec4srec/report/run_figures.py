@@ -22,12 +22,17 @@ def pyplot():
 
 
 def _plot_curve(ax, hist: pd.DataFrame, style: str, color: str, label: str,
-                above_reference: bool = False) -> None:
-    """A run's validation NDCG@10 per epoch and a dot at its best epoch (the model tested);
-    ``above_reference`` draws both above grey reference curves (zorder 1)."""
+                above_reference: bool = False, best_epoch=None, unseen: bool = False) -> None:
+    """A run's validation NDCG@10 (all items) per epoch and a dot at its best epoch (the model
+    tested: ``best_epoch`` when known, else the curve's maximum); ``unseen`` adds the
+    unseen-items curve, thin, dotted, same colour, when the history has it. ``above_reference``
+    draws them above grey reference curves (zorder 1)."""
     line, dot = ({"zorder": 2}, {"zorder": 3}) if above_reference else ({}, {})
     ax.plot(hist["epoch"], hist["valid/ndcg@10"], style, color=color, lw=1, label=label, **line)
-    best = hist.loc[hist["valid/ndcg@10"].idxmax()]
+    if unseen and "valid/ndcg@10_unseen" in hist and hist["valid/ndcg@10_unseen"].notna().any():
+        ax.plot(hist["epoch"], hist["valid/ndcg@10_unseen"], ":", color=color, lw=0.8, **line)
+    at = hist[hist["epoch"] == best_epoch] if best_epoch is not None and pd.notna(best_epoch) else None
+    best = at.iloc[0] if at is not None and len(at) else hist.loc[hist["valid/ndcg@10"].idxmax()]
     ax.plot([best["epoch"]], [best["valid/ndcg@10"]], "o", color=color, ms=3, **dot)
 
 
@@ -45,14 +50,17 @@ def curves_figure(df: pd.DataFrame, histories: dict, path: Path) -> Path | None:
         color = f"C{METHODS.index(r['method'])}" if r["method"] in METHODS else "k"
         style = LINE_STYLES[settings.index(r["setting"]) % len(LINE_STYLES)]
         name = LABELS.get(r["method"], r["method"]) + (f" [{r['terms']}]" if r.get("ablation") else "")
-        _plot_curve(ax, hist, style, color, f"{r['setting']}: {name} (seed {r['seed']})")
+        _plot_curve(ax, hist, style, color, f"{r['setting']}: {name} (seed {r['seed']})",
+                    best_epoch=r.get("best_epoch"), unseen=True)
     firsts = sorted({int(e) for e in df.get("first_update", pd.Series(dtype=float)).dropna()})
     for i, epoch in enumerate(firsts):       # where the guided runs switched to guided training
         ax.axvline(epoch, color="grey", ls=":", lw=0.8,
                    label="first importance update" if i == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
-    ax.legend(fontsize=6, ncol=2, title="dot: best epoch (the model tested)", title_fontsize=6)
+    any_unseen = any("valid/ndcg@10_unseen" in h for h in histories.values())
+    title = "dot: best epoch (the model tested)" + ("; dotted: unseen items" if any_unseen else "")
+    ax.legend(fontsize=6, ncol=2, title=title, title_fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -30,9 +30,9 @@ import yaml
 from ..checkpoint import CheckpointError, atomic_write_text, load_torch
 from ..config import MethodConfig
 from ..registry import GUIDED, METHOD_NAMES
-from .results import METRICS, TableError
+from .results import EXTRA_METRICS, METRICS, TableError
 from .run_figures import ablation_figure, curves_figure, curves_panels_figure
-from .tables import build_table, comparisons, write_comparisons, write_table
+from .tables import build_table, comparisons, has_unseen, write_comparisons, write_table
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.json")
 PUBLISHED = "published"                  # the setting label of the paper's own numbers
@@ -111,6 +111,8 @@ def read_run(path: str | Path, setting: str) -> dict:
                             if run_epochs is not None and e <= run_epochs],
            "terms": " ".join(terms), "ablation": ablation}
     row.update({f"test/{m}": float(test[m]) for m in METRICS})
+    row.update({f"test/{m}": float(test[m]) for m in EXTRA_METRICS      # newer runs only
+                if isinstance(test.get(m), (int, float)) and not isinstance(test[m], bool)})
     row.update({f"valid/{m}": v for m, v in (record.get("valid") or {}).items()})
     return row
 
@@ -192,9 +194,14 @@ def _int(value) -> str:
 
 def runs_markdown(df: pd.DataFrame) -> str:
     """One line per run: setting, method, seed, epochs, the importance updates it ran (epochs),
-    converged, validation and test NDCG@10."""
+    converged, validation and test NDCG@10; when some run has them, test NDCG@10 with the
+    history removed (unseen items) and the share of test users whose top-1 is their own last
+    item."""
+    unseen = has_unseen(df)
+    extra_heads = " test NDCG@10 unseen | top-1 = last item |" if unseen else ""
     lines = ["| setting | method | backbone | seed | best / run epochs (budget) | importance updates | "
-             "converged | valid NDCG@10 | test NDCG@10 | test HR@10 | wall time (h) |", "|" + "---|" * 11]
+             "converged | valid NDCG@10 | test NDCG@10 | test HR@10 |" + extra_heads
+             + " wall time (h) |", "|" + "---|" * (13 if unseen else 11)]
     for _, r in df.sort_values(["setting", "backbone", "method", "seed"]).iterrows():
         conv = ("yes, early stop" if r["stopped_early"] else "yes, full budget") if r["converged"] \
             else "**no: cut**"
@@ -204,9 +211,13 @@ def runs_markdown(df: pd.DataFrame) -> str:
         method = f"{r['method']} [{r['terms']}]" if r.get("ablation") else r["method"]
         updates = r.get("updates_done")
         updates = ", ".join(map(str, updates)) if isinstance(updates, list) and updates else "-"
+        extra = ""
+        if unseen:
+            extra = " " + " | ".join(f"{r[k]:.4f}" if pd.notna(r.get(k)) else "-" for k in
+                                     ("test/ndcg@10_unseen", "test/last_item_top1")) + " |"
         lines.append(f"| {r['setting']} | {method} | {r['backbone']} | {r['seed']} | "
                      f"{epochs} ({_int(r['epoch_budget'])}) | {updates} | {conv} | "
-                     f"{valid} | {r['test/ndcg@10']:.4f} | {r['test/hr@10']:.4f} | {wall} |")
+                     f"{valid} | {r['test/ndcg@10']:.4f} | {r['test/hr@10']:.4f} |{extra} {wall} |")
     return "\n".join(lines) + "\n"
 
 
@@ -233,9 +244,16 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
                         metrics=PAPER_METRICS)
     write_table(cells, out, "table3", group_col="group")
     runs_only = table[table["setting"].isin(groups)]          # the published rows have no seeds
-    write_comparisons(comparisons(runs_only, list(dict.fromkeys(runs_only["group"])),
-                                  tuple(ours or GUIDED), group_col="group", metrics=PAPER_METRICS),
-                      out, group_col="group")
+    run_groups = list(dict.fromkeys(runs_only["group"]))
+    write_comparisons(comparisons(runs_only, run_groups, tuple(ours or GUIDED), group_col="group",
+                                  metrics=PAPER_METRICS), out, group_col="group")
+    if has_unseen(runs_only):         # the same under the unseen-items protocol (no paper rows)
+        unseen = tuple(f"{m}_unseen" for m in PAPER_METRICS)
+        write_table(build_table(runs_only, run_groups, tuple(ours or GUIDED), group_col="group",
+                                metrics=unseen), out, "table3_unseen", group_col="group")
+        write_comparisons(comparisons(runs_only, run_groups, tuple(ours or GUIDED),
+                                      group_col="group", metrics=unseen),
+                          out, group_col="group", stem="comparisons_unseen")
     if df["ablation"].any():
         ablation = ablation_table(df)
         ablation.to_csv(out / "ablation.csv", index=False)

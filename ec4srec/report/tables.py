@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import GUIDED, LABELS, METHOD_NAMES as METHODS
-from .results import METRICS, read_table
+from .results import METRICS, UNSEEN_METRICS, read_table
 from .run_figures import pyplot
 
 
@@ -173,11 +173,18 @@ def write_table(cells: pd.DataFrame, out: Path, stem: str, group_col: str = "bac
     cells.to_csv(out / f"{stem}.csv", index=False)
 
 
-def write_comparisons(table: pd.DataFrame, out: Path, group_col: str = "backbone") -> None:
+def write_comparisons(table: pd.DataFrame, out: Path, group_col: str = "backbone",
+                      stem: str = "comparisons") -> None:
     if table.empty:
         return
-    table.to_csv(out / "comparisons.csv", index=False)
-    (out / "comparisons.md").write_text(comparisons_markdown(table, group_col))
+    table.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.md").write_text(comparisons_markdown(table, group_col))
+
+
+def has_unseen(df: pd.DataFrame) -> bool:
+    """True when some test row carries the unseen-items protocol's metrics."""
+    col = "test/ndcg@10_unseen"
+    return col in df and df[col].notna().any()
 
 
 # ------------------------------------------------------------------ figures
@@ -241,6 +248,14 @@ def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str
         write_comparisons(comparisons(seeds, backbones, ours), out)
         if len(backbones) > 1:
             write_table(build_table(seeds, backbones, ours), out, "table4")
+        if has_unseen(seeds):        # the same tables under the unseen-items protocol
+            write_table(build_table(seeds, [primary], ours, metrics=UNSEEN_METRICS), out,
+                        "table3_unseen")
+            write_comparisons(comparisons(seeds, backbones, ours, metrics=UNSEEN_METRICS), out,
+                              stem="comparisons_unseen")
+            if len(backbones) > 1:
+                write_table(build_table(seeds, backbones, ours, metrics=UNSEEN_METRICS), out,
+                            "table4_unseen")
     if trials is not None:
         sensitivity_figures(trials, out)
     return out

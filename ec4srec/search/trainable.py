@@ -1,8 +1,10 @@
 """The Ray Tune trainable: one trial = one :class:`~ec4srec.trainer.Trainer` run.
 
 Contracts:
-- Every epoch the trial reports validation metrics (``valid/*``, never test), training losses
-  (``train/*``), ``valid/best_ndcg@10`` (the searcher's objective), ``epoch``, ``guided_epoch``
+- Every epoch the trial reports validation metrics (``valid/*``, both protocols, never test),
+  training losses (``train/*``), ``valid/select_ndcg@10`` (this epoch's NDCG@10 under
+  ``train.select_protocol``: ASHA's metric), ``valid/best_ndcg@10`` (the best of it so far: the
+  searcher's objective), ``epoch``, ``guided_epoch``
   (epochs since the first importance update, counting it; ASHA's clock), its ``method`` and
   ``backbone`` and where it ran (``node_id``, ``node_ip``, ``pid``).
 - A trainer checkpoint (model, optimizer, RNG, loop and method state, importance scores
@@ -188,6 +190,9 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         early = st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
         out = {k: v for k, v in metrics.items() if k.startswith(("valid/", "train/"))}
         out.update({"epoch": epoch, "guided_epoch": max(guided, 0),
+                    # the protocol train.select_protocol names (evaluate.py): what ASHA compares
+                    # this epoch and the searcher maximises at the end
+                    "valid/select_ndcg@10": metrics[f"valid/{tr.select_metric}"],
                     "valid/best_ndcg@10": max(st.best_score, 0.0), "best_epoch": st.best_epoch,
                     "importance_update": epoch in updates, "early_stop": early,
                     "train_seconds": round(st.train_seconds, 3), **static})

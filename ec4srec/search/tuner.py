@@ -30,7 +30,7 @@ from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
 
-ASHA_METRIC = "valid/ndcg@10"
+ASHA_METRIC = "valid/select_ndcg@10"   # NDCG@10 under train.select_protocol (trainable.py)
 ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
 
 
@@ -83,7 +83,8 @@ def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
         if not path.exists():
             continue
         records = json.loads(path.read_text())
-        scored = [(max((h.get("valid/ndcg@10", -1.0) for h in r["history"]), default=-1.0),
+        scored = [(max((h.get("valid/select_ndcg@10", h.get("valid/ndcg@10", -1.0))
+                        for h in r["history"]), default=-1.0),
                    r["params"]) for r in records if r["history"] and not r["error"]]
         ranked.append([p for _, p in sorted(scored, key=lambda x: -x[0])])
     out = [r[i] for i in range(max((len(r) for r in ranked), default=0)) for r in ranked
