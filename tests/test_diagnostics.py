@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ec4srec.cli import main
+from ec4srec.cli import _load_run, main
+from ec4srec.evaluate import evaluate
 from ec4srec.data import load_dataset
 from ec4srec.diagnostics import explainer_profile, guidance_room
 from ec4srec.explain import explain_batch
@@ -148,6 +149,17 @@ def test_cli_diagnose_checkpoint_adds_the_explainer(tiny_file, tmp_path, capsys)
     report = json.loads(out.read_text())
     assert report["explainer"]["explainer"] == "saliency"
     assert report["explainer"]["explained_is_target"] == 1.0
+    # the recommendations section: validation users whose top-1 is their own last item, the same
+    # share evaluate() reports, and both protocols' NDCG@10
+    rec = report["recommendations"]
+    trainer = _load_run(run, None, best=False)          # diagnose reads the last weights
+    metrics = evaluate(trainer.model, trainer.data, trainer.data.valid)
+    assert rec["top1_is_last_item"] == pytest.approx(metrics["last_item_top1"], abs=1e-6)
+    assert rec["ndcg@10_unseen"] == pytest.approx(metrics["ndcg@10_unseen"], abs=1e-6)
+    # predicted_unseen explains an item outside the row's history, never one inside it
+    assert main(["diagnose", "--checkpoint", str(run), "--rows", "30", "--output", str(out),
+                 "--set", "method.explain_target=predicted_unseen"]) == 0
+    assert json.loads(out.read_text())["explainer"]["explained_in_history"] == 0.0
 
 
 def test_load_run_weights_last_or_best(tiny_file, tmp_path):
