@@ -38,17 +38,23 @@ def _plot_curve(ax, hist: pd.DataFrame, style: str, color: str, label: str,
 
 def curves_figure(df: pd.DataFrame, histories: dict, path: Path) -> Path | None:
     """Validation NDCG@10 per epoch of every run in one figure: a colour per method, a line
-    style per setting, a dot at each run's best epoch, a dotted line at the guided runs' first
-    importance update (``histories``: :func:`run_histories`). None when no run has a history."""
+    style per setting (runs of one method only: a colour per setting, solid), the unseen-items
+    curve dotted when a history has it, a dot at each run's best epoch, a dotted line at the
+    guided runs' first importance update (``histories``: :func:`run_histories`). None when no
+    run has a history."""
     if not histories:
         return None
     plt = pyplot()
     settings = list(dict.fromkeys(df["setting"]))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    by_setting = df["method"].nunique() == 1 and len(settings) > 1   # one method: a colour per setting
     for i, hist in histories.items():
         r = df.loc[i]
-        color = f"C{METHODS.index(r['method'])}" if r["method"] in METHODS else "k"
-        style = LINE_STYLES[settings.index(r["setting"]) % len(LINE_STYLES)]
+        if by_setting:
+            color, style = f"C{settings.index(r['setting']) % 10}", "-"
+        else:
+            color = f"C{METHODS.index(r['method'])}" if r["method"] in METHODS else "k"
+            style = LINE_STYLES[settings.index(r["setting"]) % len(LINE_STYLES)]
         name = LABELS.get(r["method"], r["method"]) + (f" [{r['terms']}]" if r.get("ablation") else "")
         _plot_curve(ax, hist, style, color, f"{r['setting']}: {name} (seed {r['seed']})",
                     best_epoch=r.get("best_epoch"), unseen=True)
