@@ -94,6 +94,8 @@ def test_unknown_name_lists_valid_names(env):
     # An unknown name that is no file lists every valid dataset name.
     for name in ("beauty", "sports", "clothing", "ml-1m", "synthetic"):
         assert name in str(err.value)
+    # ... and suggests the closest one for a typo.
+    assert str(err.value).endswith("did you mean 'beauty'?")
 
 
 class FakeResponse(io.BytesIO):

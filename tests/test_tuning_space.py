@@ -178,7 +178,8 @@ def test_study_names_a_file_dataset_by_its_stem(tmp_path, dataset, label):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"dataset": "/nope/x.txt"}, "neither a known dataset nor a file"),
+    ({"dataset": "/nope/x.txt"}, "neither a known dataset (beauty, sports, clothing, ml-1m, synthetic) nor a file"),
+    ({"dataset": "Sprots"}, "nor a file; did you mean 'sports'?"),
     ({"overrides": ["model.bogus=1"]}, "model.bogus"),
     ({"overrides": ["train.lr=abc"]}, "train.lr"),
     ({"search_space": "/nope/space.yaml"}, "/nope/space.yaml"),

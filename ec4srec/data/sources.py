@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes
+from ..typed import suggest
 from .io import DataError
 
 _S3REC = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/2a81540ae18615d88ef88227b0c066e5b74781e5/data/"
@@ -68,8 +69,9 @@ def resolve(dataset: str, data_dir: str | None = None, download: bool = True) ->
     path = Path(dataset).expanduser()
     if path.is_file():
         return path
-    known = ", ".join([*DATASETS, SYNTHETIC])
-    raise DataError(f"unknown dataset {dataset!r}: not one of {known} and no such file")
+    known = [*DATASETS, SYNTHETIC]
+    raise DataError(f"unknown dataset {dataset!r}: not one of {', '.join(known)} and no such "
+                    f"file{suggest(dataset.lower(), known)}")
 
 
 def fetch(dataset: str, target: Path) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError
 from ..data.sources import DATASETS, SYNTHETIC
+from ..typed import suggest
 from .ranges import dump_ranges, is_packaged_name, load_ranges
 from .space import SearchSpace, narrowing_problem
 
@@ -170,7 +171,10 @@ def input_error(opts: StudyOptions) -> str | None:
     """What is wrong with a new study's inputs (dataset file, --set keys, search space), checked
     before Ray starts or anything is written; None when they are fine."""
     if not opts.named_dataset and "://" not in opts.dataset and not Path(opts.dataset).is_file():
-        return f"--dataset: {opts.dataset} is neither a known dataset nor a file"
+        known = [*DATASETS, SYNTHETIC]
+        name = Path(opts.dataset).name
+        return (f"--dataset: {opts.dataset} is neither a known dataset ({', '.join(known)}) nor a "
+                f"file{suggest(name.lower(), known)}")
     try:
         ranges = load_ranges(opts.search_space)
         for method in opts.methods:
