@@ -190,9 +190,11 @@ def has_unseen(df: pd.DataFrame) -> bool:
 # ------------------------------------------------------------------ figures
 def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
     """Best validation NDCG@10 of every trial against mu_e, p and the explainer, one colour per
-    run: a dot per trial (hollow: stopped before the budget N by ASHA or patience, so its best is from fewer
-    epochs) and a line through the best trial at each value, which is what the search
-    maximises. A mean over trials would mix full-budget and pruned trials."""
+    run: a dot per trial (hollow: stopped before the budget N by ASHA or patience, so its best is
+    from fewer epochs; the legend names N, the epochs of a completed trial) and a line through
+    the best trial at each value (a bar per value for the explainer, whose values have no
+    order), which is what the search maximises; the title names the dataset. A mean over
+    trials would mix full-budget and pruned trials."""
     plt = pyplot()
     made = []
     ok = trials[trials["state"] != "error"] if "state" in trials else trials
@@ -216,14 +218,26 @@ def sensitivity_figures(trials: pd.DataFrame, out: Path) -> list[Path]:
             best = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"].max()
             label = (f"{group['method'].iloc[0]}/{group['backbone'].iloc[0]}"
                      if {"method", "backbone"} <= set(group) else run)   # dataset names hold "-"
-            ax.plot(best.index, best.values, color=color, lw=1, label=label)
+            if categories is None:
+                ax.plot(best.index, best.values, color=color, lw=1, label=label)
+            else:                            # categories have no order: a bar per best, no line
+                ax.scatter(best.index, best.values, color=color, marker="_", s=160, lw=1.5,
+                           label=label, zorder=2)
         if categories is not None:
             ax.set_xticks(range(len(categories)), [str(c).replace("_", "\n") for c in categories],
                           fontsize=7)
         ax.set_xlabel({"method.mu_e": "mu_e", "method.updates": "p (importance updates)",
                        "method.explainer": "explainer"}[param])
         ax.set_ylabel("best valid NDCG@10 of a trial")
-        ax.legend(fontsize=6, title="line: best trial; hollow: stopped before N", title_fontsize=6)
+        datasets = sorted(ok["dataset"].dropna().unique()) if "dataset" in ok else []
+        if datasets:
+            ax.set_title(", ".join(map(str, datasets)), fontsize=8)
+        full_epochs = ok.loc[ok["state"] == "completed", "epochs"] if {"state", "epochs"} <= set(ok) \
+            else pd.Series(dtype=float)
+        budget = f"N = {int(full_epochs.max())}" if len(full_epochs.dropna()) else "N"
+        best_mark = "bar" if categories is not None else "line"
+        ax.legend(fontsize=6, title=f"{best_mark}: best trial; hollow: stopped before {budget}",
+                  title_fontsize=6)
         fig.tight_layout()
         path = out / f"sensitivity_{stem}.png"
         fig.savefig(path, dpi=120)
