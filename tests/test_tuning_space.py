@@ -414,3 +414,15 @@ def test_a_study_from_before_the_active_space_cannot_be_narrowed(tmp_path, capsy
     assert "older ec4srec" in capsys.readouterr().err
     # and nothing was created in the study folder
     assert not (opts.exp_dir / SPACE_FILE).exists()
+
+
+def test_a_set_typo_is_named_even_where_a_study_exists(tmp_path, capsys):
+    from ec4srec.search.study import StudyOptions, main
+    opts = StudyOptions(dataset="synthetic", storage_path=str(tmp_path), name="s",
+                        overrides=["train.lrr=0.1"]).finalize()
+    opts.exp_dir.mkdir(parents=True)
+    (opts.exp_dir / "study.json").write_text("{}")
+    # The bad key is the error (with the closest valid one), not "already holds a study".
+    assert main(opts) == 2
+    err = capsys.readouterr().err
+    assert "train.lrr" in err and "did you mean 'train.lr'" in err and "already holds" not in err

@@ -308,12 +308,12 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"[search] resuming {opts.exp_dir}", flush=True)
+    elif problem := input_error(opts):       # a typo is named even where a study exists
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     elif manifest.exists():
         print(f"error: {opts.exp_dir} already holds a study; pass --resume or another --name",
               file=sys.stderr)
-        return 2
-    elif problem := input_error(opts):
-        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         summary = run(opts)
@@ -323,7 +323,7 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
         print(os_error_line(exc), file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt) as exc:
-        print(f"\n[search] interrupted ({exc or 'SIGINT'}); completed trials are kept.\n"
+        print(f"\n[search] interrupted ({str(exc) or 'SIGINT'}); completed trials are kept.\n"
               f"resume with:\n  {opts.resume_command()}", file=sys.stderr, flush=True)
         return 130
     print_summary(opts, summary)
