@@ -326,8 +326,21 @@ def main(argv: list[str] | None = None) -> int:
         print(os_error_line(exc), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        print(interrupted_line(args), file=sys.stderr)
         return 130
+
+
+def interrupted_line(args: argparse.Namespace) -> str:
+    """What a Ctrl-C left: a train run with a checkpoint resumes; one stopped before its first
+    checkpoint (the first epoch) has nothing to resume and is started again."""
+    from .trainer import CHECKPOINT
+    output = getattr(args, "output", None)
+    if args.command != "train" or not output:
+        return "interrupted"
+    if (Path(output) / CHECKPOINT).exists():
+        return f"interrupted; continue with: ec4srec train --output {output} --resume"
+    return (f"interrupted before the first epoch ended: nothing to resume in {output}; "
+            "run the same command again")
 
 
 if __name__ == "__main__":

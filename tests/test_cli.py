@@ -239,3 +239,21 @@ def test_warm_start_errors_exit_2_and_write_nothing(case, config_file, tmp_path,
     # exit 2, one line naming what is wrong, and nothing written
     assert code == 2 and expected in line, line
     assert not out.exists()
+
+
+def test_ctrl_c_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch, capsys):
+    import ec4srec.cli as cli
+
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupt)
+    out = tmp_path / "run"
+    # Before the first checkpoint: nothing to resume, so --resume is not suggested.
+    assert cli.main(["train", "--dataset", "synthetic", "--output", str(out)]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    # With a checkpoint: the exact resume command.
+    assert cli.main(["train", "--dataset", "synthetic", "--output", str(out)]) == 130
+    assert f"ec4srec train --output {out} --resume" in capsys.readouterr().err
