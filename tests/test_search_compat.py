@@ -64,3 +64,15 @@ def test_the_logger_overrides_meet_rays_methods():
     assert callable(csv_logger._restore_from_remote) and callable(json_logger._restore_from_remote)
     assert callable(csv_logger._setup_trial) and isinstance(csv_logger._trial_files, dict)
     assert callable(json_logger.log_trial_start) and isinstance(json_logger._trial_files, dict)
+
+
+def test_the_recorded_cluster_address_comes_from_rays_address_file(tmp_path, monkeypatch):
+    import ray._private.utils as ray_utils
+    from ec4srec.search.tuner import answers
+    # Ray's private address file is where compat looks (the path Ray itself writes).
+    monkeypatch.setattr(ray_utils, "get_ray_address_file", lambda temp_dir: str(tmp_path / "f"))
+    assert compat.recorded_cluster_address() is None
+    (tmp_path / "f").write_text("127.0.0.2:6379\n")
+    assert compat.recorded_cluster_address() == "127.0.0.2:6379"
+    # a dead address does not answer (the search then starts a local instance, not a hang)
+    assert not answers("127.0.0.1:1", timeout=0.5) and not answers("nonsense")

@@ -33,6 +33,18 @@ PINNED = {"ray": "2.60.0", "optuna": "5.0.0"}
 _REGISTRY_LOCK = threading.RLock()
 
 
+def recorded_cluster_address() -> str | None:
+    """The address of the Ray cluster this machine last started or joined (what
+    ``ray.init(address="auto")`` would try), from Ray's private address file; None when there is
+    none."""
+    from ray._private.utils import get_ray_address_file
+    try:
+        text = Path(get_ray_address_file(None)).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
 def serialise_ray_registry() -> None:
     """Ray 2.60's trainable registry iterates a dict that another thread's registration may
     grow ("dictionary changed size during iteration"); concurrent Tuners register under a lock."""

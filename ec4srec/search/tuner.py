@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 
 import optuna
 import ray
@@ -35,8 +36,8 @@ ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update 
 
 
 def connect(opts: StudyOptions) -> None:
-    """Join the running cluster (RAY_ADDRESS, --address, or one found by address="auto"),
-    else start a local one."""
+    """Join the running cluster (RAY_ADDRESS, --address, or the one this machine last recorded,
+    found by address="auto", when it answers), else start a local one; say which."""
     if ray.is_initialized():
         return
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
@@ -46,17 +47,35 @@ def connect(opts: StudyOptions) -> None:
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
     if opts.address not in ("auto", "local"):
         ray.init(address=opts.address, **kwargs)
+        print(f"[search] joined the Ray cluster at {opts.address}", flush=True)
     elif opts.address == "auto" and os.environ.get("RAY_ADDRESS"):
         ray.init(address="auto", **kwargs)
+        print(f"[search] joined the Ray cluster at {os.environ['RAY_ADDRESS']} (RAY_ADDRESS)",
+              flush=True)
     else:
-        try:
-            if opts.address == "local":
-                raise ConnectionError
+        recorded = compat.recorded_cluster_address() if opts.address == "auto" else None
+        if recorded and answers(recorded):
             ray.init(address="auto", **kwargs)
-        except ConnectionError:
+            print(f"[search] joined the running Ray cluster at {recorded} (--address auto; "
+                  "--address local starts a fresh one)", flush=True)
+        else:
+            if recorded:     # Ray would retry a dead GCS for minutes: start a local one instead
+                print(f"[search] the Ray cluster last recorded here ({recorded}) does not answer; "
+                      "starting a local one", flush=True)
             ray.init(include_dashboard=None, **kwargs)
+            print("[search] started a local Ray instance", flush=True)
     if opts.gpus_per_trial is None:
         opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
+
+
+def answers(address: str, timeout: float = 2.0) -> bool:
+    """Whether host:port accepts a TCP connection within ``timeout`` seconds."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
