@@ -20,13 +20,18 @@ from .options import StudyOptions
 D = StudyOptions()
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module doc as written, and every flag's default in --help."""
+
+
 def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     """The study's options and whether to resume, from the command line (exits 2 on bad flags)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--dataset", default=D.dataset, help="beauty | sports | clothing | ml-1m | synthetic | PATH")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=D.methods)
-    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=D.backbones)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=D.methods, metavar="METHOD",
+                   help=f"methods to search, of {', '.join(METHODS)}")
+    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=D.backbones,
+                   metavar="BACKBONE", help=f"backbones, of {', '.join(BACKBONES)}")
     p.add_argument("--num-samples", type=int, default=D.num_samples, help="trials per (method, backbone)")
     p.add_argument("--max-epochs", type=int, default=D.max_epochs, help="epoch budget N of every trial")
     p.add_argument("--gpus-per-trial", type=float, default=None,
