@@ -86,7 +86,7 @@ def sequence_rows(train: Examples, max_len: int) -> Examples:
     p - 1 and targets p - m + 1 .. p; the next row back ends at p - m. Rows come out in user
     order, newest window first within a user. A target's history inside its row is therefore
     the last 1..max_len items before it (prefix rows always keep the last max_len): identical
-    for users with at most max_len + 1 training items (all but 0.5 % of Beauty's).
+    for users with at most max_len + 1 training items (99.4 % of Beauty's users).
     """
     if len(train) == 0:
         return train
