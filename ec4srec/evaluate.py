@@ -58,6 +58,14 @@ def metrics_from_ranks(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
 SCORE_CHUNK = 64       # rows whose [chunk, N] scores are ranked while still in cache
 
 
+def mask_items_(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Set scores [B, N] of the item ids in ``items`` [B, H] (0 = padding, ignored) to -inf,
+    in place; returns ``scores``."""
+    hidden = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool, device=scores.device)
+    hidden.scatter_(1, items, True)                                           # column 0 = padding
+    return scores.masked_fill_(hidden[:, 1:], float("-inf"))
+
+
 def unseen_ranks(scores: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor,
                  seen: torch.Tensor) -> torch.Tensor:
     """Ranks with the seen items removed from the candidates, from the all-items ``ranks``.
@@ -113,11 +121,7 @@ def compute_ranks(model: SequenceEncoder, data: SplitData, examples: Examples,
                 scores = model.scores(h[start:stop]).float()                  # [c, N] fp32
                 targets = batch.targets[start:stop]
                 if mask_history:
-                    items = batch.items[start:stop]
-                    seen = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
-                                       device=scores.device)
-                    seen.scatter_(1, items, True)                             # column 0 = padding
-                    scores.masked_fill_(seen[:, 1:], float("-inf"))
+                    mask_items_(scores, batch.items[start:stop])
                 ranks = ranks_from_scores(scores, targets)
                 outs[0][start:stop] = ranks
                 if protocols:

@@ -40,6 +40,7 @@ import torch
 from .config import EXPLAIN_TARGETS, EXPLAINERS
 from .data.batches import eval_order, gather_histories, make_batch
 from .data.split import Examples
+from .evaluate import mask_items_
 from .models.base import SequenceEncoder
 
 ForwardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,10 +77,7 @@ def predicted_unseen_items(model: SequenceEncoder, items: torch.Tensor, lengths:
     out = []
     for start in range(0, h.shape[0], PREDICT_CHUNK):
         scores = model.scores(h[start:start + PREDICT_CHUNK]).float()         # [c, N]
-        seen_mask = torch.zeros(scores.shape[0], scores.shape[1] + 1, dtype=torch.bool,
-                                device=scores.device)
-        seen_mask.scatter_(1, seen[start:start + PREDICT_CHUNK], True)        # column 0 = padding
-        scores.masked_fill_(seen_mask[:, 1:], float("-inf"))
+        mask_items_(scores, seen[start:start + PREDICT_CHUNK])
         out.append(scores.argmax(1) + 1)
     return torch.cat(out)
 

@@ -10,9 +10,7 @@ from ..data.split import SplitData
 from .objective import RecObjective, full_softmax_loss, target_counts
 
 
-def rec_loss(model, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 with the full softmax (:func:`~ec4srec.methods.objective.full_softmax_loss`)."""
-    return full_softmax_loss(model, h, targets)
+rec_loss = full_softmax_loss          # Eq. 2 with the full softmax (methods/objective.py)
 
 
 class Method:

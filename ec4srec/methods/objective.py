@@ -19,8 +19,8 @@ softmax they are scored with (docs/methods.md, "Objectives and losses").
   ``seen_negatives`` adds, for every target, the items its user had already seen at that point
   (the row's inputs up to the target's position; not the target itself, never padding) to its
   negatives, without correction. Uniform negatives almost never include the item just seen
-  (256 of 12,101 items on Beauty: 2 %), so sampled softmax alone never teaches the model not
-  to recommend it; the full softmax always does (docs/methods.md has the measurement).
+  (256 of 12,101 items on Beauty: 2 %), so sampled softmax almost never pushes its score down,
+  where the full softmax always has it among the negatives (docs/methods.md has the measurement).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from ..data.batches import Batch
 from ..models.base import SequenceEncoder, last_real
 from ..models.fast_ops import full_softmax_ce
+from ..models.sasrec import future_mask
 from .encoding import encode_together
 
 
@@ -94,8 +95,7 @@ def seen_logits(model, states: torch.Tensor, items: torch.Tensor, next_items: to
     equals the target next_items[b, j]."""
     vectors = model.output_vectors(items)                                        # [B, L, d]
     logits = states @ vectors.transpose(1, 2)                                    # [B, L, L]
-    L = items.shape[1]
-    future = torch.ones(L, L, dtype=torch.bool, device=items.device).triu(1)     # k > j
+    future = future_mask(items.shape[1], items.device)                          # k > j, cached
     hidden = future | (items == 0).unsqueeze(1) | (items.unsqueeze(1) == next_items.unsqueeze(2))
     return logits.masked_fill(hidden, float("-inf"))
 
@@ -177,9 +177,9 @@ def target_counts(items: np.ndarray, train, num_items: int, objective: str) -> n
     popularity sampler's weights (+1 each, so every item can be drawn)."""
     if objective == "all_positions":
         # a sequence row (end, length) has targets items[end - length + 1 : end + 1]
-        idx = np.concatenate([np.arange(e - l + 1, e + 1) for e, l in zip(train.end, train.length)]) \
-            if len(train) else np.zeros(0, dtype=np.int64)
-        targets = items[idx]
+        first = np.repeat(train.end - train.length + 1, train.length)             # row's first target
+        offset = np.arange(len(first)) - np.repeat(np.cumsum(train.length) - train.length, train.length)
+        targets = items[first + offset]
     else:
         targets = items[train.end]
     return np.bincount(targets, minlength=num_items + 1)[1:] + 1

@@ -73,14 +73,8 @@ class SequenceEncoder(nn.Module):
     def all_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """items [B, L] right-padded, lengths [B] -> [B, L, d]: column j is the representation
         of the prefix items[:, :j + 1] (what ``forward(items[:, :j + 1], j + 1)`` gives; columns
-        >= lengths are unspecified). The plain computation, one pass per position; backbones
-        override it with one pass over all positions."""
-        L = items.shape[1]
-        cols = []
-        for j in range(L):
-            prefix = torch.full_like(lengths, j + 1)
-            cols.append(self.forward(items[:, :j + 1], prefix))
-        return torch.stack(cols, dim=1)
+        >= lengths are unspecified), in one pass; the all_positions objective needs it."""
+        raise NotImplementedError
 
     def encode_embedded(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError                                # -> [B, d]
