@@ -21,9 +21,13 @@ EXPECTED = {          # what each method reads (besides the base model's trainin
     "ec4srec": {"mu_e", "tau", "similarity", "lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos",
                 "updates", "explainer"},
 }
-BASE_MODEL = {"sasrec": {"train.lr", "model.dropout", "model.attn_dropout"},
-              "gru4rec": {"train.lr", "model.gru_dropout"},
-              "caser": {"train.lr", "model.caser_dropout"}}
+COMMON = {"train.objective", "train.loss", "train.negatives", "train.seen_negatives", "train.lr",
+          "train.weight_decay", "train.batch_size", "train.adam_beta2", "data.max_len",
+          "model.hidden_size", "model.item_dropout", "model.tied_output"}
+BASE_MODEL = {"sasrec": COMMON | {"model.num_layers", "model.num_heads", "model.inner_size",
+                                  "model.norm", "model.dropout", "model.attn_dropout"},
+              "gru4rec": COMMON | {"model.gru_dropout"},
+              "caser": COMMON | {"model.caser_dropout"}}
 
 
 def per_trial(ranges):
@@ -66,7 +70,7 @@ def test_default_space_is_the_fair_one():
     assert values["method.similarity"] == {"dot", "cosine"}
     for key, (low, high) in {"method.tau": (0.05, 1.5), "method.lambda_cl_pos": (0.01, 0.5),
                              "method.lambda_cl_neg": (0.01, 0.5), "method.lambda_sl_pos": (0.01, 0.5),
-                             "train.lr": (3e-4, 3e-3)}.items():
+                             "train.lr": (3e-4, 1e-2)}.items():
         # tau, the lambdas and the learning rate are log-uniform over their ranges
         assert dists[key].log and (dists[key].low, dists[key].high) == (low, high)
         assert low <= min(values[key]) and max(values[key]) <= high

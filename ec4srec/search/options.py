@@ -38,7 +38,9 @@ class StudyOptions:
     data_dir: str | None = None
     smoke_test: bool = False
     scheduler: str = "asha"
-    grace_period: int | None = None           # guided epochs; default max(1, min(10, N // 10))
+    asha_clock: str = "epochs"                # epochs (guided epochs) | seconds (train_seconds)
+    grace_period: int | None = None           # ASHA's first rung, in the clock's unit; default:
+                                              # max(1, min(10, N // 10)) epochs | 300 seconds
     reduction_factor: float = 3.0
     seeds: int = 3
     optuna_storage: str | None = None         # RDB URL; default: journal file in exp

@@ -7,7 +7,8 @@ Contracts:
   keyword, a config key, a method or a backbone it does not know, bad YAML, a value of the wrong
   type, ``low > high``, empty ``choices``, ``log`` with ``low <= 0`` or a range value the config
   rejects are each one :class:`~ec4srec.config.ConfigError` naming the file and the key.
-- The result is ``{params, common, backbones, methods, warmup_keys}``; :func:`dump_ranges`
+- The result is ``{params, common, backbones, methods, warmup_keys, retune}`` (``retune``: the
+  keys a staged study's second stage searches again on the tuned base, docs/search.md); :func:`dump_ranges`
   writes it back as YAML that :func:`load_ranges` reads to the same mapping.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from ..config import BACKBONES, METHODS, Config, ConfigError
 from ..typed import FLOAT_RE, suggest, yaml_problem
 
-TOP_KEYS = ("params", "common", "backbones", "methods", "warmup_keys")
+TOP_KEYS = ("params", "common", "backbones", "methods", "warmup_keys", "retune")
 SPEC_KEYS = ("choices", "low", "high", "step", "log")
 PACKAGED = "{}_space.yaml"
 
@@ -171,7 +172,8 @@ def parse_ranges(raw: Any, where: str) -> dict[str, Any]:
     keys = raw.get("warmup_keys")
     if keys is not None and (not isinstance(keys, int) or isinstance(keys, bool) or keys < 1):
         raise ConfigError(f"{where}: warmup_keys must be a whole number >= 1 (or absent), got {keys!r}")
-    return {"params": params, "common": common, **groups, "warmup_keys": keys}
+    retune = _name_list(where, "retune", raw.get("retune"), params)
+    return {"params": params, "common": common, **groups, "warmup_keys": keys, "retune": retune}
 
 
 def load_ranges(path: str | Path | None = None) -> dict[str, Any]:
@@ -185,6 +187,7 @@ def load_ranges(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def dump_ranges(ranges: dict[str, Any]) -> str:
-    if ranges.get("warmup_keys") is None:
-        ranges = {k: v for k, v in ranges.items() if k != "warmup_keys"}
+    # the optional keys are left out when unset, so older studies' files are written unchanged
+    ranges = {k: v for k, v in ranges.items()
+              if not (k == "warmup_keys" and v is None or k == "retune" and not v)}
     return yaml.safe_dump(ranges, sort_keys=False)
