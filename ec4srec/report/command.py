@@ -7,8 +7,11 @@ or the Table 3 layout and validation curves of converged single runs.
 
 Reads <experiment>/seeds.csv and trials.csv; writes Markdown, LaTeX, CSV and PNG files to
 <experiment>/report (or --output) and prints the Markdown tables. With --export DIR it then
-copies the study's portable results (options, summary, trial/epoch/seed tables, best configs,
-tables, figures; no checkpoints) to DIR, e.g. a folder under results/ to commit.
+copies the study's portable results and durable state (options, space, Optuna journal, budget
+ledger, ended trials' records, trial/epoch/seed tables, best configs, tables, figures; no
+checkpoints) to DIR, e.g. a folder under results/ to commit; a study under way (no tables yet)
+is exported as it stands, and `tune/search.py --resume --storage-path PARENT --name DIR_NAME`
+continues it from that copy on any machine.
 
 With --runs LABEL DIR... (repeatable: one setting each) it reads finished `ec4srec train`
 folders instead (metrics.json, config.yaml, history.csv) and writes table3.{md,tex,csv} with
@@ -47,15 +50,19 @@ def main(argv=None, prog: str | None = None) -> int:
     if args.runs:
         return report_runs(args)
     exp = Path(args.experiment).expanduser()
-    if not (exp / "seeds.csv").exists() and not (exp / "trials.csv").exists():
+    tables = (exp / "seeds.csv").exists() or (exp / "trials.csv").exists()
+    if not tables and not (args.export and (exp / "study.json").exists()):
         print(f"error: {exp} has neither seeds.csv nor trials.csv", file=sys.stderr)
         return 2
     try:
-        out = render(exp, args.output, args.backbone, tuple(args.ours))
-        for table in ("table3.md", "table4.md"):
-            if (out / table).exists():
-                print(f"## {table}\n\n{(out / table).read_text()}")
-        print(f"tables and figures in {out}")
+        if tables:
+            out = render(exp, args.output, args.backbone, tuple(args.ours))
+            for table in ("table3.md", "table4.md"):
+                if (out / table).exists():
+                    print(f"## {table}\n\n{(out / table).read_text()}")
+            print(f"tables and figures in {out}")
+        else:
+            print(f"{exp}: no tables yet (a study under way): exporting its durable state")
         if args.export:
             written = export_study(exp, Path(args.export))
             print(f"exported {len(written)} files to {args.export}")

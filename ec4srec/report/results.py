@@ -11,8 +11,10 @@ Contracts:
 - ``seeds.csv``: one row per (run, seed) of the final re-runs, with test and validation metrics.
 - :func:`read_table` reads a study table back: a file that is not a CSV or lacks a required
   column is one :class:`TableError` naming the file (``tune/report.py`` exits 2 on it).
-- :func:`export_study` copies the portable results; the copies carry paths relative to the
-  experiment folder (``trials.csv`` paths, ``study.json`` storage folders, ``summary.json``).
+- :func:`export_study` copies the portable results and the durable state (:data:`PORTABLE`);
+  the copies carry paths relative to the experiment folder (``trials.csv`` paths,
+  ``study.json`` storage folders, ``summary.json``); ``tune/search.py --resume`` continues a
+  study from such a copy (ec4srec/search/durable.py).
 """
 from __future__ import annotations
 
@@ -183,7 +185,15 @@ def write_seed_table(exp: Path) -> pd.DataFrame:
     return table
 
 
-PORTABLE = ("study.json", "summary.json", "trials.csv", "epochs.csv", "seeds.csv", "best", "report")
+# A study's durable state (ec4srec/search/durable.py): what survives losing its machine and what
+# --export copies; Ray's run folders (checkpoints, events) and warmup/ are disposable.
+PORTABLE = ("study.json", "search_space.yaml", "optuna.journal", "budget.json", "summary.json",
+            "trials.csv", "epochs.csv", "seeds.csv", "runs", "trials", "seeds", "best", "report")
+# written into an export: a study resumed in place (a fresh checkout) writes its disposable
+# folders there too, and git must not take them
+EXPORT_GITIGNORE = ("# ec4srec: a study resumed here writes Ray's run folders (checkpoints, "
+                    "TensorBoard events)\n# and a warm-up cache; they are disposable, the rest "
+                    "is the study's durable state\n/*-*-*/\n/warmup/\n*.tmp\n*.parquet\n")
 
 
 def _relative_json(value, exp: Path):
@@ -239,6 +249,7 @@ def export_study(exp: Path, dest: Path) -> list[Path]:
             if not path.exists() or path.suffix in (".tmp", ".parquet"):
                 continue
             contents[dest / path.relative_to(exp)] = _portable_bytes(path, exp)
+    contents[dest / ".gitignore"] = EXPORT_GITIGNORE.encode()
     for target, data in contents.items():
         atomic_write_bytes(target, data)
     return list(contents)

@@ -38,7 +38,7 @@ from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, ConfigError, dump_config
 from ..registry import METHODS, is_guided
 from ..report import results, tables
-from . import compat
+from . import compat, durable
 from .budget import Budget, hms
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401
@@ -100,7 +100,7 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
         budget.skip_run(run_name(key))
         return []
     tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None, budget)
-    grid = tuner.fit()
+    grid = tuner.fit() if num > 0 else []      # 0: every planned trial ended under a lost driver
     deadline_passed = budget is not None and budget.search_over()
     closed = deadline_passed or (plan is not None and plan.closed_by == "budget")
     # After SIGINT, interrupted trials may look TERMINATED: a trial counts as finished when it
@@ -114,7 +114,9 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
     # further trials (and the started ones ended), or the search deadline stopped them all
     if not deadline_passed and (finished < len(grid) or (len(grid) < num and not closed)):
         raise Interrupted(f"{run_name(key)}: {finished}/{num} trials finished")
-    records = grid_records(grid, run_name(key))
+    # plus the trials an earlier driver ended whose Ray folder is gone (durable.py)
+    records = durable.merge_records(grid_records(grid, run_name(key)),
+                                    durable.trial_records(opts.exp_dir, run_name(key)))
     atomic_write_json(done_file, records)
     if budget is not None:
         budget.end_run(run_name(key), deadline_passed)
@@ -295,6 +297,11 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
             saved = read_manifest(manifest)
             version = saved.pop("_version")
             saved.update(address=opts.address, verbose=opts.verbose)
+            if "://" not in opts.storage_path and "://" not in saved.get("storage_path", ""):
+                # the study lives where it was found (moved, exported, a fresh checkout)
+                saved.update(storage_path=opts.storage_path, name=opts.name)
+            if opts.data_dir or (saved.get("data_dir") and not Path(saved["data_dir"]).is_dir()):
+                saved["data_dir"] = opts.data_dir     # else $EC4SREC_DATA_DIR
             if opts.status_every is not None:
                 saved["status_every"] = opts.status_every
             if new_budget is not None:       # a resumed study may get a new total budget

@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..registry import is_guided, warmup_baselines
-from . import compat
+from . import compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
 from .options import SPACE_FILE, StudyOptions, base_config, run_name
@@ -183,14 +183,20 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
         compat.attach_budget(tuner, budget)
         return tuner, compat.restored_num_samples(tuner, num)
-    if opts.optuna_storage:
-        storage = optuna.storages.RDBStorage(opts.optuna_storage)
-    else:
-        backend = optuna.storages.journal.JournalFileBackend(str(opts.exp_dir / "optuna.journal"))
-        storage = optuna.storages.JournalStorage(backend)
+    storage = optuna_storage(opts)
+    points = space.points_to_evaluate(num) or None
+    if name in {s.study_name for s in storage.get_all_studies()}:
+        # its Ray folder is gone (a new machine, a fresh checkout): go on from the durable state
+        records = durable.trial_records(opts.exp_dir, name)
+        restarts, counts = durable.reconcile(optuna.load_study(study_name=name, storage=storage),
+                                             records, OBJECTIVE)
+        num, points = max(0, num - len(records)), restarts or None
+        print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
+              f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
+              f"unfinished restarted from scratch); {num} trials to go", flush=True)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=name, budget_run=name, budget=budget,
-                                    points_to_evaluate=space.points_to_evaluate(num) or None,
+                                    points_to_evaluate=points,
                                     sampler=optuna.samplers.TPESampler(seed=opts.seed))
     scheduler = make_scheduler(opts, n_epochs)
     tuner = tune.Tuner(
@@ -206,10 +212,21 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             verbose=1 if opts.verbose else 0,        # our watcher's lines replace Ray's table
             stop=BudgetStopper(budget),
             callbacks=[ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
+                       durable.TrialRecorder(opts.exp_dir, name),      # after the loggers
                        StudyWatcher(name, num, n_epochs, opts.status_every, budget)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
+
+
+def optuna_storage(opts: StudyOptions):
+    """The study's Optuna storage: --optuna-storage (an RDB URL), else exp/optuna.journal (cut
+    back to its last whole line first: a journal copied while written can end mid-line)."""
+    if opts.optuna_storage:
+        return optuna.storages.RDBStorage(opts.optuna_storage)
+    journal = opts.exp_dir / "optuna.journal"
+    durable.repair_journal(journal)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
 
 def cluster_slots(opts: StudyOptions) -> int:

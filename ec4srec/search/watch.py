@@ -26,7 +26,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from . import compat
+from . import compat, durable
 from .budget import Budget, hms
 from .trainable import is_replay
 
@@ -127,7 +127,10 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
                 _print(f"[budget] {self.budget_run}: no new trial fits in its share of the "
                        f"budget; finishing the running ones")
             return Searcher.FINISHED
-        return super().suggest(trial_id)
+        suggestion = super().suggest(trial_id)
+        if isinstance(suggestion, dict):
+            durable.tag(self, trial_id)
+        return suggestion
 
 
 class BudgetStopper(BudgetBound, tune.Stopper):

@@ -1,0 +1,123 @@
+"""A study's durable state: what a study keeps when it loses its machine (docs/search.md).
+
+An experiment folder holds two kinds of files:
+- durable (:data:`DURABLE`): the options, the active space, the Optuna journal, the budget
+  ledger, every ended trial's record (``trials/<run>/<trial_id>.json``), finished runs
+  (``runs/``), seed re-runs (``seeds/``), best configs, tables and report; small text files,
+  what ``tune/report.py --export`` copies (and a fresh checkout resumes from);
+- disposable: Ray's run folders (trials, checkpoints, TensorBoard events) and ``warmup/``.
+
+Contracts:
+- :class:`TrialRecorder` (a Tune callback, after the result loggers) writes a trial's record
+  when it ends or errors, atomically: ``trial_id``, ``params``, ``history`` (its result.json
+  rows, one per epoch), ``error``, ``path`` (relative), the same record a finished run's
+  ``runs/<run>.json`` lists.
+- :func:`reconcile` runs before a run whose Ray folder is gone starts a new Tuner on its
+  existing Optuna study. Every Optuna trial the lost driver left RUNNING is completed with its
+  recorded objective when its record exists (it ended; the ``tell`` was lost), else marked
+  FAIL and its params returned, to be restarted from scratch (checkpoints are not durable).
+  A trial with a record is never re-run and never told twice; WAITING trials stay queued.
+- :func:`repair_journal` cuts a journal copied mid-write back to its last whole line.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune import Callback
+
+from ..checkpoint import atomic_write_json
+from . import compat
+
+DURABLE = ("study.json", "search_space.yaml", "optuna.journal", "budget.json", "summary.json",
+           "trials.csv", "epochs.csv", "seeds.csv", "runs", "trials", "seeds", "best", "report")
+RECORDS = "trials"              # trials/<run>/<trial_id>.json
+RAY_TRIAL_ID = "ray_trial_id"   # the Optuna trial's user attribute naming its Ray trial
+
+
+def trial_records(exp: Path, run: str) -> list[dict[str, Any]]:
+    """The recorded (ended) trials of ``run``, by trial id."""
+    folder = Path(exp) / RECORDS / run
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def merge_records(new: list[dict], recorded: list[dict]) -> list[dict]:
+    """``new`` (a ResultGrid's) plus the recorded trials it does not hold (an earlier driver's)."""
+    have = {str(r["trial_id"]) for r in new}
+    return [*(r for r in recorded if str(r["trial_id"]) not in have), *new]
+
+
+def read_history(trial_dir: Path) -> list[dict]:
+    """A trial folder's result.json rows, one per epoch (the last report of an epoch wins)."""
+    path = trial_dir / "result.json"
+    by_epoch: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue                      # a torn last line of a killed driver
+            if "epoch" in row:
+                by_epoch[int(row["epoch"])] = row
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+class TrialRecorder(Callback):
+    """Writes ``trials/<run>/<trial_id>.json`` when a trial ends (see the module contract)."""
+
+    def __init__(self, exp: Path, run: str):
+        self.exp, self.run = Path(exp), run
+
+    def _record(self, trial, error: str | None) -> None:
+        record = {"trial_id": trial.trial_id, "params": trial.config or {},
+                  "history": read_history(Path(trial.local_path)), "error": error,
+                  "path": f"{self.run}/{Path(str(trial.local_path)).name}"}
+        atomic_write_json(self.exp / RECORDS / self.run / f"{trial.trial_id}.json", record)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, repr(getattr(trial, "error", None) or "error")[:500])
+
+
+def tag(searcher, ray_trial_id: str) -> None:
+    """Name the Ray trial on the Optuna trial just asked for it (what :func:`reconcile` matches)."""
+    _, ot_trials, _ = compat.optuna_search_state(searcher)
+    if ray_trial_id in ot_trials:
+        ot_trials[ray_trial_id].set_user_attr(RAY_TRIAL_ID, ray_trial_id)
+
+
+def reconcile(study: optuna.Study, records: list[dict], objective: str) -> tuple[list[dict], dict]:
+    """Settle the trials a lost driver left RUNNING (module contract). Returns the params of the
+    trials to restart and counts {"completed", "failed"}."""
+    by_id = {str(r["trial_id"]): r for r in records}
+    restarts, counts = [], {"completed": 0, "failed": 0}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        record = by_id.get(str(t.user_attrs.get(RAY_TRIAL_ID)))
+        values = [row[objective] for row in (record or {}).get("history", []) if objective in row]
+        if record is not None and not record.get("error") and values:
+            study.tell(t.number, values[-1])
+            counts["completed"] += 1
+        else:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            counts["failed"] += 1
+            if record is None:             # it never ended: run its params again
+                restarts.append(dict(t.params))
+    return restarts, counts
+
+
+def repair_journal(path: Path) -> bool:
+    """Cut an Optuna journal back to its last whole line; True when it was cut."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return True

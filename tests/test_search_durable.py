@@ -1,0 +1,128 @@
+"""A study that loses its machine: `--resume` from a folder holding only the durable state (the
+export of tune/report.py: options, space, Optuna journal, ended trials' records; no Ray
+folders, no checkpoints) keeps every ended trial, tells Optuna each once, and restarts the
+unfinished ones from scratch."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from ec4srec.report.results import export_study
+from ec4srec.search import durable
+from test_tuning_driver import SLOW_SEARCH, finished, interrupt_when, ray_local, trial_reports  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECTIVE = "valid/best_ndcg@10"
+
+
+def journal_study(tmp_path, name="run"):
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    storage = optuna.storages.JournalStorage(backend)
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize")
+
+
+def record(trial_id, value, error=None):
+    return {"trial_id": trial_id, "params": {}, "error": error, "path": f"run/trial_{trial_id}",
+            "history": [{"epoch": 1, OBJECTIVE: value / 2}, {"epoch": 2, OBJECTIVE: value}]}
+
+
+def test_reconcile_completes_recorded_trials_and_restarts_the_rest(tmp_path):
+    study = journal_study(tmp_path)
+    trials = {}
+    for rid in "abc":   # a: ended and told; b: ended, its tell lost; c: never ended
+        trials[rid] = study.ask({"lr": optuna.distributions.FloatDistribution(0.0, 1.0)})
+        trials[rid].set_user_attr(durable.RAY_TRIAL_ID, rid)
+    study.tell(trials["a"], 0.5)
+    lost = trials["c"]
+    restarts, counts = durable.reconcile(study, [record("a", 0.5), record("b", 0.25)], OBJECTIVE)
+    states = {t.user_attrs[durable.RAY_TRIAL_ID]: (t.state.name, t.value) for t in study.trials}
+    # the ended trial gets its recorded last objective; the finished one is not told again
+    assert states["a"] == ("COMPLETE", 0.5) and states["b"] == ("COMPLETE", 0.25)
+    # the unfinished trial is failed and its params come back for a restart from scratch
+    assert states["c"][0] == "FAIL" and restarts == [lost.params]
+    assert counts == {"completed": 1, "failed": 1}
+    # a second reconcile finds nothing left running: nothing is counted twice
+    assert durable.reconcile(study, [record("a", 0.5), record("b", 0.25)], OBJECTIVE) == \
+        ([], {"completed": 0, "failed": 0})
+
+
+def test_a_journal_cut_mid_line_is_repaired_to_its_last_whole_line(tmp_path):
+    study = journal_study(tmp_path)
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 1.0)
+    path = tmp_path / "optuna.journal"
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code": 5, "worker')          # a copy taken mid-write
+    # the torn line is cut; what was whole is kept byte for byte
+    assert durable.repair_journal(path) and path.read_bytes() == whole
+    assert not durable.repair_journal(path)
+
+
+def test_merge_records_keeps_an_earlier_drivers_trials_once():
+    merged = durable.merge_records([record("b", 0.3), record("c", 0.1)],
+                                   [record("a", 0.5), record("b", 0.25)])
+    # b comes from the new grid (its newer record), a from the earlier driver, each once
+    assert [r["trial_id"] for r in merged] == ["a", "b", "c"]
+    assert merged[1]["history"][-1][OBJECTIVE] == 0.3
+
+
+@pytest.mark.slow
+def test_a_study_resumes_from_its_durable_state_alone(ray_local, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    address = ray_local.get_runtime_context().gcs_address
+    first = tmp_path / "machine1"
+    cmd = [sys.executable, *SLOW_SEARCH, "--smoke-test", "--methods", "sasrec",
+           "--search-space", str(space), "--num-samples", "3", "--max-epochs", "3",
+           "--max-concurrent", "1", "--seeds", "0", "--scheduler", "fifo",
+           "--storage-path", str(first), "--name", "s", "--address", address]
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    run_dir = first / "s" / "synthetic-sasrec-sasrec"
+    records_dir = first / "s" / "trials" / "synthetic-sasrec-sasrec"
+
+    def one_recorded_and_next_running():
+        reps = trial_reports(run_dir)
+        return (records_dir.is_dir() and any(records_dir.glob("*.json"))
+                and any(r and not finished(r) for r in reps.values()))
+    assert interrupt_when(one_recorded_and_next_running, proc, signal.SIGKILL) == -signal.SIGKILL
+    kept = {p.stem: json.loads(p.read_text()) for p in records_dir.glob("*.json")}
+    assert 1 <= len(kept) < 3
+
+    # the machine is lost: only the exported durable state reaches the next one
+    second = tmp_path / "checkout" / "results"
+    export_study(first / "s", second / "s")
+    shutil.rmtree(first)
+    assert not any(p.name.startswith("trial_") for p in second.rglob("*"))
+    resumed = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--resume",
+                              "--storage-path", str(second), "--name", "s", "--address", address],
+                             capture_output=True, text=True, timeout=300)
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-3000:]
+    assert "resuming from the durable state" in out
+    runs = json.loads((second / "s" / "runs" / "synthetic-sasrec-sasrec.json").read_text())
+    by_id = {str(r["trial_id"]): r for r in runs}
+    # the study ends with its 3 planned trials: the ended ones kept as they were, not re-run
+    assert len(runs) == 3
+    for trial_id, rec in kept.items():
+        assert by_id[trial_id]["history"] == rec["history"]
+    trials = pd.read_csv(second / "s" / "trials.csv")
+    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["epochs"] == 3).all()
+    # Optuna holds each ended trial once: 3 COMPLETE, the lost one FAIL (restarted as a new trial)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(second / "s" / "optuna.journal")))
+    study = optuna.load_study(study_name="synthetic-sasrec-sasrec", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 0
+    ray_ids = [t.user_attrs.get(durable.RAY_TRIAL_ID) for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(ray_ids) == sorted(by_id)
+    # the restarted trial ran the lost trial's params again
+    failed = [t.params for t in study.trials if t.state.name == "FAIL"]
+    completed = [t.params for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(p in completed for p in failed)
