@@ -58,6 +58,8 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("ec4srec", "EC4SRec", _WARMUP, ("rec", "cl+", "cl-", "sl+"), cost=3.6),
 )}
 METHOD_NAMES = tuple(METHODS)
+# the plain next-item method (L_rec alone, on any backbone): stage 1 of a staged study
+PLAIN = next(name for name, spec in METHODS.items() if spec.terms == ("rec",))
 GUIDED = tuple(name for name, spec in METHODS.items() if spec.guided)
 LABELS = {**{name: spec.label for name, spec in METHODS.items()}, **BACKBONE_LABELS}
 

@@ -66,7 +66,7 @@ def portable_path(path: str | None, exp: Path, run: str) -> str | None:
         return p.as_posix()
     try:
         return p.relative_to(exp).as_posix()
-    except ValueError:
+    except (ValueError, TypeError):             # elsewhere, or no experiment folder given
         return f"{run}/{p.name}"
 
 
@@ -93,6 +93,14 @@ def trial_state(history: list[dict], error: str | None, max_epochs: int) -> str:
 
 
 def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`trial_tables`, written to ``exp``/trials.csv and epochs.csv."""
+    trials, epochs = trial_tables(runs, max_epochs, exp)
+    _write(trials, exp / "trials.csv")
+    _write(epochs, exp / "epochs.csv")
+    return trials, epochs
+
+
+def trial_tables(runs: dict, max_epochs: int, exp: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``runs``: {run name: ((dataset, method, backbone), [trial records])} -> trials, epochs."""
     trial_rows, epoch_rows = [], []
     for name, (key, records) in runs.items():
@@ -126,10 +134,7 @@ def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataF
                                    **{k: v for k, v in r.items()
                                       if k.startswith(("valid/", "train/"))},
                                    "seconds": r.get("time_this_iter_s"), "node_ip": r.get("node_ip")})
-    trials, epochs = pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
-    _write(trials, exp / "trials.csv")
-    _write(epochs, exp / "epochs.csv")
-    return trials, epochs
+    return pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
 
 
 def best_trial_id(trials: pd.DataFrame, run: str) -> str | None:

@@ -20,10 +20,13 @@ Contracts:
   planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
   ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction of N
   the study's finished trials trained on average (ASHA and early stopping; prior
-  ``PRIOR_FRACTION``). The seed reserve prices each seed re-run at a full trial times the
-  fraction of N that unpruned trials trained (prior 1.0), packed on the slots in waves.
+  ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each rung kept 1/rf of the trials,
+  :func:`~ec4srec.search.cost.asha_expected`). The seed reserve prices each seed re-run at a
+  full trial times the fraction of N that unpruned trials trained (prior 1.0), packed on the
+  slots in waves, and never holds more than ``SEED_SHARE`` of the budget.
 - Gate (:meth:`Budget.may_start`): a run starts a new trial only while ``now + expected trial
-  <= its share's end`` and ``now + full trial <= the search deadline`` (seed reserve kept).
+  <= its share's end`` and the trial can reach its first decision before the search deadline
+  (seed reserve kept): ASHA's first rung, or without ASHA a full trial (:meth:`trial_costs`).
   A run the gate refuses its first trial is skipped (no Tuner; it stays incomplete, so a
   resume with a larger budget runs it). Stop (:meth:`Budget.search_over`): past the search deadline every running trial is stopped;
   its best validation so far still counts.
@@ -42,9 +45,10 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_json
 from ..config import ConfigError
-from .cost import CostModel
+from .cost import CostModel, asha_expected
 
 LEDGER = "budget.json"
+SEED_SHARE = 0.5        # the seed reserve's cap, as a share of the whole budget
 SKIPPED = "budget: skipped"   # RunPlan.closed_by of a run not one trial of which fit
 LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
 TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of the budget,
@@ -102,11 +106,13 @@ class Budget:
     def __init__(self, exp: Path, total_s: float | None, runs: list[str], updates: dict[str, int],
                  max_epochs: int, num_samples: int, slots: int, seeds: int,
                  clock=time.time, started: float | None = None, concurrency: int = 1,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None,
+                 asha: tuple[str, float, float] | None = None):
         self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
         self.max_epochs, self.num_samples, self.seeds = max_epochs, num_samples, seeds
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
+        self.asha = asha            # (clock "epochs"|"seconds", first rung, reduction factor)
         self.busy: list[tuple[float, float]] = []        # (start, end) of trial sessions
         self.search_started = self.search_ended = None
         self._lock = threading.RLock()
@@ -167,7 +173,11 @@ class Budget:
             return 0.0
         job = max(known) * self.cost.seed_fraction()
         waves = math.ceil(len(costs) * self.seeds / self.slots)
-        return waves * job
+        # never more than SEED_SHARE of the budget: until a trial ends on its own a seed is
+        # priced at the full N epochs, which early stopping rarely trains; a seed that does
+        # not fit when its turn comes is skipped and listed (seed_fits)
+        cap = SEED_SHARE * self.total_s if self.total_s is not None else math.inf
+        return min(waves * job, cap)
 
     def fitting_runs(self) -> list[str]:
         """The runs the budget keeps seed time for: runs that ended with a finished trial, the
@@ -235,7 +245,7 @@ class Budget:
         # the runs left to search that fit (this one first); 0 when this one does not fit
         left = [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
         full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
-        expected = None if full is None else full * self.cost.trial_fraction()
+        expected = None if full is None else self.trial_costs(run, full)[0]
         share = deadline = None
         planned = self.num_samples
         if self.search_started is None:
@@ -258,6 +268,26 @@ class Budget:
         self.write()
         return plan
 
+    def trial_costs(self, run: str, full: float) -> tuple[float, float]:
+        """(expected, first-decision) seconds of a new trial of ``run``, given a ``full`` one.
+        Expected: ``full`` times the fraction of N the study's ended trials trained, before
+        any ended ASHA's expected length if each rung kept 1/rf of the trials (without ASHA,
+        ``PRIOR_FRACTION``). First decision: what a trial needs to be compared with the
+        others: ASHA's first rung (guided: after its first importance update), without ASHA
+        a full trial."""
+        if self.asha is None:
+            return full * self.cost.trial_fraction(), full
+        clock, grace, rf = self.asha
+        if clock == "seconds":
+            rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
+            prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0
+            return full * self.cost.trial_fraction(prior), min(full, grace)
+        n, p = self.max_epochs, self.updates.get(run, 0)
+        offset = n // (p + 1) - 1 if p else 0          # guided epochs count from the first update
+        rungs = [offset + grace * rf ** k for k in range(64) if offset + grace * rf ** k < n]
+        prior = asha_expected(rungs, rf, n) / n
+        return full * self.cost.trial_fraction(prior), min(full, full * (offset + grace) / n)
+
     def may_start(self, run: str, count: bool = True) -> bool:
         """The gate: may ``run`` start another trial now? (Counted unless ``count`` is False.)"""
         with self._lock:
@@ -271,9 +301,9 @@ class Budget:
             full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
             if full is not None:
                 plan.full_trial_s = full
-                plan.expected_trial_s = full * self.cost.trial_fraction()
+                plan.expected_trial_s, first = self.trial_costs(run, full)
                 ok = (now + plan.expected_trial_s <= plan.deadline
-                      and now + full <= self.search_deadline)
+                      and now + first <= self.search_deadline)
             else:
                 ok = now < plan.deadline
         if plan is not None and count:

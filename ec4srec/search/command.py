@@ -28,8 +28,9 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     """The study's options and whether to resume, from the command line (exits 2 on bad flags)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--dataset", default=D.dataset, help="beauty | sports | clothing | ml-1m | synthetic | PATH")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=D.methods, metavar="METHOD",
-                   help=f"methods to search, of {', '.join(METHODS)}")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None, metavar="METHOD",
+                   help=f"methods to search, of {', '.join(METHODS)} (default: all; with "
+                   "--resume: more methods to add to the study)")
     p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=D.backbones,
                    metavar="BACKBONE", help=f"backbones, of {', '.join(BACKBONES)}")
     p.add_argument("--num-samples", type=int, default=D.num_samples, help="trials per (method, backbone)")
@@ -70,6 +71,10 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--concurrent-runs", type=int, default=D.concurrent_runs,
                    help="(method, backbone) runs sharing the cluster at once (default 1: one "
                    "after another); see docs/search.md")
+    p.add_argument("--staged", action="store_true",
+                   help="stage 1 tunes the base model with the plain method (sasrec); stage 2 "
+                   "each other method's own params and the space's retune keys on stage 1's "
+                   "best (docs/search.md); with --resume: turn a study of sasrec alone into stage 1")
     p.add_argument("--status-every", type=float, help="seconds between progress summaries "
                    "(default 30 on a terminal, 120 in a log)")
     args = vars(p.parse_args(argv))
@@ -94,7 +99,14 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
         except ConfigError as exc:
             p.error(str(exc))
     resume = args.pop("resume")
-    return StudyOptions(**args), resume
+    if args["methods"] is None:
+        args["methods"] = list(D.methods)
+        added = None
+    else:
+        added = list(dict.fromkeys(args["methods"]))
+    opts = StudyOptions(**args)
+    opts.extend = added if resume else None       # --resume --methods / --staged (study.main)
+    return opts, resume
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -102,8 +102,9 @@ class CostModel:
             overhead = max(0.0, (self._median(self.startup, run) or base) - base)
         return epochs * base + updates * self.update_extra_seconds(run) + overhead
 
-    def trial_fraction(self) -> float:
-        return statistics.mean(self.fractions) if self.fractions else PRIOR_FRACTION
+    def trial_fraction(self, prior: float = PRIOR_FRACTION) -> float:
+        """The mean fraction of N the study's ended trials trained; ``prior`` before any ended."""
+        return statistics.mean(self.fractions) if self.fractions else prior
 
     def seed_fraction(self) -> float:
         return statistics.mean(self.full_fractions) if self.full_fractions else 1.0
@@ -131,3 +132,14 @@ class CostModel:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def asha_expected(rungs: list[float], reduction_factor: float, end: float) -> float:
+    """ASHA's expected trial length, in its clock's unit, when each rung keeps ``1 /
+    reduction_factor`` of the trials reaching it and a trial ends at ``end`` at the latest:
+    ``r_0 + sum_k (r_k - r_(k-1)) / rf^k`` over the rungs below ``end``, then ``end``."""
+    points = [r for r in rungs if r < end] + [end]
+    total = points[0]
+    for k in range(1, len(points)):
+        total += (points[k] - points[k - 1]) / reduction_factor ** k
+    return total

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError
+from ..registry import PLAIN
+from ..report import results
 from ..data.sources import DATASETS, SYNTHETIC
 from ..typed import suggest
 from .ranges import dump_ranges, is_packaged_name, load_ranges
-from .space import SearchSpace, narrowing_problem
+from .space import SearchSpace, apply_params, narrowing_problem
 
 STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
 SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
@@ -53,6 +55,8 @@ class StudyOptions:
     time_budget: float | None = None          # seconds of the whole study (budget.py)
     concurrent_runs: int = 1                  # runs that share the cluster at once
     status_every: float | None = None         # seconds between summaries (None: 30 TTY, 120 log)
+    staged: bool = False                      # stage 1: the plain method's base model; stage 2:
+                                              # the other methods on its best (stage_of)
 
     def finalize(self) -> "StudyOptions":
         """Apply --smoke-test and resolve defaults (idempotent)."""
@@ -101,7 +105,18 @@ class StudyOptions:
         return Path(self.dataset).name.split(".")[0] or "data"
 
     def runs(self) -> list[tuple[str, str, str]]:
-        return [(self.dataset_label, m, b) for m in self.methods for b in self.backbones]
+        """The study's (dataset, method, backbone) runs in order; staged: stage 1's first."""
+        runs = [(self.dataset_label, m, b) for m in self.methods for b in self.backbones]
+        if self.staged:
+            runs.sort(key=lambda k: self.stage_of(k[1]) != "base")     # stable
+        return runs
+
+    def stage_of(self, method: str) -> str | None:
+        """None (not staged) | "base" (the plain method: searches the base model) |
+        "methods" (any other: its own params and the retune keys, on stage 1's best)."""
+        if not self.staged:
+            return None
+        return "base" if method == PLAIN else "methods"
 
     def resume_command(self) -> str:
         local = f" --local-dir {self.local_dir}" if "://" in self.storage_path else ""
@@ -169,6 +184,34 @@ def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
 
 
 
+def run_base(opts: StudyOptions, key: tuple[str, str, str]) -> Config:
+    """The config a run's trials start from: :func:`base_config`, and in a staged study's
+    second stage with the best stage-1 trial's params (the plain method's run on the same
+    backbone) applied on top. Raises ConfigError when that run has not finished."""
+    dataset, method, backbone = key
+    base = base_config(opts, method, backbone)
+    if opts.stage_of(method) != "methods":
+        return base
+    stage1 = run_name((dataset, PLAIN, backbone))
+    params = best_params(opts.exp_dir, (dataset, PLAIN, backbone))
+    if params is None:
+        raise ConfigError(f"{run_name(key)}: stage 2 starts from the best trial of {stage1}, "
+                          f"which has {'none' if (opts.exp_dir / 'runs' / f'{stage1}.json').exists() else 'not finished'}")
+    return apply_params(base, params)
+
+
+def best_params(exp: Path, key: tuple[str, str, str]) -> dict | None:
+    """The params of a finished run's best trial (results.best_trial_id's rule), else None."""
+    run = run_name(key)
+    path = exp / "runs" / f"{run}.json"
+    if not path.exists():
+        return None
+    records = json.loads(path.read_text())
+    trials, _ = results.trial_tables({run: (key, records)}, 0)
+    best = results.best_trial_id(trials, run) if len(trials) else None
+    return next((r["params"] for r in records if str(r["trial_id"]) == best), None)
+
+
 def input_error(opts: StudyOptions) -> str | None:
     """What is wrong with a new study's inputs (dataset file, --set keys, search space), checked
     before Ray starts or anything is written; None when they are fine."""
@@ -182,7 +225,11 @@ def input_error(opts: StudyOptions) -> str | None:
         for method in opts.methods:
             for backbone in opts.backbones:
                 base = base_config(opts, method, backbone)
-                SearchSpace(method, backbone, base.train.epochs, ranges).first_update_epochs()
+                SearchSpace(method, backbone, base.train.epochs, ranges,
+                            stage=opts.stage_of(method)).first_update_epochs()
+        if opts.staged and PLAIN not in opts.methods:
+            return (f"--staged: stage 1 tunes the plain method's base model, so --methods must "
+                    f"include {PLAIN}")
     except (ConfigError, OSError, ValueError) as exc:
         return str(exc)
     return None

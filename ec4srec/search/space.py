@@ -3,7 +3,9 @@
 Contracts:
 - The ranges come from a space file (ranges.py: :func:`~ec4srec.search.ranges.load_ranges`).
 - A (method, backbone) run searches ``common`` + ``backbones[backbone]`` + ``methods[method]``
-  (:func:`run_params`), in that order, each param once.
+  (:func:`run_params`), in that order, each param once; in a staged study's second stage
+  (``stage="methods"``: every method but the plain one, on stage 1's best base model) it
+  searches ``methods[method]`` + the ``retune`` keys its backbone reads.
 - ``SearchSpace(method, backbone, max_epochs, ranges, active=None)`` is a picklable object that
   lives in this importable module (OptunaSearch pickles it into the experiment state, so
   ``Tuner.restore`` needs it importable, never defined in ``__main__``). Called with an Optuna
@@ -46,10 +48,17 @@ from .ranges import is_number, load_ranges
 WARMUP_KEY = "warmup_key"       # the Optuna param that picks one of a run's shared warm-ups
 
 
-def run_params(ranges: dict[str, Any], method: str, backbone: str) -> dict[str, dict]:
-    """The specs a (method, backbone) run searches: common, then backbone, then method params."""
-    names = [*ranges.get("common", []), *ranges.get("backbones", {}).get(backbone, []),
-             *ranges.get("methods", {}).get(method, [])]
+def run_params(ranges: dict[str, Any], method: str, backbone: str,
+               stage: str | None = None) -> dict[str, dict]:
+    """The specs a (method, backbone) run searches: common, then backbone, then method params;
+    in a staged study's second stage (``stage="methods"``) the method's params, then the
+    ``retune`` keys among the base model's (common + backbone), everything else fixed."""
+    base = [*ranges.get("common", []), *ranges.get("backbones", {}).get(backbone, [])]
+    own = ranges.get("methods", {}).get(method, [])
+    if stage == "methods":
+        names = [*own, *(k for k in ranges.get("retune", []) if k in base)]
+    else:
+        names = [*base, *own]
     return {k: ranges["params"][k] for k in dict.fromkeys(names)}
 
 
@@ -121,9 +130,11 @@ class SearchSpace:
     """Define-by-run space of one (method, backbone) study; see the module docstring."""
 
     def __init__(self, method: str, backbone: str, max_epochs: int, ranges: dict[str, Any],
-                 active: str | Path | None = None, warmup_configs: list[dict] | None = None):
+                 active: str | Path | None = None, warmup_configs: list[dict] | None = None,
+                 stage: str | None = None):
         self.method, self.backbone, self.max_epochs = method, backbone, max_epochs
-        self.params = run_params(ranges, method, backbone)     # the study's original space
+        self.stage = stage                                       # None | "base" | "methods"
+        self.params = run_params(ranges, method, backbone, stage)   # the study's original space
         self.active = str(active) if active else None
         self._cache: tuple[int, dict] | None = None
         warmup = [k for k in self.params if is_warmup_param(k)]
@@ -170,7 +181,8 @@ class SearchSpace:
         stamp = Path(active).stat().st_mtime_ns
         cache = getattr(self, "_cache", None)
         if cache is None or cache[0] != stamp:
-            cache = (stamp, run_params(load_ranges(active), self.method, self.backbone))
+            cache = (stamp, run_params(load_ranges(active), self.method, self.backbone,
+                                       getattr(self, "stage", None)))
             self._cache = cache
         return cache[1]
 

@@ -36,18 +36,19 @@ from ray import tune
 
 from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, ConfigError, dump_config
-from ..registry import METHODS, is_guided
+from ..registry import METHODS, PLAIN, is_guided
 from ..report import results, tables
 from . import compat, durable
 from .budget import Budget, hms
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401
-                      input_error, narrow_space, read_manifest, run_name, write_manifest)
+                      input_error, narrow_space, read_manifest, run_base, run_name,
+                      write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
 from .summary import cost_report, print_summary
 from .trainable import retrain_seed
-from .tuner import cluster_slots, connect, make_tuner
+from .tuner import asha_grace, cluster_slots, connect, make_tuner
 
 
 class Interrupted(Exception):
@@ -123,7 +124,7 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
     return records
 
 
-def run_concurrently(opts: StudyOptions, ranges, budget: Budget | None = None) -> dict:
+def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | None = None) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
     ASHA brackets) in a thread of this driver, sharing the cluster's slots: when one run's ASHA
     tail leaves slots idle, another run's trials take them. Runs start in ``opts.runs()`` order
@@ -131,7 +132,7 @@ def run_concurrently(opts: StudyOptions, ranges, budget: Budget | None = None) -
     driver (Interrupted, exit 130) and ``--resume`` restores each unfinished run from its last
     experiment snapshot, as after a killed driver."""
     compat.serialise_ray_registry()
-    keys = list(opts.runs())
+    keys = list(keys)
     done: dict[str, tuple] = {}
     failures: list[BaseException] = []
     lock = threading.Lock()
@@ -215,9 +216,12 @@ def make_budget(opts: StudyOptions, started: float) -> Budget:
     updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if is_guided(k[1]) else 0
                for k in opts.runs()}
     weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
+    asha = ((opts.asha_clock, asha_grace(opts, opts.max_epochs), opts.reduction_factor)
+            if opts.scheduler == "asha" else None)
     return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
                   opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
-                  concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights)
+                  concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
+                  asha=asha)
 
 
 def run(opts: StudyOptions) -> dict:
@@ -247,12 +251,21 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     if budget.total_s is not None:
         print(f"[budget] {hms(budget.total_s)} for the study ({hms(budget.used_before)} used "
               f"before), {budget.slots} trial slots", flush=True)
-    if opts.concurrent_runs > 1 and len(opts.runs()) > 1:
-        all_records = run_concurrently(opts, ranges, budget)
-    else:
-        for key in opts.runs():
-            print(f"[search] === {run_name(key)} ===", flush=True)
-            all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget))
+    # a staged study runs stage 1 (the plain method) to the end before stage 2 starts from it
+    keys = opts.runs()
+    groups = ([[k for k in keys if opts.stage_of(k[1]) == "base"],
+               [k for k in keys if opts.stage_of(k[1]) == "methods"]] if opts.staged else [keys])
+    for stage, group in enumerate(g for g in groups if g):
+        if opts.staged:
+            print(f"[search] --- stage {stage + 1}: "
+                  f"{'the base model' if stage == 0 else 'every method on the tuned base'} ---",
+                  flush=True)
+        if opts.concurrent_runs > 1 and len(group) > 1:
+            all_records.update(run_concurrently(opts, group, ranges, budget))
+        else:
+            for key in group:
+                print(f"[search] === {run_name(key)} ===", flush=True)
+                all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget))
     trials, epochs = results.write_trial_tables(exp, all_records, opts.max_epochs)
     best = {}
     for name, (key, records) in all_records.items():
@@ -260,7 +273,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         if best_id is None:
             continue
         params = next(r["params"] for r in records if str(r["trial_id"]) == best_id)
-        config = apply_params(base_config(opts, key[1], key[2]), params)
+        config = apply_params(run_base(opts, key), params)
         config.train.progress, config.train.tensorboard = "auto", True
         best[name] = config
         atomic_write_text(exp / "best" / f"{name}.yaml", dump_config(config))
@@ -282,6 +295,27 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     atomic_write_json(exp / "summary.json", summary)   # of this (possibly resumed) driver run
     return summary
 
+
+
+def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:
+    """``--resume --methods M...`` adds the methods the study lacks (new runs, after its own);
+    ``--resume --staged`` makes a study whose finished runs are all the plain method's the
+    first stage of a staged study. Raises ConfigError where that cannot hold."""
+    added = [m for m in methods or [] if m not in saved["methods"]]
+    saved["methods"] = [*saved["methods"], *added]
+    if added:
+        print(f"[search] adding {', '.join(added)} to the study", flush=True)
+    if not staged or saved.get("staged"):
+        return
+    if PLAIN not in saved["methods"]:
+        raise ConfigError(f"--staged: the study has no {PLAIN} run to be its stage 1")
+    probe = StudyOptions(**saved).finalize()
+    plain = {run_name(k) for k in probe.runs() if k[1] == PLAIN}
+    done = {p.stem for p in (probe.exp_dir / "runs").glob("*.json")}
+    if done - plain:
+        raise ConfigError(f"--staged: {', '.join(sorted(done - plain))} finished outside a "
+                          "staged study (on the untuned base); start a new study instead")
+    saved["staged"] = True
 
 
 def main(opts: StudyOptions, resume: bool = False) -> int:
@@ -306,6 +340,7 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
                 saved["status_every"] = opts.status_every
             if new_budget is not None:       # a resumed study may get a new total budget
                 saved["time_budget"] = new_budget
+            extend(saved, getattr(opts, "extend", None), opts.staged)
             opts = StudyOptions(**saved)
             if new_space is not None:
                 narrow_space(opts, new_space, version)

@@ -26,7 +26,7 @@ from ..registry import is_guided, warmup_baselines
 from . import compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
-from .options import SPACE_FILE, StudyOptions, base_config, run_name
+from .options import SPACE_FILE, StudyOptions, run_base, run_name
 from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
@@ -165,10 +165,11 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     study's, given to the run's searcher, stopper and watcher (None: no budget)."""
     _, method, backbone = key
     name = run_name(key)
-    base = base_config(opts, method, backbone)
+    base = run_base(opts, key)
     n_epochs = base.train.epochs
     space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE,
-                        warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0))
+                        warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0),
+                        stage=opts.stage_of(method))
     num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
     study = trial_constants(opts, base, space, asha_grace(opts, n_epochs))
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}

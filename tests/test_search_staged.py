@@ -1,0 +1,178 @@
+"""The staged study (stage 1: the plain method's base model; stage 2: every other method's own
+params and the retune keys on stage 1's best) and ASHA's seconds clock."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ec4srec.config import ConfigError
+from ec4srec.search.command import parse
+from ec4srec.search.options import StudyOptions, base_config, best_params, input_error, run_base
+from ec4srec.search.ranges import dump_ranges, load_ranges, parse_ranges
+from ec4srec.search.space import SearchSpace, run_params
+from ec4srec.search.study import extend
+from ec4srec.search.tuner import make_scheduler, trial_constants
+from test_tuning_driver import ray_local  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+RANGES = {"params": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                     "model.hidden_size": {"choices": [16, 32]},
+                     "model.dropout": {"low": 0.0, "high": 0.5, "step": 0.1},
+                     "model.gru_dropout": {"low": 0.0, "high": 0.5, "step": 0.1},
+                     "method.tau": {"low": 0.1, "high": 1.0, "log": True}},
+          "common": ["train.lr", "model.hidden_size"],
+          "backbones": {"sasrec": ["model.dropout"], "gru4rec": ["model.gru_dropout"]},
+          "methods": {"cl4srec": ["method.tau"]},
+          "retune": ["train.lr", "model.dropout", "model.gru_dropout"]}
+
+
+@pytest.mark.parametrize("backbone, dropout", [("sasrec", "model.dropout"),
+                                               ("gru4rec", "model.gru_dropout")])
+def test_stage_two_searches_the_methods_params_and_the_retune_keys_its_backbone_reads(backbone, dropout):
+    # unstaged and stage 1: the base model's keys, then the method's
+    assert list(run_params(RANGES, "cl4srec", backbone)) == ["train.lr", "model.hidden_size",
+                                                             dropout, "method.tau"]
+    assert list(run_params(RANGES, "sasrec", backbone, "base")) == ["train.lr", "model.hidden_size",
+                                                                    dropout]
+    # stage 2: the method's own params and the retune keys of this backbone; hidden size fixed
+    assert list(run_params(RANGES, "cl4srec", backbone, "methods")) == ["method.tau", "train.lr",
+                                                                        dropout]
+
+
+def test_retune_must_name_defined_params_and_round_trips():
+    with pytest.raises(ConfigError, match="retune lists undefined params"):
+        parse_ranges({**RANGES, "retune": ["train.weight_decay"]}, "space.yaml")
+    ranges = parse_ranges(RANGES, "space.yaml")
+    # a written space reads back the same; a space without retune is written without the key
+    import yaml
+    assert parse_ranges(yaml.safe_load(dump_ranges(ranges)), "x") == ranges
+    assert "retune" not in dump_ranges({**ranges, "retune": []})
+
+
+def test_the_default_space_retunes_learning_rate_and_dropouts_only():
+    ranges = load_ranges()
+    keys = set(run_params(ranges, "duorec", "sasrec", "methods"))
+    # DuoRec's own params plus the learning rate and SASRec's three dropouts; no size, no loss
+    assert keys == {"method.similarity", "method.tau", "method.lambda_sl", "train.lr",
+                    "model.dropout", "model.attn_dropout", "model.item_dropout"}
+
+
+def test_staged_runs_put_stage_one_first_and_need_the_plain_method(tmp_path):
+    opts = StudyOptions(dataset="synthetic", methods=["cl4srec", "sasrec"],
+                        backbones=["sasrec", "gru4rec"], staged=True,
+                        storage_path=str(tmp_path)).finalize()
+    # every backbone's plain run comes before any stage-2 run; order otherwise kept
+    assert [k[1:] for k in opts.runs()] == [("sasrec", "sasrec"), ("sasrec", "gru4rec"),
+                                            ("cl4srec", "sasrec"), ("cl4srec", "gru4rec")]
+    assert [opts.stage_of(m) for m in ("sasrec", "cl4srec")] == ["base", "methods"]
+    no_plain = StudyOptions(dataset="synthetic", methods=["cl4srec"], staged=True,
+                            storage_path=str(tmp_path)).finalize()
+    # a staged study without the plain method has no stage 1: refused before anything starts
+    assert "must include sasrec" in input_error(no_plain)
+
+
+def write_run(exp: Path, run: str, trials: list[tuple[str, dict, float]]) -> None:
+    records = [{"trial_id": tid, "params": params, "error": None, "path": f"{run}/trial_{tid}",
+                "history": [{"epoch": 1, "valid/ndcg@10": score / 2},
+                            {"epoch": 2, "valid/ndcg@10": score}]} for tid, params, score in trials]
+    (exp / "runs").mkdir(parents=True, exist_ok=True)
+    (exp / "runs" / f"{run}.json").write_text(json.dumps(records))
+
+
+def test_stage_two_starts_from_stage_ones_best_trial(tmp_path):
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec", "cl4srec"], staged=True,
+                        storage_path=str(tmp_path), name="s").finalize()
+    key = ("synthetic", "cl4srec", "sasrec")
+    # before stage 1 has finished, stage 2 has no base: one clear error
+    with pytest.raises(ConfigError, match="not finished"):
+        run_base(opts, key)
+    write_run(opts.exp_dir, "synthetic-sasrec-sasrec",
+              [("a", {"train.lr": 0.002, "model.hidden_size": 32}, 0.30),
+               ("b", {"train.lr": 0.005, "model.hidden_size": 16}, 0.40),
+               ("c", {"train.lr": 0.009, "model.hidden_size": 32}, 0.35)])
+    # the best trial by validation NDCG@10 (b) is stage 2's base; the method keeps its own name
+    assert best_params(opts.exp_dir, ("synthetic", "sasrec", "sasrec"))["train.lr"] == 0.005
+    base = run_base(opts, key)
+    assert (base.train.lr, base.model.hidden_size, base.method.name) == (0.005, 16, "cl4srec")
+    # stage 1 itself and an unstaged study start from the flags' base config
+    assert run_base(opts, ("synthetic", "sasrec", "sasrec")) == base_config(opts, "sasrec", "sasrec")
+    opts.staged = False
+    assert run_base(opts, key) == base_config(opts, "cl4srec", "sasrec")
+
+
+def test_resume_extends_a_plain_study_into_a_staged_one(tmp_path):
+    saved = {**StudyOptions(dataset="synthetic", methods=["sasrec"], storage_path=str(tmp_path),
+                            name="s").finalize().__dict__}
+    extend(saved, ["sasrec", "cl4srec", "duorec"], staged=True)
+    # the new methods follow the study's own, and the study becomes staged
+    assert saved["methods"] == ["sasrec", "cl4srec", "duorec"] and saved["staged"]
+    other = {**saved, "methods": ["sasrec", "cl4srec"], "staged": False}
+    write_run(tmp_path / "s", "synthetic-cl4srec-sasrec", [("a", {}, 0.1)])
+    # a method that finished on the untuned base cannot become stage 2
+    with pytest.raises(ConfigError, match="synthetic-cl4srec-sasrec finished outside"):
+        extend(other, None, staged=True)
+
+
+def test_resume_flags_methods_only_when_given():
+    opts, resume = parse(["--resume", "--methods", "cl4srec", "--staged"])
+    # --methods with --resume names methods to add; without it nothing is added
+    assert resume and opts.extend == ["cl4srec"] and opts.staged
+    opts, _ = parse(["--resume"])
+    assert opts.extend is None
+
+
+@pytest.mark.parametrize("clock", ["epochs", "seconds"])
+def test_asha_clock(clock, tmp_path):
+    opts = StudyOptions(dataset="synthetic", asha_clock=clock, storage_path=str(tmp_path)).finalize()
+    scheduler = make_scheduler(opts, n_epochs=100)
+    assert isinstance(scheduler, ASHAScheduler)
+    # seconds: rungs at 300 s of train_seconds (3x apart); epochs: guided epochs from 10
+    expected = ("train_seconds", 300) if clock == "seconds" else ("guided_epoch", 10)
+    assert (scheduler._time_attr, scheduler._brackets[0]._rungs[-1][0]) == expected
+    base = base_config(opts, "sasrec", "sasrec")
+    space = SearchSpace("sasrec", "sasrec", 100, load_ranges())
+    study = trial_constants(opts, base, space, grace=10)
+    # trials checkpoint at the epoch rungs only on the epoch clock
+    assert study["decision_epochs"] == ([] if clock == "seconds" else [10, 30, 90])
+    opts.scheduler = "fifo"
+    assert isinstance(make_scheduler(opts, 100), FIFOScheduler)
+
+
+@pytest.mark.slow
+def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.01, log: true}\n"
+                     "  model.dropout: {choices: [0.1, 0.3]}\n"
+                     "  model.num_layers: {choices: [1, 2]}\n"
+                     "  method.lambda_cl: {low: 0.01, high: 0.5, log: true}\n"
+                     "common: [train.lr]\nbackbones:\n  sasrec: [model.dropout, model.num_layers]\n"
+                     "methods:\n  cl4srec: [method.lambda_cl]\nretune: [train.lr]\n")
+    address = ray_local.get_runtime_context().gcs_address
+    done = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test",
+                           "--staged", "--methods", "cl4srec", "sasrec", "--search-space",
+                           str(space), "--num-samples", "3", "--max-epochs", "2", "--seeds", "0",
+                           "--storage-path", str(tmp_path), "--name", "s", "--address", address],
+                          capture_output=True, text=True, timeout=400)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    # stage 1 ran first and to its end
+    assert out.index("stage 1") < out.index("=== synthetic-sasrec-sasrec") < out.index("stage 2")
+    exp = tmp_path / "s"
+    best = best_params(exp, ("synthetic", "sasrec", "sasrec"))
+    cl = json.loads((exp / "runs" / "synthetic-cl4srec-sasrec.json").read_text())
+    for record in cl:
+        # stage 2 searches lambda and the learning rate, nothing of stage 1's other keys
+        assert set(record["params"]) == {"method.lambda_cl", "train.lr"}
+    import yaml
+    config = yaml.safe_load((exp / "best" / "synthetic-cl4srec-sasrec.yaml").read_text())
+    # its best config carries stage 1's best dropout and layers
+    assert config["model"]["dropout"] == best["model.dropout"]
+    assert config["model"]["num_layers"] == best["model.num_layers"]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(exp / "optuna.journal")))
+    assert {s.study_name for s in storage.get_all_studies()} == {"synthetic-sasrec-sasrec",
+                                                               "synthetic-cl4srec-sasrec"}
