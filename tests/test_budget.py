@@ -263,3 +263,42 @@ def test_utilisation_integrates_busy_slots_capped_at_the_slot_count(tmp_path):
     b.busy = [(0.0, 10.0)]
     # one slot of two busy: half
     assert b.utilisation() == pytest.approx(0.5)
+
+
+def test_asha_expected_length_by_hand():
+    from ec4srec.search.cost import asha_expected
+    # rungs 10, 30, 90 (rf 3) up to 200: 10 + 20/3 + 60/9 + 110/27
+    assert asha_expected([10, 30, 90], 3, 200) == pytest.approx(10 + 20 / 3 + 60 / 9 + 110 / 27)
+    # a trial shorter than the first rung is never cut
+    assert asha_expected([10, 30], 3, 6) == 6
+
+
+@pytest.mark.parametrize("clock_name", ["epochs", "seconds"])
+def test_under_asha_the_gate_asks_for_the_first_rung_not_a_full_trial(tmp_path, clock_name):
+    clock = Clock()
+    grace = 2 if clock_name == "epochs" else 100
+    b = Budget(tmp_path, 1000.0, ["r1"], {"r1": 0}, max_epochs=10, num_samples=20, slots=1,
+               seeds=0, clock=clock, asha=(clock_name, grace, 3.0))
+    b.begin_run("r1")
+    reports(b.cost, "r1", "t", [50.0] * 5)                 # a full trial = 10 x 50 = 500 s
+    expected, first = b.trial_costs("r1", 500.0)
+    # nothing ended yet: ASHA's expected length (2, 6 epochs / 100, 300 s rungs), first rung
+    if clock_name == "epochs":
+        assert (expected, first) == (pytest.approx(50 * (2 + 4 / 3 + 4 / 9)), 100.0)
+    else:
+        assert (expected, first) == (pytest.approx(100 + 200 / 3 + 200 / 9), 100.0)
+    clock.t += 1000 - 50 - 250                             # 250 s to the search deadline
+    # a full trial (500 s) no longer fits, but the expected one and the first rung do
+    assert b.may_start("r1")
+    clock.t += 200
+    # 50 s left: not even the first rung fits
+    assert not b.may_start("r1")
+
+
+def test_the_seed_reserve_never_takes_more_than_half_the_budget(tmp_path):
+    clock = Clock()
+    b = make(tmp_path, clock, total=1000.0, runs=("r1",), seeds=3, slots=1)
+    b.begin_run("r1")
+    reports(b.cost, "r1", "t", [100.0] * 3)                 # a full trial: 1000 s, 3 waves
+    # 3 x 1000 s of seeds would leave the search nothing: the reserve stops at half
+    assert b.seed_reserve() == pytest.approx(500.0)

@@ -274,3 +274,28 @@ def test_a_trial_that_ended_after_the_last_snapshot_is_not_retrained_on_resume(r
     # the study's tables: two trials of 3 epochs, both completed, none twice
     assert len(trials) == 2 and trials["trial_id"].is_unique
     assert (trials["state"] == "completed").all() and (trials["epochs"] == 3).all()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_seed_phase_stops_the_study_at_once_and_resume_finishes_it(ray_local, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {choices: [0.001, 0.002]}\nmethods:\n  sasrec: [train.lr]\n")
+    address = ray_local.get_runtime_context().gcs_address
+    common = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
+    cmd = [sys.executable, *SLOW_SEARCH, "--smoke-test", "--methods", "sasrec",
+           "--search-space", str(space), "--num-samples", "2", "--max-epochs", "2",
+           "--seeds", "2", "--scheduler", "fifo", *common]
+    log_path = tmp_path / "first.log"
+    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    rc = interrupt_when(lambda: "seed re-run(s)" in log_path.read_text(), proc, timeout=180)
+    text = log_path.read_text()
+    # the first Ctrl-C ends the seed phase (Tune's leftover handler used to swallow it)
+    assert rc == 130, text[-3000:]
+    assert "--resume" in text and not (tmp_path / "s" / "seeds.csv").exists()
+    resumed = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--resume", *common],
+                             capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    # the resumed driver re-runs no trial and finishes both seeds
+    seeds = pd.read_csv(tmp_path / "s" / "seeds.csv")
+    assert len(seeds) == 2 and len(pd.read_csv(tmp_path / "s" / "trials.csv")) == 2

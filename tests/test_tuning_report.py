@@ -164,3 +164,26 @@ def test_warm_start_savings_prices_skipped_epochs_at_the_runs_warmup_epoch_time(
     assert (saved["skipped"], saved["epochs"]) == (2, 14)
     assert saved["seconds_saved"] == 24.0 and saved["train_seconds"] == 206.0
     assert saved["percent_seconds"] == pytest.approx(100 * 24 / 230)
+
+
+def test_anytime_curve_is_the_running_best_in_report_order_and_says_when_it_flattened(tmp_path):
+    import pandas as pd
+    from ec4srec.report.anytime import anytime_summary, anytime_table, write_anytime
+    epochs = pd.DataFrame({
+        "run": ["r"] * 5, "trial_id": ["a", "a", "b", "b", "b"], "epoch": [1, 2, 1, 2, 3],
+        # b's first epoch was reported between a's two epochs
+        "timestamp": [10, 30, 20, 40, 50], "seconds": [1.0, 1.0, 2.0, 2.0, 2.0],
+        "valid/ndcg@10": [0.10, 0.20, 0.15, 0.30, 0.301]})
+    curve, order = anytime_table(epochs)
+    # reported order a1, b1, a2, b2, b3: the running maximum of validation NDCG@10
+    assert order == "timestamp"
+    assert curve["best_valid"].tolist() == [0.10, 0.15, 0.20, 0.30, 0.301]
+    assert curve["seconds"].tolist() == [1.0, 3.0, 4.0, 6.0, 8.0]
+    summary = anytime_summary(curve).iloc[0]
+    # 0.30 is within 1 % of the final 0.301: reached at trial-epoch 4 of 5
+    assert (summary.within_1pct_at, summary.within_1pct_share) == (4, 0.8)
+    # without timestamps the table's row order is used, and the output says so
+    _, order = anytime_table(epochs.drop(columns="timestamp"))
+    assert order == "row order"
+    assert write_anytime(epochs, tmp_path).exists() and "| r | 0.3010 | 5 | 4 | 80% |" in \
+        (tmp_path / "anytime.md").read_text()

@@ -133,7 +133,8 @@ def trial_tables(runs: dict, max_epochs: int, exp: Path | None = None) -> tuple[
                                    "guided_epoch": r.get("guided_epoch"),
                                    **{k: v for k, v in r.items()
                                       if k.startswith(("valid/", "train/"))},
-                                   "seconds": r.get("time_this_iter_s"), "node_ip": r.get("node_ip")})
+                                   "seconds": r.get("time_this_iter_s"), "node_ip": r.get("node_ip"),
+                                   "timestamp": r.get("timestamp")})
     return pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
 
 

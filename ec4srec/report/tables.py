@@ -11,7 +11,8 @@ Contracts:
 - ``comparisons.{md,csv}``: every guided method against every baseline of its group (mean
   difference over common seeds, paired t, p).
 - Each table is written as Markdown, LaTeX and tidy CSV; figures (mu_e, p, explainer
-  sensitivity from the trial table) as PNG.
+  sensitivity from the trial table) as PNG; the anytime curve from the epoch table
+  (anytime.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import GUIDED, LABELS, METHOD_NAMES as METHODS
+from .anytime import write_anytime
 from .results import METRICS, UNSEEN_METRICS, read_table
 from .run_figures import pyplot
 
@@ -251,9 +253,10 @@ def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str
     """Write Table 3 (and Table 4 when there are several backbones) and figures; returns out."""
     exp = Path(exp)
     out = Path(out) if out else exp / "report"
-    # both tables are read (and checked: results.TableError) before anything is written
+    # the tables are read (and checked: results.TableError) before anything is written
     seeds = read_table(exp / "seeds.csv") if (exp / "seeds.csv").exists() else pd.DataFrame()
     trials = read_table(exp / "trials.csv") if (exp / "trials.csv").exists() else None
+    epochs = read_table(exp / "epochs.csv") if (exp / "epochs.csv").exists() else None
     out.mkdir(parents=True, exist_ok=True)
     if len(seeds):
         backbones = sorted(seeds["backbone"].unique())
@@ -272,4 +275,6 @@ def render(exp: str | Path, out: str | Path | None = None, primary_backbone: str
                             "table4_unseen")
     if trials is not None:
         sensitivity_figures(trials, out)
+    if epochs is not None and len(epochs):
+        write_anytime(epochs, out)
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import threading
 from pathlib import Path
 
@@ -176,3 +177,18 @@ class ProgressCsvLogger(OneLinePerEpochMixin, KeepLocalLogMixin, CSVLoggerCallba
 
     def _open(self, trial) -> None:
         self._setup_trial(trial)
+
+
+# ------------------------------------------------------------------ signals
+def tune_fit(tuner):
+    """``tuner.fit()``, then the SIGINT handler that was there before. Tune installs its own
+    handler for the experiment and puts the old one back only when a SIGINT arrives
+    (``ray.tune.tune._setup_signal_catching``): after a normal fit the next Ctrl-C (in the seed
+    phase, say) would only set an event nobody reads."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return tuner.fit()
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)

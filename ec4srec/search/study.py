@@ -16,6 +16,8 @@ non-Ray files go to ``--local-dir``):
   optuna.journal            the Optuna studies (``optuna-dashboard exp/optuna.journal``)
   warmup/                   shared warm-up checkpoints (warmcache.py)
   runs/<run>.json           finished runs' trial records (written once a run is complete)
+  trials/<run>/<id>.json    every ended trial's record, as it ends (durable.py: what a study
+                            resumes from when its Ray folders are lost)
   trials.csv|parquet, epochs.csv|parquet, best/<run>.yaml, seeds/<run>/seed_<s>.json, seeds.csv
   report/                   paper-style tables and figures (ec4srec/report/tables.py)
 
@@ -101,7 +103,8 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
         budget.skip_run(run_name(key))
         return []
     tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None, budget)
-    grid = tuner.fit() if num > 0 else []      # 0: every planned trial ended under a lost driver
+    # 0 trials: every planned trial ended under a lost driver (durable.py)
+    grid = compat.tune_fit(tuner) if num > 0 else []
     deadline_passed = budget is not None and budget.search_over()
     closed = deadline_passed or (plan is not None and plan.closed_by == "budget")
     # After SIGINT, interrupted trials may look TERMINATED: a trial counts as finished when it
@@ -201,6 +204,9 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
                 slots[slot] = end
             pending[task.remote(config.to_dict(), seed)] = (name, seed, out)
     total = len(pending)
+    if total:
+        print(f"[seeds] {total} seed re-run(s) of {len(best)} best config(s) started; each "
+              f"trains to early stopping and is tested once", flush=True)
     while pending:
         [ref], _ = ray.wait(list(pending))
         name, seed, out = pending.pop(ref)
