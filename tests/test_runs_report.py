@@ -286,3 +286,34 @@ def test_unseen_protocol_reported_only_when_runs_have_it(tmp_path):
     ec4 = table[(table["method"] == "ec4srec") & (table["metric"] == "ndcg@10_unseen")]
     assert ec4["mean"].iloc[0] == pytest.approx(0.060)
     assert (out / "comparisons_unseen.md").exists()
+
+
+def fake_study(folder: Path, method: str, seeds: dict[int, float]) -> Path:
+    """A search study folder: study.json, the run's best config and its seed re-run records."""
+    run = f"beauty-{method}-sasrec"
+    (folder / "best").mkdir(parents=True)
+    (folder / "study.json").write_text("{}")
+    (folder / "best" / f"{run}.yaml").write_text(yaml.safe_dump({"train": {"seed": 2020},
+                                                                "method": {"name": method}}))
+    for seed, ndcg10 in seeds.items():
+        record = {"method": method, "backbone": "sasrec", "dataset": "beauty", "best_epoch": 5,
+                  "epochs_run": 20, "stopped_early": True, "epoch_budget": 200, "seed": seed,
+                  "test": {m: ndcg10 for m in METRICS}, "wall_time_s": 60.0, "update_epochs": []}
+        path = folder / "seeds" / run / f"seed_{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    return folder
+
+
+def test_a_study_folder_gives_its_seed_reruns_as_a_setting_beside_single_runs(tmp_path):
+    study = fake_study(tmp_path / "search", "sasrec", {2020: 0.05, 2021: 0.06})
+    df = runs_table({"tuned": [study], "defaults": [fake_run(tmp_path / "d", "sasrec", 2020, 0.04)]})
+    tuned = df[df["setting"] == "tuned"].sort_values("seed")
+    # each seed re-run of the study is one row, its seed from the record, its metrics as tested
+    assert tuned["seed"].tolist() == [2020, 2021]
+    assert tuned["test/ndcg@10"].tolist() == [0.05, 0.06]
+    assert (tuned["converged"]).all() and set(df["setting"]) == {"tuned", "defaults"}
+    (study / "best" / "beauty-sasrec-sasrec.yaml").unlink()
+    # a seed record without its best config is one error naming the missing file
+    with pytest.raises(TableError, match="beauty-sasrec-sasrec.yaml: missing"):
+        runs_table({"tuned": [study]})

@@ -14,7 +14,8 @@ is exported as it stands, and `tune/search.py --resume --storage-path PARENT --n
 continues it from that copy on any machine.
 
 With --runs LABEL DIR... (repeatable: one setting each) it reads finished `ec4srec train`
-folders instead (metrics.json, config.yaml, history.csv) and writes table3.{md,tex,csv} with
+folders instead (metrics.json, config.yaml, history.csv), or a search study's folder (its seed
+re-runs, e.g. `--runs tuned results/beauty-search/study --runs defaults results/beauty-ours/ours-*`) and writes table3.{md,tex,csv} with
 one column group per setting and the paper's published numbers beside them (--no-paper to
 leave them out), runs.md/runs.csv (one line per run: epochs, converged or cut, wall time) and
 curves.png (validation NDCG@10 per epoch of every run) and curves_by_method.png (a panel

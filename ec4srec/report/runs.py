@@ -7,6 +7,8 @@ Contracts:
   is a run that has not finished and is an error, never a silent row.
 - Its validation curve comes from ``history.csv`` or, for runs of older code that did not write
   one, from the loop history inside ``checkpoint.pt``; a run with neither has no curve.
+- A folder holding ``study.json`` is a search study (``tune/search.py``): its seed re-runs,
+  each with its run's best config, are its runs (:func:`read_study`).
 - :func:`runs_table` gives one row per run in the layout of a study's ``seeds.csv`` plus
   ``setting`` (the label the runs were given), ``best_epoch``, ``epochs_run``, ``converged``
   (stopped early, or ran its whole epoch budget) and ``wall_time_s``, so the study's Table 3
@@ -78,6 +80,31 @@ def read_run(path: str | Path, setting: str) -> dict:
                          f"`ec4srec train --output {path} --resume`)")
     record = _parse(metrics_file, json.loads)
     config = _parse(config_file, yaml.safe_load) if config_file.exists() else {}
+    return run_row(record, config, setting, path, metrics_file, config_file)
+
+
+def read_study(path: Path, setting: str) -> list[dict]:
+    """A search study's seed re-runs (``seeds/<run>/seed_<s>.json``, each with its run's
+    ``best/<run>.yaml``) as rows like :func:`read_run`'s; raises TableError naming the file."""
+    files = sorted(path.glob("seeds/*/seed_*.json"))
+    if not files:
+        raise TableError(f"{path}: a study without seed re-runs (seeds/<run>/seed_<s>.json)")
+    rows = []
+    for file in files:
+        best = path / "best" / f"{file.parent.name}.yaml"
+        if not best.exists():
+            raise TableError(f"{best}: missing (the best config of the seed re-run {file})")
+        record = _parse(file, json.loads)
+        config = _parse(best, yaml.safe_load)
+        if isinstance(record, dict) and isinstance(config, dict) and isinstance(config.get("train"), dict):
+            config = {**config, "train": {**config["train"], "seed": record.get("seed")}}
+        row = run_row(record, config, setting, file.parent, file, best)
+        rows.append({**row, "run": f"{file.parent.name}/{file.stem}", "path": str(file)})
+    return rows
+
+
+def run_row(record, config, setting: str, path: Path, metrics_file: Path, config_file: Path) -> dict:
+    """One run's metrics record and config as a flat row; raises TableError naming the file."""
     if not isinstance(record, dict):
         raise TableError(f"{metrics_file}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in ("method", "dataset", "backbone") if not isinstance(record.get(k), str)]
@@ -121,7 +148,10 @@ def runs_table(groups: dict[str, list[str | Path]]) -> pd.DataFrame:
     """Rows of all runs, ``groups`` mapping a setting label to its run folders."""
     if PUBLISHED in groups:
         raise TableError(f"the setting label {PUBLISHED!r} is reserved for the paper's numbers")
-    rows = [read_run(p, label) for label, paths in groups.items() for p in paths]
+    rows = []
+    for label, paths in groups.items():
+        for p in map(Path, paths):      # a search study's folder: its seed re-runs
+            rows += read_study(p, label) if (p / "study.json").exists() else [read_run(p, label)]
     if not rows:
         raise TableError("no run folders given")
     df = pd.DataFrame(rows)
