@@ -126,3 +126,12 @@ def test_a_study_resumes_from_its_durable_state_alone(ray_local, tmp_path):
     failed = [t.params for t in study.trials if t.state.name == "FAIL"]
     completed = [t.params for t in study.trials if t.state.name == "COMPLETE"]
     assert all(p in completed for p in failed)
+
+
+def test_a_record_keeps_one_row_per_epoch_without_rays_bookkeeping(tmp_path):
+    rows = [{"epoch": 1, OBJECTIVE: 0.1, "config": {"train.lr": 0.1}, "pid": 7},
+            {"epoch": 2, OBJECTIVE: 0.2}, {"epoch": 2, OBJECTIVE: 0.25}]     # epoch 2 re-reported
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"epo')
+    history = durable.read_history(tmp_path)
+    # the last report of an epoch wins, a torn last line is skipped, config and pid are dropped
+    assert history == [{"epoch": 1, OBJECTIVE: 0.1}, {"epoch": 2, OBJECTIVE: 0.25}]

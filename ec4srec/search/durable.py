@@ -51,8 +51,14 @@ def merge_records(new: list[dict], recorded: list[dict]) -> list[dict]:
     return [*(r for r in recorded if str(r["trial_id"]) not in have), *new]
 
 
+# Ray's bookkeeping fields a record does not keep (the params are the record's own field)
+NOT_RECORDED = ("config", "date", "hostname", "pid", "checkpoint_dir_name", "should_checkpoint",
+                "time_since_restore", "iterations_since_restore")
+
+
 def read_history(trial_dir: Path) -> list[dict]:
-    """A trial folder's result.json rows, one per epoch (the last report of an epoch wins)."""
+    """A trial folder's result.json rows, one per epoch (the last report of an epoch wins),
+    without the fields of :data:`NOT_RECORDED`."""
     path = trial_dir / "result.json"
     by_epoch: dict[int, dict] = {}
     if path.exists():
@@ -62,7 +68,7 @@ def read_history(trial_dir: Path) -> list[dict]:
             except ValueError:
                 continue                      # a torn last line of a killed driver
             if "epoch" in row:
-                by_epoch[int(row["epoch"])] = row
+                by_epoch[int(row["epoch"])] = {k: v for k, v in row.items() if k not in NOT_RECORDED}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
