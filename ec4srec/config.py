@@ -75,6 +75,7 @@ class ModelConfig:
     fast_dropout: bool = True        # bank-window dropout masks (models/base.py)
     # GRU4Rec
     gru_hidden_size: int = 128
+    gru_layers: int = 1              # stacked GRU layers (RecBole's num_layers; 1 = the paper's)
     gru_dropout: float = 0.3
     # Caser
     caser_window: int = 5            # L: the last L items form Caser's "image"
@@ -92,7 +93,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check(self.backbone in BACKBONES, "model.backbone", f"must be one of {BACKBONES}")
-        for key in ("hidden_size", "num_layers", "num_heads", "inner_size", "gru_hidden_size"):
+        for key in ("hidden_size", "num_layers", "num_heads", "inner_size", "gru_hidden_size",
+                    "gru_layers"):
             _check(1 <= getattr(self, key) <= MAX_INT, f"model.{key}", f"must be in [1, {MAX_INT}]")
         _check(self.hidden_size % self.num_heads == 0, "model.num_heads",
                "must divide model.hidden_size")

@@ -13,10 +13,11 @@ NUM_ITEMS, MAX_LEN, D = 40, 12, 16
 BACKBONES = ["sasrec", "gru4rec", "caser"]
 
 
-def make(backbone: str, layers: int = 2, dropout: float = 0.5):
+def make(backbone: str, layers: int = 2, dropout: float = 0.5, gru_layers: int = 1):
     torch.manual_seed(0)
     cfg = ModelConfig(backbone=backbone, hidden_size=D, num_layers=layers, num_heads=2,
-                      inner_size=32, gru_hidden_size=24, caser_window=3, caser_nv=2, caser_nh=2,
+                      inner_size=32, gru_hidden_size=24, gru_layers=gru_layers, caser_window=3,
+                      caser_nv=2, caser_nh=2,
                       dropout=dropout, attn_dropout=dropout, gru_dropout=dropout,
                       caser_dropout=dropout)
     return build_model(cfg, NUM_ITEMS, MAX_LEN)
@@ -76,9 +77,9 @@ def test_sasrec_attention_row_of_last_query_matches_full_weights():
     assert torch.allclose(weights[-1], row, atol=1e-6)
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_occlusion_states_equal_one_pass_per_copy(backbone):
-    model = make(backbone).eval()
+@pytest.mark.parametrize("backbone, gru_layers", [(b, 1) for b in BACKBONES] + [("gru4rec", 3)])
+def test_occlusion_states_equal_one_pass_per_copy(backbone, gru_layers):
+    model = make(backbone, gru_layers=gru_layers).eval()
     items, lengths = batch(seed=5, rows=9)
     emb = model.embed_items(items).detach()
     fast = model.occlusion_states(emb, lengths)

@@ -26,7 +26,7 @@ COMMON = {"train.objective", "train.loss", "train.negatives", "train.seen_negati
           "model.hidden_size", "model.item_dropout", "model.tied_output"}
 BASE_MODEL = {"sasrec": COMMON | {"model.num_layers", "model.num_heads", "model.inner_size",
                                   "model.norm", "model.dropout", "model.attn_dropout"},
-              "gru4rec": COMMON | {"model.gru_hidden_size", "model.gru_dropout"},
+              "gru4rec": COMMON | {"model.gru_hidden_size", "model.gru_layers", "model.gru_dropout"},
               "caser": COMMON | {"model.caser_window", "model.caser_nv", "model.caser_nh",
                                  "model.caser_dropout"}}
 

@@ -20,7 +20,8 @@ def build_model(config: ModelConfig, num_items: int, max_len: int) -> SequenceEn
                       ffn_activation=config.ffn_activation, **shared)
     if config.backbone == "gru4rec":
         return GRU4Rec(num_items, config.hidden_size, config.gru_hidden_size, config.gru_dropout,
-                       config.init_std, config.fast_dropout, **shared)
+                       config.init_std, config.fast_dropout, num_layers=config.gru_layers,
+                       **shared)
     if config.backbone == "caser":
         return Caser(num_items, config.hidden_size, config.caser_window, config.caser_nv,
                      config.caser_nh, config.caser_dropout, config.init_std, config.fast_dropout,
