@@ -278,7 +278,7 @@ def test_under_asha_the_gate_asks_for_the_first_rung_not_a_full_trial(tmp_path, 
     clock = Clock()
     grace = 2 if clock_name == "epochs" else 100
     b = Budget(tmp_path, 1000.0, ["r1"], {"r1": 0}, max_epochs=10, num_samples=20, slots=1,
-               seeds=0, clock=clock, asha=(clock_name, grace, 3.0))
+               seeds=0, clock=clock, asha={"r1": (clock_name, grace, 3.0)})
     b.begin_run("r1")
     reports(b.cost, "r1", "t", [50.0] * 5)                 # a full trial = 10 x 50 = 500 s
     expected, first = b.trial_costs("r1", 500.0)

@@ -125,21 +125,24 @@ def test_resume_flags_methods_only_when_given():
     assert opts.extend is None
 
 
-@pytest.mark.parametrize("clock", ["epochs", "seconds"])
-def test_asha_clock(clock, tmp_path):
+@pytest.mark.parametrize("clock, method", [("epochs", "sasrec"), ("seconds", "sasrec"),
+                                           ("seconds", "cl4srec"), ("seconds", "ec4srec")])
+def test_asha_clock(clock, method, tmp_path):
     opts = StudyOptions(dataset="synthetic", asha_clock=clock, storage_path=str(tmp_path)).finalize()
-    scheduler = make_scheduler(opts, n_epochs=100)
+    scheduler = make_scheduler(opts, n_epochs=100, method=method)
     assert isinstance(scheduler, ASHAScheduler)
-    # seconds: rungs at 300 s of train_seconds (3x apart); epochs: guided epochs from 10
-    expected = ("train_seconds", 300) if clock == "seconds" else ("guided_epoch", 10)
+    # seconds: rungs at 300 s of train_seconds (3x apart); epochs: guided epochs from 10; a
+    # guided method keeps the guided-epoch clock whatever --asha-clock says
+    seconds = clock == "seconds" and method != "ec4srec"
+    expected = ("train_seconds", 300) if seconds else ("guided_epoch", 10)
     assert (scheduler._time_attr, scheduler._brackets[0]._rungs[-1][0]) == expected
-    base = base_config(opts, "sasrec", "sasrec")
-    space = SearchSpace("sasrec", "sasrec", 100, load_ranges())
-    study = trial_constants(opts, base, space, grace=10)
+    base = base_config(opts, method, "sasrec")
+    space = SearchSpace(method, "sasrec", 100, load_ranges())
+    study = trial_constants(opts, base, space)
     # trials checkpoint at the epoch rungs only on the epoch clock
-    assert study["decision_epochs"] == ([] if clock == "seconds" else [10, 30, 90])
+    assert study["decision_epochs"] == ([] if seconds else [10, 30, 90])
     opts.scheduler = "fifo"
-    assert isinstance(make_scheduler(opts, 100), FIFOScheduler)
+    assert isinstance(make_scheduler(opts, 100, method), FIFOScheduler)
 
 
 @pytest.mark.slow

@@ -107,12 +107,13 @@ class Budget:
                  max_epochs: int, num_samples: int, slots: int, seeds: int,
                  clock=time.time, started: float | None = None, concurrency: int = 1,
                  weights: dict[str, float] | None = None,
-                 asha: tuple[str, float, float] | None = None):
+                 asha: dict[str, tuple[str, float, float]] | None = None):
         self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
         self.max_epochs, self.num_samples, self.seeds = max_epochs, num_samples, seeds
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
-        self.asha = asha            # (clock "epochs"|"seconds", first rung, reduction factor)
+        # run -> (ASHA clock "epochs"|"seconds", first rung, reduction factor); absent: no ASHA
+        self.asha = dict(asha or {})
         self.busy: list[tuple[float, float]] = []        # (start, end) of trial sessions
         self.search_started = self.search_ended = None
         self._lock = threading.RLock()
@@ -275,9 +276,9 @@ class Budget:
         ``PRIOR_FRACTION``). First decision: what a trial needs to be compared with the
         others: ASHA's first rung (guided: after its first importance update), without ASHA
         a full trial."""
-        if self.asha is None:
+        if run not in self.asha:
             return full * self.cost.trial_fraction(), full
-        clock, grace, rf = self.asha
+        clock, grace, rf = self.asha[run]
         if clock == "seconds":
             rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
             prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0

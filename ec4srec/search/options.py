@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError
-from ..registry import PLAIN
+from ..registry import PLAIN, is_guided
 from ..report import results
 from ..data.sources import DATASETS, SYNTHETIC
 from ..typed import suggest
@@ -20,6 +20,7 @@ from .space import SearchSpace, apply_params, narrowing_problem
 
 STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
 SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
+SECONDS_GRACE = 300                  # --asha-clock seconds: the default first rung
 
 
 @dataclass
@@ -182,6 +183,23 @@ def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
     raw["method"]["updates"] = max(1, min(raw["method"]["updates"], opts.max_epochs - 1))
     return Config.from_dict(raw).with_overrides(opts.overrides)
 
+
+
+def asha_clock(opts: StudyOptions, method: str) -> str | None:
+    """The ASHA clock of a run: None without ASHA; ``--asha-clock`` for an unguided method; a
+    guided method always ``epochs`` (guided epochs: its rungs must follow its importance
+    updates, which a seconds clock would judge before the first one)."""
+    if opts.scheduler != "asha":
+        return None
+    return "epochs" if is_guided(method) else opts.asha_clock
+
+
+def asha_grace(opts: StudyOptions, clock: str | None, n_epochs: int) -> int:
+    """ASHA's first rung in the clock's unit (--grace-period, else the clock's default: 300
+    seconds, or max(1, min(10, N // 10)) epochs)."""
+    if opts.grace_period:
+        return opts.grace_period
+    return SECONDS_GRACE if clock == "seconds" else max(1, min(10, n_epochs // 10))
 
 
 def run_base(opts: StudyOptions, key: tuple[str, str, str]) -> Config:

@@ -43,14 +43,14 @@ from ..report import results, tables
 from . import compat, durable
 from .budget import Budget, hms
 # the study's options are part of its API: importable from here too (tests, benchmarks)
-from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, base_config,  # noqa: F401
-                      input_error, narrow_space, read_manifest, run_base, run_name,
+from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # noqa: F401
+                      asha_grace, base_config, input_error, narrow_space, read_manifest, run_base, run_name,
                       write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
 from .summary import cost_report, print_summary
 from .trainable import retrain_seed
-from .tuner import asha_grace, cluster_slots, connect, make_tuner
+from .tuner import cluster_slots, connect, make_tuner
 
 
 class Interrupted(Exception):
@@ -222,8 +222,9 @@ def make_budget(opts: StudyOptions, started: float) -> Budget:
     updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if is_guided(k[1]) else 0
                for k in opts.runs()}
     weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
-    asha = ((opts.asha_clock, asha_grace(opts, opts.max_epochs), opts.reduction_factor)
-            if opts.scheduler == "asha" else None)
+    clocks = {run_name(k): asha_clock(opts, k[1]) for k in opts.runs()}
+    asha = {run: (clock, asha_grace(opts, clock, opts.max_epochs), opts.reduction_factor)
+            for run, clock in clocks.items() if clock}
     return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
                   opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
                   concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,

@@ -22,11 +22,11 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from ..registry import is_guided, warmup_baselines
+from ..registry import PLAIN, is_guided, warmup_baselines
 from . import compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
-from .options import SPACE_FILE, StudyOptions, run_base, run_name
+from .options import SPACE_FILE, StudyOptions, asha_clock, asha_grace, run_base, run_name
 from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
@@ -34,7 +34,6 @@ from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
 ASHA_METRIC = "valid/select_ndcg@10"   # NDCG@10 under train.select_protocol (trainable.py)
 ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
 ASHA_SECONDS = "train_seconds"       # --asha-clock seconds: a trial's training + validation time
-SECONDS_GRACE = 300                  # --asha-clock seconds: the default first rung
 
 
 def connect(opts: StudyOptions) -> None:
@@ -123,37 +122,33 @@ def run_trainable(name: str):
     return trainable
 
 
-def asha_grace(opts: StudyOptions, n_epochs: int) -> int:
-    """ASHA's first rung in the clock's unit (--grace-period, else the clock's default)."""
-    if opts.grace_period:
-        return opts.grace_period
-    return SECONDS_GRACE if opts.asha_clock == "seconds" else max(1, min(10, n_epochs // 10))
-
-
-def make_scheduler(opts: StudyOptions, n_epochs: int):
-    """The run's trial scheduler. ASHA on the ``epochs`` clock compares trials at guided epochs
-    (the rungs :func:`asha_rungs` lists, where trials checkpoint); on the ``seconds`` clock at
-    seconds of training and validation (``train_seconds``, restored with a checkpoint), so that
-    settings whose epochs cost differently are compared at equal cost; its rungs run up to a
-    day per trial (``max_t``), past which a trial is stopped."""
-    if opts.scheduler != "asha":
+def make_scheduler(opts: StudyOptions, n_epochs: int, method: str = PLAIN):
+    """The run's trial scheduler (:func:`~ec4srec.search.options.asha_clock`). ASHA on the
+    ``epochs`` clock compares trials at guided epochs (the rungs :func:`asha_rungs` lists,
+    where trials checkpoint); on the ``seconds`` clock at seconds of training and validation
+    (``train_seconds``, restored with a checkpoint), so that settings whose epochs cost
+    differently are compared at equal cost; its rungs run up to a day per trial (``max_t``),
+    past which a trial is stopped."""
+    clock = asha_clock(opts, method)
+    if clock is None:
         return FIFOScheduler()
-    grace = asha_grace(opts, n_epochs)
-    seconds = opts.asha_clock == "seconds"
+    grace = asha_grace(opts, clock, n_epochs)
+    seconds = clock == "seconds"
     return ASHAScheduler(time_attr=ASHA_SECONDS if seconds else ASHA_CLOCK, metric=ASHA_METRIC,
                          mode="max", max_t=max(86_400, grace + 1) if seconds else n_epochs,
                          grace_period=grace, reduction_factor=opts.reduction_factor)
 
 
-def trial_constants(opts: StudyOptions, base, space: SearchSpace, grace: int) -> dict:
+def trial_constants(opts: StudyOptions, base, space: SearchSpace) -> dict:
     """The ``study`` dict every trial of a run gets (trainable.run_trial's contract). On the
     seconds clock there are no decision epochs: a trial checkpoints every
     ``checkpoint_every`` epochs only."""
     n_epochs = base.train.epochs
-    epoch_rungs = opts.scheduler == "asha" and opts.asha_clock == "epochs"
+    clock = asha_clock(opts, base.method.name)
     return {"base": base.to_dict(), "checkpoint_every": opts.checkpoint_every,
-            "decision_epochs": asha_rungs(grace, opts.reduction_factor, n_epochs)
-            if epoch_rungs else [], "verbose": opts.verbose,
+            "decision_epochs": asha_rungs(asha_grace(opts, clock, n_epochs),
+                                          opts.reduction_factor, n_epochs)
+            if clock == "epochs" else [], "verbose": opts.verbose,
             "warmup_dir": str(opts.exp_dir / "warmup") if opts.warm_start else None,
             "warmup_epochs": [f - 1 for f in space.first_update_epochs() if f > 1]}
 
@@ -171,7 +166,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                         warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0),
                         stage=opts.stage_of(method))
     num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
-    study = trial_constants(opts, base, space, asha_grace(opts, n_epochs))
+    study = trial_constants(opts, base, space)
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
     trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
     path = f"{opts.storage_path}/{opts.name}/{name}"
@@ -199,7 +194,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                                     study_name=name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
                                     sampler=optuna.samplers.TPESampler(seed=opts.seed))
-    scheduler = make_scheduler(opts, n_epochs)
+    scheduler = make_scheduler(opts, n_epochs, method)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
