@@ -179,3 +179,24 @@ def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_
         optuna.storages.journal.JournalFileBackend(str(exp / "optuna.journal")))
     assert {s.study_name for s in storage.get_all_studies()} == {"synthetic-sasrec-sasrec",
                                                                "synthetic-cl4srec-sasrec"}
+
+
+def test_stage_two_has_its_own_epoch_budget_until_it_starts(tmp_path, monkeypatch):
+    from ec4srec.search import study
+    from ec4srec.search.study import make_budget, set_stage2_epochs
+    monkeypatch.setattr(study, "cluster_slots", lambda opts: 2)     # no Ray needed
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec", "ec4srec"], staged=True,
+                        max_epochs=200, stage2_epochs=40, storage_path=str(tmp_path),
+                        name="s").finalize()
+    # stage 1 keeps N = max_epochs; stage 2's configs, update schedule and budget use 40
+    assert base_config(opts, "sasrec", "sasrec").train.epochs == 200
+    assert base_config(opts, "ec4srec", "sasrec").train.epochs == 40
+    budget = make_budget(opts, started=0.0)
+    assert budget.n("synthetic-sasrec-sasrec") == 200 and budget.n("synthetic-ec4srec-sasrec") == 40
+    saved = dict(opts.__dict__)
+    set_stage2_epochs(saved, 60)
+    assert saved["stage2_epochs"] == 60
+    (tmp_path / "s" / "trials" / "synthetic-ec4srec-sasrec").mkdir(parents=True)
+    # once a stage-2 run has a trial, its N is fixed
+    with pytest.raises(ConfigError, match="stage 2 has started"):
+        set_stage2_epochs(saved, 80)

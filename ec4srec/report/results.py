@@ -92,7 +92,7 @@ def trial_state(history: list[dict], error: str | None, max_epochs: int) -> str:
     return "completed" if last.get("epoch", 0) >= max_epochs else "pruned"
 
 
-def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_trial_tables(exp: Path, runs: dict, max_epochs: int | dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`trial_tables`, written to ``exp``/trials.csv and epochs.csv."""
     trials, epochs = trial_tables(runs, max_epochs, exp)
     _write(trials, exp / "trials.csv")
@@ -100,8 +100,10 @@ def write_trial_tables(exp: Path, runs: dict, max_epochs: int) -> tuple[pd.DataF
     return trials, epochs
 
 
-def trial_tables(runs: dict, max_epochs: int, exp: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``runs``: {run name: ((dataset, method, backbone), [trial records])} -> trials, epochs."""
+def trial_tables(runs: dict, max_epochs: int | dict[str, int],
+                 exp: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``runs``: {run name: ((dataset, method, backbone), [trial records])} -> trials, epochs;
+    ``max_epochs``: every run's epoch budget N, or N per run name."""
     trial_rows, epoch_rows = [], []
     for name, (key, records) in runs.items():
         dataset, method, backbone = key
@@ -118,7 +120,8 @@ def trial_tables(runs: dict, max_epochs: int, exp: Path | None = None) -> tuple[
             trial_rows.append({
                 "run": name, "dataset": dataset, "method": method, "backbone": backbone,
                 "trial_id": rec["trial_id"], **rec["params"],
-                "state": trial_state(hist, rec["error"], max_epochs),
+                "state": trial_state(hist, rec["error"], max_epochs[name]
+                                     if isinstance(max_epochs, dict) else max_epochs),
                 "epochs": int(last.get("epoch", 0)), "best_epoch": int(best.get("epoch", 0)),
                 **{f"valid/{m}": best.get(f"valid/{m}") for m in METRICS + EXTRA_METRICS},
                 "wall_time_s": round(float(last.get("time_total_s", 0.0)), 2),

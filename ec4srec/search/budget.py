@@ -104,12 +104,16 @@ class Budget:
     cost report are still kept)."""
 
     def __init__(self, exp: Path, total_s: float | None, runs: list[str], updates: dict[str, int],
-                 max_epochs: int, num_samples: int, slots: int, seeds: int,
+                 max_epochs: int | dict[str, int], num_samples: int, slots: int, seeds: int,
                  clock=time.time, started: float | None = None, concurrency: int = 1,
                  weights: dict[str, float] | None = None,
                  asha: dict[str, tuple[str, float, float]] | None = None):
         self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
-        self.max_epochs, self.num_samples, self.seeds = max_epochs, num_samples, seeds
+        # N of each run (one number: every run's)
+        self.epochs = (dict(max_epochs) if isinstance(max_epochs, dict)
+                       else {r: max_epochs for r in self.runs})
+        self.max_epochs = max(self.epochs.values(), default=1)
+        self.num_samples, self.seeds = num_samples, seeds
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
         # run -> (ASHA clock "epochs"|"seconds", first rung, reduction factor); absent: no ASHA
@@ -167,7 +171,7 @@ class Budget:
         if not self.seeds:
             return 0.0
         runs = self.fitting_runs() if runs is None else runs
-        costs = [self.cost.full_trial_seconds(r, self.max_epochs, self.updates.get(r, 0), cold=True)
+        costs = [self.cost.full_trial_seconds(r, self.n(r), self.updates.get(r, 0), cold=True)
                  for r in runs]
         known = [c for c in costs if c is not None]
         if not known:
@@ -204,7 +208,7 @@ class Budget:
             end = self.deadline - self.table_reserve
             chosen: list[str] = []
             for run in pending:
-                full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
+                full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
                 if full is None:              # nothing measured yet: it cannot be judged
                     chosen.append(run)
                     continue
@@ -245,7 +249,7 @@ class Budget:
             self.plans[run] = previous
         # the runs left to search that fit (this one first); 0 when this one does not fit
         left = [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
-        full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
+        full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
         expected = None if full is None else self.trial_costs(run, full)[0]
         share = deadline = None
         planned = self.num_samples
@@ -269,6 +273,10 @@ class Budget:
         self.write()
         return plan
 
+    def n(self, run: str) -> int:
+        """The run's epoch budget N."""
+        return self.epochs.get(run, self.max_epochs)
+
     def trial_costs(self, run: str, full: float) -> tuple[float, float]:
         """(expected, first-decision) seconds of a new trial of ``run``, given a ``full`` one.
         Expected: ``full`` times the fraction of N the study's ended trials trained, before
@@ -283,7 +291,7 @@ class Budget:
             rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
             prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0
             return full * self.cost.trial_fraction(prior), min(full, grace)
-        n, p = self.max_epochs, self.updates.get(run, 0)
+        n, p = self.n(run), self.updates.get(run, 0)
         offset = n // (p + 1) - 1 if p else 0          # guided epochs count from the first update
         rungs = [offset + grace * rf ** k for k in range(64) if offset + grace * rf ** k < n]
         prior = asha_expected(rungs, rf, n) / n
@@ -299,7 +307,7 @@ class Budget:
         ok = True
         if plan is not None and self.deadline is not None:
             now = self.clock()
-            full = self.cost.full_trial_seconds(run, self.max_epochs, self.updates.get(run, 0))
+            full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
             if full is not None:
                 plan.full_trial_s = full
                 plan.expected_trial_s, first = self.trial_costs(run, full)
@@ -338,7 +346,7 @@ class Budget:
         return busy / span if span > 0 else None
 
     def trial_done(self, run: str, epochs: int, pruned: bool) -> None:
-        self.cost.finished(epochs, self.max_epochs, pruned)
+        self.cost.finished(epochs, self.n(run), pruned)
         if run in self.plans:
             self.plans[run].trials_finished += 1
 

@@ -75,13 +75,17 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
                    help="stage 1 tunes the base model with the plain method (sasrec); stage 2 "
                    "each other method's own params and the space's retune keys on stage 1's "
                    "best (docs/search.md); with --resume: turn a study of sasrec alone into stage 1")
+    p.add_argument("--stage2-epochs", type=int, help="--staged: the epoch budget N of stage 2's "
+                   "runs, which sets the importance-update schedule (default: --max-epochs); "
+                   "with --resume: before stage 2 has started")
     p.add_argument("--status-every", type=float, help="seconds between progress summaries "
                    "(default 30 on a terminal, 120 in a log)")
     args = vars(p.parse_args(argv))
     # Numeric flags checked before anything is written (a reduction factor <= 1 would make
     # ASHA's rung list endless; a bad count would fail deep inside Ray).
     at_least = {"num_samples": 1, "max_epochs": 1, "seeds": 0, "max_failures": 0, "max_concurrent": 0,
-                "checkpoint_every": 1, "concurrent_runs": 1, "grace_period": 1}     # integers
+                "checkpoint_every": 1, "concurrent_runs": 1, "grace_period": 1,
+                "stage2_epochs": 1}                                                   # integers
     above = {"cpus_per_trial": 0, "status_every": 0, "reduction_factor": 1}         # finite floats
     for key, value in args.items():
         flag = f"--{key.replace('_', '-')} {value}"

@@ -58,12 +58,14 @@ class StudyOptions:
     status_every: float | None = None         # seconds between summaries (None: 30 TTY, 120 log)
     staged: bool = False                      # stage 1: the plain method's base model; stage 2:
                                               # the other methods on its best (stage_of)
+    stage2_epochs: int | None = None          # N of stage 2's runs (None: max_epochs)
 
     def finalize(self) -> "StudyOptions":
         """Apply --smoke-test and resolve defaults (idempotent)."""
         if self.smoke_test:
             self.dataset = "synthetic"
             self.max_epochs = min(self.max_epochs, 6)
+            self.stage2_epochs = self.stage2_epochs and min(self.stage2_epochs, 6)
             self.num_samples = min(self.num_samples, 4)
             self.seeds = min(self.seeds, 2)
             self.grace_period = self.grace_period or 1
@@ -111,6 +113,13 @@ class StudyOptions:
         if self.staged:
             runs.sort(key=lambda k: self.stage_of(k[1]) != "base")     # stable
         return runs
+
+    def epochs_of(self, method: str) -> int:
+        """The epoch budget N of a method's runs: ``stage2_epochs`` in a staged study's second
+        stage (it sets the importance-update schedule), else ``max_epochs``."""
+        if self.stage2_epochs and self.stage_of(method) == "methods":
+            return self.stage2_epochs
+        return self.max_epochs
 
     def stage_of(self, method: str) -> str | None:
         """None (not staged) | "base" (the plain method: searches the base model) |
@@ -177,10 +186,11 @@ def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
     raw = Config().to_dict()
     raw["data"].update(dataset=opts.dataset, data_dir=opts.data_dir)
     raw["model"]["backbone"], raw["method"]["name"] = backbone, method
-    raw["train"].update(epochs=opts.max_epochs, progress="off", tensorboard=False,
+    epochs = opts.epochs_of(method)
+    raw["train"].update(epochs=epochs, progress="off", tensorboard=False,
                         threads=max(1, int(opts.cpus_per_trial)))
     # the default p must fit a small budget (the searched p is capped the same way)
-    raw["method"]["updates"] = max(1, min(raw["method"]["updates"], opts.max_epochs - 1))
+    raw["method"]["updates"] = max(1, min(raw["method"]["updates"], epochs - 1))
     return Config.from_dict(raw).with_overrides(opts.overrides)
 
 

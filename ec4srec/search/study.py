@@ -112,7 +112,7 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
     # early stopping). The last test matters after a driver crash: a restored trial's final
     # result can arrive without Ray's "done" flag although it trained to its budget.
     def ended(m: dict) -> bool:
-        return bool(m.get("done") or m.get("early_stop") or m.get("epoch", 0) >= opts.max_epochs)
+        return bool(m.get("done") or m.get("early_stop") or m.get("epoch", 0) >= opts.epochs_of(key[1]))
     finished = sum(1 for r in grid if r.error is not None or ended(r.metrics or {}))
     # a run is complete when all its trials ended, or the budget ended it: the gate refused
     # further trials (and the started ones ended), or the search deadline stopped them all
@@ -193,7 +193,7 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
                 continue
             if budget is not None:
                 slot = min(range(len(slots)), key=slots.__getitem__)
-                fits, end = budget.seed_fits(name, expected_epochs.get(name, opts.max_epochs),
+                fits, end = budget.seed_fits(name, expected_epochs.get(name, config.train.epochs),
                                              slots[slot])
                 budget.seed_log.append({"run": name, "seed": seed,
                                         "state": "started" if fits else "skipped: over budget"})
@@ -223,9 +223,10 @@ def make_budget(opts: StudyOptions, started: float) -> Budget:
                for k in opts.runs()}
     weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
     clocks = {run_name(k): asha_clock(opts, k[1]) for k in opts.runs()}
-    asha = {run: (clock, asha_grace(opts, clock, opts.max_epochs), opts.reduction_factor)
+    epochs = {run_name(k): opts.epochs_of(k[1]) for k in opts.runs()}
+    asha = {run: (clock, asha_grace(opts, clock, epochs[run]), opts.reduction_factor)
             for run, clock in clocks.items() if clock}
-    return Budget(opts.exp_dir, opts.time_budget, names, updates, opts.max_epochs,
+    return Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
                   opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
                   concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
                   asha=asha)
@@ -273,7 +274,8 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
             for key in group:
                 print(f"[search] === {run_name(key)} ===", flush=True)
                 all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget))
-    trials, epochs = results.write_trial_tables(exp, all_records, opts.max_epochs)
+    budgets = {name: opts.epochs_of(key[1]) for name, (key, _) in all_records.items()}
+    trials, epochs = results.write_trial_tables(exp, all_records, budgets)
     best = {}
     for name, (key, records) in all_records.items():
         best_id = results.best_trial_id(trials, name)
@@ -289,7 +291,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         for name in best:
             row = trials[(trials["run"] == name) & (trials["trial_id"].astype(str) ==
                                                     results.best_trial_id(trials, name))]
-            expected[name] = int(row["epochs"].iloc[0]) if len(row) else opts.max_epochs
+            expected[name] = int(row["epochs"].iloc[0]) if len(row) else budgets[name]
         run_seeds(opts, best, expected, budget)
     seeds = results.write_seed_table(exp)
     report_dir = tables.render(exp) if len(seeds) else None
@@ -298,7 +300,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
                "warm_start": results.warm_start_savings(trials, epochs), "best": sorted(best),
                "report": str(report_dir) if report_dir else None,
                "seconds": round(time.time() - started, 1),
-               "cost": cost_report(budget, trials, epochs, opts.max_epochs)}
+               "cost": cost_report(budget, trials, epochs, budgets)}
     atomic_write_json(exp / "summary.json", summary)   # of this (possibly resumed) driver run
     return summary
 
@@ -325,6 +327,19 @@ def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:
     saved["staged"] = True
 
 
+def set_stage2_epochs(saved: dict, epochs: int) -> None:
+    """``--resume --stage2-epochs N``: stage 2's epoch budget, while none of its runs started
+    (its trials' update schedules follow N). Raises ConfigError otherwise."""
+    probe = StudyOptions(**saved).finalize()
+    started = [run_name(k) for k in probe.runs() if probe.stage_of(k[1]) == "methods"
+               and any((probe.exp_dir / sub).exists() for sub in
+                       (run_name(k), f"runs/{run_name(k)}.json", f"trials/{run_name(k)}"))]
+    if started and epochs != saved.get("stage2_epochs"):
+        raise ConfigError(f"--stage2-epochs: stage 2 has started ({', '.join(started)}); its "
+                          f"epoch budget cannot change")
+    saved["stage2_epochs"] = epochs
+
+
 def main(opts: StudyOptions, resume: bool = False) -> int:
     """CLI entry: 0 done, 130 interrupted (resume command printed), 2 usage error."""
     opts.finalize()
@@ -348,6 +363,8 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
             if new_budget is not None:       # a resumed study may get a new total budget
                 saved["time_budget"] = new_budget
             extend(saved, getattr(opts, "extend", None), opts.staged)
+            if opts.stage2_epochs is not None:
+                set_stage2_epochs(saved, opts.stage2_epochs)
             opts = StudyOptions(**saved)
             if new_space is not None:
                 narrow_space(opts, new_space, version)

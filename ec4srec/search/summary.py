@@ -13,15 +13,17 @@ if TYPE_CHECKING:
     from .options import StudyOptions
 
 
-def cost_report(budget: Budget, trials, epochs, max_epochs: int) -> dict:
-    """The budget's report plus trial-hours and what ASHA and warm-up sharing saved."""
+def cost_report(budget: Budget, trials, epochs, max_epochs: int | dict[str, int]) -> dict:
+    """The budget's report plus trial-hours and what ASHA and warm-up sharing saved
+    (``max_epochs``: every run's N, or N per run)."""
     out = budget.report()
     out["trial_hours"] = round(float(trials["wall_time_s"].sum()) / 3600, 3) if len(trials) else 0.0
     saved_epochs, saved_s = 0, 0.0
     if len(trials):
         for run, group in trials.groupby("run"):
             pruned = group[group["state"] == "pruned"]
-            n = int((max_epochs - pruned["epochs"]).clip(lower=0).sum())
+            budget_n = max_epochs[run] if isinstance(max_epochs, dict) else max_epochs
+            n = int((budget_n - pruned["epochs"]).clip(lower=0).sum())
             price = budget.cost.epoch_seconds(run)
             if price is None and epochs is not None and len(epochs) and "seconds" in epochs:
                 price = pd.to_numeric(epochs[epochs["run"] == run]["seconds"]).median()
