@@ -23,7 +23,7 @@ from .configs import PAPER_PREFIX, paper_config_path
 from .errors import ConfigError
 from .registry import BACKBONE_NAMES, METHOD_NAMES, METHODS as METHOD_SPECS, explainer_problem, is_guided
 from .schedule import update_epochs
-from .typed import build_dataclass, suggest, yaml_problem
+from .typed import build_dataclass, load_yaml, suggest, yaml_problem
 
 BACKBONES = BACKBONE_NAMES
 METHODS = METHOD_NAMES
@@ -305,7 +305,7 @@ class Config:
             if name not in raw[section]:
                 raise ConfigError(f"unknown config key {key!r}{suggest(name, raw[section], section + '.')}")
             try:
-                value = yaml.safe_load(text) if text.strip() else None
+                value = load_yaml(text) if text.strip() else None
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{key}: cannot parse value {text!r}: {yaml_problem(exc)}") from None
             # A string field takes the text as typed: YAML 1.1 would turn e.g. ``off`` into False.
@@ -323,7 +323,7 @@ def load_config(path: str | Path) -> Config:
     else:
         source = label = Path(path)
     try:
-        raw = yaml.safe_load(source.read_text())
+        raw = load_yaml(source.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{label}: config file not found") from None
     except UnicodeDecodeError:

@@ -237,6 +237,16 @@ def test_malformed_space_file_is_one_error_naming_file_and_key(tmp_path, text, k
     assert "\n" not in str(err.value)
 
 
+def test_a_key_given_twice_in_a_space_file_is_one_error(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("params:\n  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                    "common: [train.lr]\nparams:\n  model.dropout: {low: 0.1, high: 0.5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_ranges(path)
+    # the second params: does not silently replace the first: the file, key and lines are named
+    assert str(err.value) == f"{path}: not valid YAML: duplicate key 'params' on line 4 (first on line 1)"
+
+
 def test_exponent_floats_without_a_dot_are_read_as_numbers(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("params:\n  train.lr: {low: 3e-4, high: 3e-3, log: true}\ncommon: [train.lr]\n")

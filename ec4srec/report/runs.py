@@ -30,6 +30,7 @@ import yaml
 from ..checkpoint import CheckpointError, atomic_write_text, load_torch
 from ..config import MethodConfig
 from ..registry import GUIDED, METHOD_NAMES
+from ..typed import load_yaml
 from .results import EXTRA_METRICS, METRICS, TableError
 from .run_figures import ablation_figure, curves_figure, curves_panels_figure
 from .tables import build_table, comparisons, has_unseen, write_comparisons, write_table
@@ -77,7 +78,7 @@ def read_run(path: str | Path, setting: str) -> dict:
         raise TableError(f"{path}: no metrics.json (the run has not finished; resume it with "
                          f"`ec4srec train --output {path} --resume`)")
     record = _parse(metrics_file, json.loads)
-    config = _parse(config_file, yaml.safe_load) if config_file.exists() else {}
+    config = _parse(config_file, load_yaml) if config_file.exists() else {}
     if not isinstance(record, dict):
         raise TableError(f"{metrics_file}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in ("method", "dataset", "backbone") if not isinstance(record.get(k), str)]

@@ -4,9 +4,10 @@ Contracts:
 - :func:`load_ranges` reads a space file: ``None`` or ``default`` is the packaged
   ``default_space.yaml``, a bare name ``NAME`` the packaged ``NAME_space.yaml`` (``paper``), and
   anything else a file path. The file is checked completely: a top-level keyword, a param spec
-  keyword, a config key, a method or a backbone it does not know, bad YAML, a value of the wrong
-  type, ``low > high``, empty ``choices``, ``log`` with ``low <= 0`` or a range value the config
-  rejects are each one :class:`~ec4srec.config.ConfigError` naming the file and the key.
+  keyword, a config key, a method or a backbone it does not know, bad YAML (a key given twice
+  included), a value of the wrong type, ``low > high``, empty ``choices``, ``log`` with
+  ``low <= 0`` or a range value the config rejects are each one
+  :class:`~ec4srec.config.ConfigError` naming the file and the key.
 - The result is ``{params, common, backbones, methods, warmup_keys, retune}`` (``retune``: the
   keys a staged study's second stage searches again on the tuned base, docs/search.md); :func:`dump_ranges`
   writes it back as YAML that :func:`load_ranges` reads to the same mapping.
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from ..config import BACKBONES, METHODS, Config, ConfigError
-from ..typed import FLOAT_RE, suggest, yaml_problem
+from ..typed import FLOAT_RE, load_yaml, suggest, yaml_problem
 
 TOP_KEYS = ("params", "common", "backbones", "methods", "warmup_keys", "retune")
 SPEC_KEYS = ("choices", "low", "high", "step", "log")
@@ -180,7 +181,7 @@ def load_ranges(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check a search-space file (see the module docstring for ``path``)."""
     text, where = _read(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
     return parse_ranges(raw, where)
