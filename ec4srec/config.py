@@ -344,10 +344,18 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
+def field_type(key: str) -> Any:
+    """The declared type of dotted config key ``key`` (``model.num_layers`` -> int), with
+    ``| None`` dropped (``data.data_dir`` -> str)."""
+    section, _, name = key.partition(".")
+    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(hint) else hint
+
+
 # --------------------------------------------------------------------------- helpers
 def _is_str_field(section: str, name: str) -> bool:
-    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
-    return hint is str or str in typing.get_args(hint)
+    return field_type(f"{section}.{name}") is str
 
 
 def _check(ok: bool, key: str, message: str) -> None:
