@@ -172,6 +172,8 @@ def warm_start_savings(trials: pd.DataFrame, epochs: pd.DataFrame | None = None)
     saved = 0.0
     for run, group in trials.groupby("run"):
         rows = epochs[epochs["run"] == run]
+        if rows.empty:                 # its trials errored before their first epoch
+            continue
         warm = rows[rows["epoch"] < rows["trial_id"].map(first).fillna(float("inf"))]
         price = warm["seconds"].median() if len(warm) else rows["seconds"].median()
         if group["warm_start_epoch"].sum() and pd.notna(price):
