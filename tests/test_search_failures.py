@@ -1,12 +1,19 @@
 """A study that cannot do what it was asked: every trial of a run errored (exit 1, the run and
-its first error named, the tables written)."""
+its first error named, the tables written), or an explicit --address where no Ray cluster
+answers (exit 2 at once, nothing written)."""
 import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 
 from ec4srec.search import study
 from ec4srec.search.options import StudyOptions
 
+ROOT = Path(__file__).resolve().parents[1]
 CRASH = "ConfigError('train.device=cuda, but this torch has no CUDA')"
 
 
@@ -44,3 +51,20 @@ def test_a_study_whose_every_trial_errored_says_so_and_exits_1(tmp_path, monkeyp
     assert list(json.loads((exp / "summary.json").read_text())["failed_runs"]) == \
         ["synthetic-sasrec-sasrec"]
 
+
+def test_an_explicit_address_where_no_cluster_answers_fails_at_once(tmp_path):
+    with socket.socket() as s:          # a local port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test",
+                          "--storage-path", str(tmp_path / "s"), "--address", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=120)
+    # exit 2 within seconds (ray.init would retry the dead address for minutes)
+    assert out.returncode == 2 and time.monotonic() - started < 60
+    # exactly one error line naming the address and what to do
+    assert out.stderr == (f"error: --address 127.0.0.1:{port}: no Ray cluster answers there "
+                          f"(start one with 'ray start --head' or 'ray up cluster.yaml', or use "
+                          f"--address local)\n")
+    # nothing written
+    assert not (tmp_path / "s").exists()

@@ -52,7 +52,7 @@ from .ranges import dump_ranges, load_ranges
 from .space import apply_params
 from .summary import cost_report, failed_runs, print_summary
 from .trainable import retrain_seed
-from .tuner import asha_grace, cluster_slots, connect, make_tuner
+from .tuner import address_problem, asha_grace, cluster_slots, connect, make_tuner
 
 
 class Interrupted(Exception):
@@ -331,6 +331,9 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
     """CLI entry: 0 done, 1 done but every trial of some run errored (one line per such run;
     tables and results written), 130 interrupted (resume command printed), 2 usage error."""
     opts.finalize()
+    if problem := address_problem(opts.address):    # before anything is written
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     manifest = opts.exp_dir / "study.json"
     if resume:
         if not manifest.exists():
