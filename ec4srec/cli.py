@@ -231,7 +231,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain_cli import write_explanations
+    from .explain_cli import check_output, write_explanations
+    check_output(Path(args.output))             # before the run is loaded and scored
     trainer = _load_run(args.checkpoint, args.data_dir)
     count = write_explanations(trainer, args.users, args.explainer, Path(args.output))
     print(f"wrote {count} rows to {args.output}")

@@ -23,7 +23,7 @@ from .configs import PAPER_PREFIX, paper_config_path
 from .errors import ConfigError
 from .registry import BACKBONE_NAMES, METHOD_NAMES, METHODS as METHOD_SPECS, explainer_problem, is_guided
 from .schedule import update_epochs
-from .typed import build_dataclass, suggest, yaml_problem
+from .typed import build_dataclass, load_yaml, suggest, yaml_problem
 
 BACKBONES = BACKBONE_NAMES
 METHODS = METHOD_NAMES
@@ -307,7 +307,7 @@ class Config:
             if name not in raw[section]:
                 raise ConfigError(f"unknown config key {key!r}{suggest(name, raw[section], section + '.')}")
             try:
-                value = yaml.safe_load(text) if text.strip() else None
+                value = load_yaml(text) if text.strip() else None
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{key}: cannot parse value {text!r}: {yaml_problem(exc)}") from None
             # A string field takes the text as typed: YAML 1.1 would turn e.g. ``off`` into False.
@@ -325,7 +325,7 @@ def load_config(path: str | Path) -> Config:
     else:
         source = label = Path(path)
     try:
-        raw = yaml.safe_load(source.read_text())
+        raw = load_yaml(source.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{label}: config file not found") from None
     except UnicodeDecodeError:
@@ -346,10 +346,18 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
+def field_type(key: str) -> Any:
+    """The declared type of dotted config key ``key`` (``model.num_layers`` -> int), with
+    ``| None`` dropped (``data.data_dir`` -> str)."""
+    section, _, name = key.partition(".")
+    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(hint) else hint
+
+
 # --------------------------------------------------------------------------- helpers
 def _is_str_field(section: str, name: str) -> bool:
-    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
-    return hint is str or str in typing.get_args(hint)
+    return field_type(f"{section}.{name}") is str
 
 
 def _check(ok: bool, key: str, message: str) -> None:

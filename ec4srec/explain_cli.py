@@ -8,7 +8,8 @@ Documented choices:
   Repeated ids are written once. An id not in the dataset (users skipped for having < 3 items
   included) raises :class:`ec4srec.errors.CLIError` naming it.
 - CSV header ``user,position,item,score``; position is 0-based within the truncated history,
-  oldest first. Written atomically.
+  oldest first. Written atomically; :func:`check_output` refuses an output path that cannot
+  be a file before the run is loaded.
 """
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ from .data.batches import eval_order, gather_histories
 from .errors import CLIError
 from .explain import explain_batch
 from .registry import explainer_backbones, explainer_fits
+
+
+def check_output(output: Path) -> None:
+    """Refuse an ``--output`` that cannot become a file (a directory, or below a file) before
+    any work is done; raises CLIError naming it."""
+    if output.is_dir():
+        raise CLIError(f"--output {output}: is a directory, not a file path")
+    blocker = next((p for p in output.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CLIError(f"--output {output}: {blocker} is a file, not a directory")
 
 
 def write_explanations(trainer, users: list[int] | None, explainer: str | None,

@@ -1,6 +1,7 @@
 """Typed values from YAML: a dataclass built from a mapping (type-checked, the closest valid
 name suggested for an unknown key), YAML errors on one line, the float syntax PyYAML misses.
-The config (config.py) and the search-space files (search/ranges.py) read their YAML here."""
+Every YAML text the tools read (configs, search-space files, ``--set`` values) is parsed by
+:func:`load_yaml`, which refuses a mapping key given twice."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,34 @@ import yaml
 from .errors import ConfigError
 
 FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, but a key given twice in one mapping (at any depth) is an error
+    instead of the last one silently winning. Keys merged in with ``<<`` may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:          # an unhashable key: SafeLoader's own error follows
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {key!r} on line {key_node.start_mark.line + 1} "
+                                f"(first on line {first + 1})")
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (:class:`UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -146,6 +146,20 @@ def test_output_that_is_a_file_is_one_error(config_file, tmp_path, capsys):
     assert code == 2 and str(blocker) in line and blocker.read_text() == "x"
 
 
+@pytest.mark.parametrize("target", ["dir", "below a file"])
+def test_explain_output_that_cannot_be_a_file_is_refused_before_scoring(interrupted_run, tmp_path,
+                                                                       capsys, monkeypatch, target):
+    import ec4srec.explain_cli
+    monkeypatch.setattr(ec4srec.explain_cli, "explain_batch",
+                        lambda *a, **kw: pytest.fail("scores were computed"))
+    (tmp_path / "blocker").write_text("x")
+    output = tmp_path if target == "dir" else tmp_path / "blocker" / "scores.csv"
+    code = main(["explain", "--checkpoint", str(interrupted_run), "--output", str(output)])
+    line = one_error_line(capsys.readouterr().err)
+    # One line naming the path, exit 2, checked before the run is scored (or even loaded).
+    assert code == 2 and line.startswith(f"error: --output {output}: ")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--reduction-factor", "1"], "--reduction-factor 1.0: must be a finite number > 1"),
     (["--grace-period", "-1"], "--grace-period -1: must be an integer >= 1"),

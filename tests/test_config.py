@@ -177,6 +177,22 @@ def test_load_config_bad_files(tmp_path, text, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("text, key, line", [
+    ("train:\n  epochs: 3\nmodel:\n  hidden_size: 16\ntrain:\n  lr: 0.01\n", "'train'", 5),
+    ("model:\n  hidden_size: 16\n  num_heads: 2\n  hidden_size: 32\n", "'hidden_size'", 4),
+], ids=["section", "nested key"])
+def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path, text, key, line):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    # A section or key given twice (any depth) is not silently the last one: the error names
+    # the file, the key and the line of the second one, on one line.
+    assert str(err.value).startswith(f"{path}:") and f"duplicate key {key} on line {line}" in str(err.value)
+    # ... on one line (the CLI prints it as a single error line).
+    assert "\n" not in str(err.value)
+
+
 def test_unparsable_override_is_one_line():
     with pytest.raises(ConfigError) as err:
         Config().with_overrides(["method.augmentations=[crop"])

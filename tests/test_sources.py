@@ -88,6 +88,20 @@ def test_named_dataset_with_other_checksum_warns(env):
     assert ds.name == "beauty" and ds.raw.sha256 == hashlib.sha256(CONTENT).hexdigest()
 
 
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_data_dir_that_is_a_file_is_one_error(env, monkeypatch, how):
+    blocker = env / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setattr(sources, "fetch", lambda *a: pytest.fail("a download was attempted"))
+    if how == "environment":
+        monkeypatch.setenv("EC4SREC_DATA_DIR", str(blocker))
+    with pytest.raises(DataError) as err:
+        resolve("beauty", str(blocker) if how == "argument" else None)
+    # A --data-dir / EC4SREC_DATA_DIR that is a file is named as such, with no download tried.
+    assert str(err.value) == (f"data directory {blocker} is a file, not a directory "
+                              f"(--data-dir / EC4SREC_DATA_DIR)")
+
+
 def test_unknown_name_lists_valid_names(env):
     with pytest.raises(DataError) as err:
         resolve("beuaty")

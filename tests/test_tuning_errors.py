@@ -108,12 +108,20 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, command)
 
 
 # ------------------------------------------------------------------ trials / seeds tables
+SEEDS_HEADER = ("dataset,method,backbone,seed,"
+                + ",".join(f"test/{m}" for m in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"))
+                + "\n")
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("trials.csv", "run,state\nx,completed\n", "missing column(s) ['valid/ndcg@10']"),
     ("trials.csv", "run,valid/ndcg@10\nx,0.1\ny,oops\n", "column 'valid/ndcg@10' holds a non-number: 'oops' (row 3)"),
     ("trials.csv", 'run,valid/ndcg@10\n"x,0.1\n', "not a readable CSV table"),
     ("trials.csv", "", "not a readable CSV table"),
     ("seeds.csv", "dataset,method,backbone,seed\nb,sasrec,sasrec,1\n", "missing column(s) ['test/hr@5'"),
+    ("seeds.csv", SEEDS_HEADER + "b,sasrec,sasrec,1" + ",0.1" * 6 + "\nb,sasrec,,2" + ",0.1" * 6 + "\n",
+     "row 3: empty 'backbone' cell"),
+    ("trials.csv", "run,valid/ndcg@10\nx,0.1\n,0.2\n", "row 3: empty 'run' cell"),
 ])
 def test_malformed_table_is_one_error_and_no_report_is_written(tmp_path, capsys, name, content, message):
     (tmp_path / name).write_text(content)
@@ -125,6 +133,17 @@ def test_malformed_table_is_one_error_and_no_report_is_written(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {tmp_path / name}:") and message in err
     assert not (tmp_path / "report").exists() and not (tmp_path / "out").exists()
+
+
+def test_header_only_tables_render_what_there_is(tmp_path, capsys):
+    (tmp_path / "trials.csv").write_text("run,state,valid/ndcg@10\n")
+    (tmp_path / "seeds.csv").write_text(SEEDS_HEADER)
+    # tables without rows (a study whose trials all errored early) are read as empty
+    assert read_table(tmp_path / "trials.csv").empty and read_table(tmp_path / "seeds.csv").empty
+    # tune/report.py renders them (nothing to tabulate) and exports them: exit 0, no error
+    assert report_main()(["--experiment", str(tmp_path), "--export", str(tmp_path / "out")]) == 0
+    # ... without an error line, and the export holds them
+    assert capsys.readouterr().err == "" and (tmp_path / "out" / "trials.csv").exists()
 
 
 # ------------------------------------------------------------------ relative paths

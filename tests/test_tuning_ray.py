@@ -50,7 +50,7 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method, 
     assert resumed_at and max(resumed_at) >= 1                # continued, did not start over
     # the resumed trial equals an uninterrupted run of the same config (importance included)
     params = {k: row[k] for k in trials.columns
-              if k.startswith(("method.", "model.", "train.")) and pd.notna(row[k])}
+              if k.startswith(("data.", "method.", "model.", "train.")) and pd.notna(row[k])}
     params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
     base = study_mod.base_config(opts, method, "sasrec")
     local = LocalSession(tmp_path / "local")

@@ -238,6 +238,36 @@ def test_malformed_space_file_is_one_error_naming_file_and_key(tmp_path, text, k
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("step", ["0.5", "2.0"])
+def test_a_non_integer_step_on_an_integer_key_is_one_error(tmp_path, step):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"params:\n  model.num_layers: {{low: 1, high: 3, step: {step}}}\n"
+                    "common: [model.num_layers]\n")
+    with pytest.raises(ConfigError) as err:
+        load_ranges(path)
+    # model.num_layers is an int field: a float step (which would make Optuna suggest floats the
+    # config rejects in every trial) is one error naming the file and the key
+    assert str(err.value) == (f"{path}: params.model.num_layers.step must be an integer "
+                              f"(model.num_layers is an integer key), got {float(step)}")
+
+
+def test_a_fractional_step_on_a_float_key_is_fine(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("params:\n  train.weight_decay: {low: 0, high: 1, step: 0.5}\n")
+    # the field's type decides, not the values: train.weight_decay is a float, with int bounds too
+    assert load_ranges(path)["params"]["train.weight_decay"]["step"] == 0.5
+
+
+def test_a_key_given_twice_in_a_space_file_is_one_error(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("params:\n  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                    "common: [train.lr]\nparams:\n  model.dropout: {low: 0.1, high: 0.5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_ranges(path)
+    # the second params: does not silently replace the first: the file, key and lines are named
+    assert str(err.value) == f"{path}: not valid YAML: duplicate key 'params' on line 4 (first on line 1)"
+
+
 def test_exponent_floats_without_a_dot_are_read_as_numbers(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("params:\n  train.lr: {low: 3e-4, high: 3e-3, log: true}\ncommon: [train.lr]\n")

@@ -5,7 +5,8 @@ else ``$EC4SREC_DATA_DIR``, else the per-user cache ``$XDG_CACHE_HOME/ec4srec`` 
 ``~/.cache/ec4srec``). In that directory ``<name>.txt.gz`` or ``<name>.txt`` is used. A missing
 file is downloaded from its public source into that directory; the SHA-256 of the uncompressed
 text is checked before the file is moved into place (atomically), so a failed or corrupt
-download leaves nothing behind. Anything else that names an existing file is a custom dataset.
+download leaves nothing behind. A data directory that is a file is a DataError naming it.
+Anything else that names an existing file is a custom dataset.
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def resolve(dataset: str, data_dir: str | None = None, download: bool = True) ->
     """Return the file for a dataset name or path; download a missing named dataset."""
     if dataset in DATASETS:
         directory = Path(data_dir) if data_dir else default_data_dir()
+        if directory.is_file():
+            raise DataError(f"data directory {directory} is a file, not a directory "
+                            f"(--data-dir / EC4SREC_DATA_DIR)")
         for name in (f"{dataset}.txt.gz", f"{dataset}.txt"):
             if (directory / name).is_file():
                 return directory / name

@@ -9,8 +9,10 @@ Contracts:
 - ``epochs.csv``: one row per (trial, epoch), the last report winning when a restored trial
   re-reported an epoch. Validation and training metrics only: no test metric exists here.
 - ``seeds.csv``: one row per (run, seed) of the final re-runs, with test and validation metrics.
-- :func:`read_table` reads a study table back: a file that is not a CSV or lacks a required
-  column is one :class:`TableError` naming the file (``tune/report.py`` exits 2 on it).
+- :func:`read_table` reads a study table back: a file that is not a CSV, lacks a required
+  column or has an empty cell in a required key column (run; dataset, method, backbone, seed)
+  is one :class:`TableError` naming the file (and the row); ``tune/report.py`` exits 2 on it.
+  A table with a header and no rows is read as empty.
 - :func:`export_study` copies the portable results and the durable state (:data:`PORTABLE`);
   the copies carry paths relative to the experiment folder (``trials.csv`` paths,
   ``study.json`` storage folders, ``summary.json``); ``tune/search.py --resume`` continues a
@@ -49,11 +51,17 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED.get(path.name, ()) if c not in df.columns]
     if missing:
         raise TableError(f"{path}: missing column(s) {missing}")
+    # rows are counted as lines of the file (the header is row 1)
+    for col in REQUIRED.get(path.name, ()):
+        if not col.startswith(("valid/", "test/")) and df[col].isna().any():
+            raise TableError(f"{path}: row {int(df.index[df[col].isna()][0]) + 2}: empty "
+                             f"{col!r} cell")
     for col in df.columns:
         if str(col).startswith(("valid/", "test/")) and not pd.api.types.is_numeric_dtype(df[col]):
             bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
-            raise TableError(f"{path}: column {col!r} holds a non-number: {bad.iloc[0]!r} "
-                             f"(row {int(bad.index[0]) + 2})")
+            if len(bad):          # (a header-only table's columns are empty, not non-numbers)
+                raise TableError(f"{path}: column {col!r} holds a non-number: {bad.iloc[0]!r} "
+                                 f"(row {int(bad.index[0]) + 2})")
     return df
 
 
@@ -167,6 +175,8 @@ def warm_start_savings(trials: pd.DataFrame, epochs: pd.DataFrame | None = None)
     saved = 0.0
     for run, group in trials.groupby("run"):
         rows = epochs[epochs["run"] == run]
+        if rows.empty:                 # its trials errored before their first epoch
+            continue
         warm = rows[rows["epoch"] < rows["trial_id"].map(first).fillna(float("inf"))]
         price = warm["seconds"].median() if len(warm) else rows["seconds"].median()
         if group["warm_start_epoch"].sum() and pd.notna(price):

@@ -32,6 +32,7 @@ import yaml
 from ..checkpoint import CheckpointError, atomic_write_text, load_torch
 from ..config import MethodConfig
 from ..registry import GUIDED, METHOD_NAMES
+from ..typed import load_yaml
 from .results import EXTRA_METRICS, METRICS, TableError
 from .run_figures import ablation_figure, curves_figure, curves_panels_figure
 from .tables import build_table, comparisons, has_unseen, write_comparisons, write_table
@@ -79,7 +80,7 @@ def read_run(path: str | Path, setting: str) -> dict:
         raise TableError(f"{path}: no metrics.json (the run has not finished; resume it with "
                          f"`ec4srec train --output {path} --resume`)")
     record = _parse(metrics_file, json.loads)
-    config = _parse(config_file, yaml.safe_load) if config_file.exists() else {}
+    config = _parse(config_file, load_yaml) if config_file.exists() else {}
     return run_row(record, config, setting, path, metrics_file, config_file)
 
 
@@ -95,7 +96,7 @@ def read_study(path: Path, setting: str) -> list[dict]:
         if not best.exists():
             raise TableError(f"{best}: missing (the best config of the seed re-run {file})")
         record = _parse(file, json.loads)
-        config = _parse(best, yaml.safe_load)
+        config = _parse(best, load_yaml)
         if isinstance(record, dict) and isinstance(config, dict) and isinstance(config.get("train"), dict):
             config = {**config, "train": {**config["train"], "seed": record.get("seed")}}
         row = run_row(record, config, setting, file.parent, file, best)

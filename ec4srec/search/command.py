@@ -6,7 +6,9 @@
     python tune/search.py --dataset beauty --time-budget 3h      # plan trials to end within 3 h
 
 Joins the running Ray cluster (RAY_ADDRESS or one found on this machine), else starts a local
-one. Exits 0 when done, 130 when interrupted (the resume command is printed), 2 on bad input.
+one. Exits 0 when done; 1 when done but every trial of some run errored (one error line per such
+run, naming its first error; the tables are written); 130 when interrupted (the resume command
+is printed); 2 on bad input (an --address host:port where no Ray cluster answers included).
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--optuna-storage", help="RDB URL for the Optuna studies (default: journal file)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the base config, e.g. --set train.lr=1e-3 (repeatable)")
-    p.add_argument("--address", default=D.address, help="auto | local | ray://host:10001 | host:6379")
+    p.add_argument("--address", default=D.address, help="auto | local | ray://host:10001 | "
+                   "host:6379 (a host:port where no cluster answers: exit 2 at once)")
     p.add_argument("--max-failures", type=int, default=D.max_failures, help="retries of a crashed trial")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="do not share warm-up checkpoints between trials")
@@ -114,8 +117,8 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    """``tune/search.py`` / ``ec4srec search``: 0 done, 130 interrupted, 2 bad input. Ray is
-    imported here, when a study runs, and not before."""
+    """``tune/search.py`` / ``ec4srec search``: 0 done, 1 every trial of a run errored, 130
+    interrupted, 2 bad input. Ray is imported here, when a study runs, and not before."""
     opts, resume = parse(argv, prog)
     from .study import main as run_study
     return run_study(opts, resume=resume)

@@ -4,9 +4,11 @@ Contracts:
 - :func:`load_ranges` reads a space file: ``None`` or ``default`` is the packaged
   ``default_space.yaml``, a bare name ``NAME`` the packaged ``NAME_space.yaml`` (``paper``), and
   anything else a file path. The file is checked completely: a top-level keyword, a param spec
-  keyword, a config key, a method or a backbone it does not know, bad YAML, a value of the wrong
-  type, ``low > high``, empty ``choices``, ``log`` with ``low <= 0`` or a range value the config
-  rejects are each one :class:`~ec4srec.config.ConfigError` naming the file and the key.
+  keyword, a config key, a method or a backbone it does not know, bad YAML (a key given twice
+  included), a value of the wrong type, ``low > high``, empty ``choices``, ``log`` with
+  ``low <= 0``, a non-integer ``step`` on an integer key (the config field's type decides) or
+  a range value the config rejects are each one :class:`~ec4srec.config.ConfigError` naming
+  the file and the key.
 - The result is ``{params, common, backbones, methods, warmup_keys, retune}`` (``retune``: the
   keys a staged study's second stage searches again on the tuned base, docs/search.md); :func:`dump_ranges`
   writes it back as YAML that :func:`load_ranges` reads to the same mapping.
@@ -20,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from ..config import BACKBONES, METHODS, Config, ConfigError
-from ..typed import FLOAT_RE, suggest, yaml_problem
+from ..config import BACKBONES, METHODS, Config, ConfigError, field_type
+from ..typed import FLOAT_RE, load_yaml, suggest, yaml_problem
 
 TOP_KEYS = ("params", "common", "backbones", "methods", "warmup_keys", "retune")
 SPEC_KEYS = ("choices", "low", "high", "step", "log")
@@ -110,6 +112,9 @@ def check_spec(where: str, key: str, spec: Any) -> dict[str, Any]:
         raise ConfigError(f"{at}: low {low} > high {high}")
     if "step" in spec and spec["step"] <= 0:
         raise ConfigError(f"{at}.step must be > 0, got {spec['step']!r}")
+    if "step" in spec and field_type(key) is int and not isinstance(spec["step"], int):
+        raise ConfigError(f"{at}.step must be an integer ({key} is an integer key), "
+                          f"got {spec['step']!r}")
     if "log" in spec and not isinstance(spec["log"], bool):
         raise ConfigError(f"{at}.log must be true or false, got {spec['log']!r}")
     if spec.get("log"):
@@ -180,7 +185,7 @@ def load_ranges(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check a search-space file (see the module docstring for ``path``)."""
     text, where = _read(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
     return parse_ranges(raw, where)

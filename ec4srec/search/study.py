@@ -23,7 +23,9 @@ non-Ray files go to ``--local-dir``):
 
 Completion: a run is complete when every one of its trials is TERMINATED or ERROR; after SIGINT
 ``Tuner.fit`` returns with trials unfinished, and :func:`main` exits 130 printing the resume
-command. Finished runs are never re-run on ``--resume``; unfinished ones are restored.
+command. Finished runs are never re-run on ``--resume``; unfinished ones are restored. A run
+whose every trial errored is finished too: the tables are written, and :func:`main` names it
+with its first error and exits 1.
 """
 from __future__ import annotations
 
@@ -48,9 +50,9 @@ from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # no
                       write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
-from .summary import cost_report, print_summary
+from .summary import cost_report, failed_runs, print_summary
 from .trainable import retrain_seed
-from .tuner import cluster_slots, connect, make_tuner
+from .tuner import address_problem, cluster_slots, connect, make_tuner
 
 
 class Interrupted(Exception):
@@ -297,6 +299,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     report_dir = tables.render(exp) if len(seeds) else None
     summary = {"exp": str(exp), "trials": len(trials),
                "errored": int((trials["state"] == "error").sum()) if len(trials) else 0,
+               "failed_runs": failed_runs(trials),
                "warm_start": results.warm_start_savings(trials, epochs), "best": sorted(best),
                "report": str(report_dir) if report_dir else None,
                "seconds": round(time.time() - started, 1),
@@ -341,8 +344,12 @@ def set_stage2_epochs(saved: dict, epochs: int) -> None:
 
 
 def main(opts: StudyOptions, resume: bool = False) -> int:
-    """CLI entry: 0 done, 130 interrupted (resume command printed), 2 usage error."""
+    """CLI entry: 0 done, 1 done but every trial of some run errored (one line per such run;
+    tables and results written), 130 interrupted (resume command printed), 2 usage error."""
     opts.finalize()
+    if problem := address_problem(opts.address):    # before anything is written
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     manifest = opts.exp_dir / "study.json"
     if resume:
         if not manifest.exists():
@@ -393,4 +400,8 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
               f"resume with:\n  {opts.resume_command()}", file=sys.stderr, flush=True)
         return 130
     print_summary(opts, summary)
-    return 0
+    failed = summary.get("failed_runs") or {}
+    for name, run_info in failed.items():
+        print(f"error: {name}: every trial errored ({run_info['trials']}); the first: "
+              f"{run_info['error']}", file=sys.stderr)
+    return 1 if failed else 0

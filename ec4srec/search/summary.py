@@ -1,5 +1,5 @@
 """What a finished driver run prints and keeps: the cost report (the budget's, plus trial-hours
-and what ASHA saved) and the closing summary lines."""
+and what ASHA saved), the runs whose every trial errored, and the closing summary lines."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,6 +30,20 @@ def cost_report(budget: Budget, trials, epochs, max_epochs: int | dict[str, int]
             saved_epochs += n
             saved_s += n * float(price or 0.0)
     out["asha_saved"] = {"epochs": saved_epochs, "seconds": round(saved_s, 1)}
+    return out
+
+
+def failed_runs(trials) -> dict[str, dict]:
+    """The runs whose every trial errored: {run: {"trials": n, "error": the first trial's
+    error, on one line}}. A run without trials (skipped by the budget) is not one."""
+    out = {}
+    if not len(trials):
+        return out
+    for run, group in trials.groupby("run", sort=False):
+        if (group["state"] == "error").all():
+            errors = group["error"].dropna()
+            first = " ".join(str(errors.iloc[0]).split()) if len(errors) else "(no message)"
+            out[str(run)] = {"trials": len(group), "error": first[:300]}
     return out
 
 

@@ -69,11 +69,20 @@ def connect(opts: StudyOptions) -> None:
         opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
 
 
+def address_problem(address: str) -> str | None:
+    """The error line for an explicit ``host:port`` (not auto, local or ray://) where no Ray
+    cluster answers: ray.init would retry it for minutes. None when it answers or is not one."""
+    if address in ("auto", "local") or "://" in address or answers(address):
+        return None
+    return (f"--address {address}: no Ray cluster answers there (start one with 'ray start "
+            f"--head' or 'ray up cluster.yaml', or use --address local)")
+
+
 def answers(address: str, timeout: float = 2.0) -> bool:
     """Whether host:port accepts a TCP connection within ``timeout`` seconds."""
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             return True
     except (OSError, ValueError):
         return False
