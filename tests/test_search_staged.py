@@ -14,7 +14,7 @@ from ec4srec.search.command import parse
 from ec4srec.search.options import StudyOptions, base_config, best_params, input_error, run_base
 from ec4srec.search.ranges import dump_ranges, load_ranges, parse_ranges
 from ec4srec.search.space import SearchSpace, run_params
-from ec4srec.search.study import extend
+from ec4srec.search.resume import extend
 from ec4srec.search.tuner import make_scheduler, trial_constants
 from test_tuning_driver import ray_local  # noqa: F401
 
@@ -183,7 +183,8 @@ def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_
 
 def test_stage_two_has_its_own_epoch_budget_until_it_starts(tmp_path, monkeypatch):
     from ec4srec.search import study
-    from ec4srec.search.study import make_budget, set_stage2_epochs
+    from ec4srec.search.resume import set_stage2_epochs
+    from ec4srec.search.study import make_budget
     monkeypatch.setattr(study, "cluster_slots", lambda opts: 2)     # no Ray needed
     opts = StudyOptions(dataset="synthetic", methods=["sasrec", "ec4srec"], staged=True,
                         max_epochs=200, stage2_epochs=40, storage_path=str(tmp_path),

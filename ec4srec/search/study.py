@@ -40,16 +40,17 @@ from ray import tune
 
 from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, ConfigError, dump_config
-from ..registry import METHODS, PLAIN, is_guided
+from ..registry import METHODS, is_guided
 from ..report import results, tables
 from . import compat, durable
 from .budget import Budget, hms
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # noqa: F401
-                      asha_grace, base_config, input_error, narrow_space, read_manifest, run_base, run_name,
-                      write_manifest)
+                      asha_grace, base_config, input_error, narrow_space, read_manifest,
+                      run_base, run_name, write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
+from .resume import resumed_options
 from .summary import cost_report, failed_runs, print_summary
 from .trainable import retrain_seed
 from .tuner import address_problem, cluster_slots, connect, make_tuner
@@ -309,40 +310,6 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
 
 
 
-def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:
-    """``--resume --methods M...`` adds the methods the study lacks (new runs, after its own);
-    ``--resume --staged`` makes a study whose finished runs are all the plain method's the
-    first stage of a staged study. Raises ConfigError where that cannot hold."""
-    added = [m for m in methods or [] if m not in saved["methods"]]
-    saved["methods"] = [*saved["methods"], *added]
-    if added:
-        print(f"[search] adding {', '.join(added)} to the study", flush=True)
-    if not staged or saved.get("staged"):
-        return
-    if PLAIN not in saved["methods"]:
-        raise ConfigError(f"--staged: the study has no {PLAIN} run to be its stage 1")
-    probe = StudyOptions(**saved).finalize()
-    plain = {run_name(k) for k in probe.runs() if k[1] == PLAIN}
-    done = {p.stem for p in (probe.exp_dir / "runs").glob("*.json")}
-    if done - plain:
-        raise ConfigError(f"--staged: {', '.join(sorted(done - plain))} finished outside a "
-                          "staged study (on the untuned base); start a new study instead")
-    saved["staged"] = True
-
-
-def set_stage2_epochs(saved: dict, epochs: int) -> None:
-    """``--resume --stage2-epochs N``: stage 2's epoch budget, while none of its runs started
-    (its trials' update schedules follow N). Raises ConfigError otherwise."""
-    probe = StudyOptions(**saved).finalize()
-    started = [run_name(k) for k in probe.runs() if probe.stage_of(k[1]) == "methods"
-               and any((probe.exp_dir / sub).exists() for sub in
-                       (run_name(k), f"runs/{run_name(k)}.json", f"trials/{run_name(k)}"))]
-    if started and epochs != saved.get("stage2_epochs"):
-        raise ConfigError(f"--stage2-epochs: stage 2 has started ({', '.join(started)}); its "
-                          f"epoch budget cannot change")
-    saved["stage2_epochs"] = epochs
-
-
 def main(opts: StudyOptions, resume: bool = False) -> int:
     """CLI entry: 0 done, 1 done but every trial of some run errored (one line per such run;
     tables and results written), 130 interrupted (resume command printed), 2 usage error."""
@@ -355,28 +322,8 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
         if not manifest.exists():
             print(f"error: --resume: no study at {manifest}", file=sys.stderr)
             return 2
-        new_space, new_budget = opts.search_space, opts.time_budget
         try:
-            saved = read_manifest(manifest)
-            version = saved.pop("_version")
-            saved.update(address=opts.address, verbose=opts.verbose)
-            if "://" not in opts.storage_path and "://" not in saved.get("storage_path", ""):
-                # the study lives where it was found (moved, exported, a fresh checkout)
-                saved.update(storage_path=opts.storage_path, name=opts.name)
-            if opts.data_dir or (saved.get("data_dir") and not Path(saved["data_dir"]).is_dir()):
-                saved["data_dir"] = opts.data_dir     # else $EC4SREC_DATA_DIR
-            if opts.status_every is not None:
-                saved["status_every"] = opts.status_every
-            if new_budget is not None:       # a resumed study may get a new total budget
-                saved["time_budget"] = new_budget
-            extend(saved, getattr(opts, "extend", None), opts.staged)
-            if opts.stage2_epochs is not None:
-                set_stage2_epochs(saved, opts.stage2_epochs)
-            opts = StudyOptions(**saved)
-            if new_space is not None:
-                narrow_space(opts, new_space, version)
-            elif (opts.exp_dir / SPACE_FILE).exists():      # the study's own space, checked now
-                load_ranges(opts.exp_dir / SPACE_FILE)
+            opts = resumed_options(opts, manifest)
         except (ConfigError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
