@@ -43,6 +43,10 @@ def connect(opts: StudyOptions) -> None:
         return
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
     os.environ.update(env)
+    # Tune's "experiment state snapshotting ... may become a bottleneck" warning fires whenever
+    # trials checkpoint every epoch (by design here: docs/search.md), 27 blocks in a smoke test;
+    # it says nothing our user can act on (a user's own setting wins)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # EC4SREC_* (EC4SREC_DATA_DIR, ...) reach the trials on every node
     env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
