@@ -203,3 +203,37 @@ def test_stage_two_has_its_own_epoch_budget_until_it_starts(tmp_path, monkeypatc
     # once a stage-2 run has a trial, its N is fixed
     with pytest.raises(ConfigError, match="stage 2 has started"):
         set_stage2_epochs(saved, 80)
+
+
+@pytest.mark.slow
+def test_a_plain_study_resumed_as_stage_one_of_a_staged_study(ray_local, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.01, log: true}\n"
+                     "  model.dropout: {choices: [0.1, 0.3]}\n"
+                     "  method.lambda_cl: {low: 0.01, high: 0.5, log: true}\n"
+                     "common: [train.lr]\nbackbones:\n  sasrec: [model.dropout]\n"
+                     "methods:\n  cl4srec: [method.lambda_cl]\nretune: [train.lr]\n")
+    address = ray_local.get_runtime_context().gcs_address
+    where = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
+    search = [sys.executable, str(ROOT / "tune" / "search.py")]
+    first = subprocess.run([*search, "--smoke-test", "--methods", "sasrec", "--search-space",
+                            str(space), "--num-samples", "2", "--max-epochs", "4", "--seeds", "1",
+                            *where], capture_output=True, text=True, timeout=400)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    second = subprocess.run([*search, "--resume", "--staged", "--methods", "cl4srec",
+                             "--stage2-epochs", "2", *where], capture_output=True, text=True,
+                            timeout=400)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-3000:]
+    exp = tmp_path / "s"
+    # the finished plain run is kept as stage 1 (not re-run); cl4srec is added as stage 2
+    assert "synthetic-sasrec-sasrec: complete, not re-run" in out and "adding cl4srec" in out
+    manifest = json.loads((exp / "study.json").read_text())
+    assert manifest["staged"] and manifest["methods"] == ["sasrec", "cl4srec"]
+    import yaml
+    config = yaml.safe_load((exp / "best" / "synthetic-cl4srec-sasrec.yaml").read_text())
+    best = best_params(exp, ("synthetic", "sasrec", "sasrec"))
+    # stage 2 trains N = 2 epochs on stage 1's best dropout; each run has its seed re-run
+    assert config["train"]["epochs"] == 2 and config["model"]["dropout"] == best["model.dropout"]
+    assert {p.parent.name for p in exp.glob("seeds/*/seed_*.json")} == {
+        "synthetic-sasrec-sasrec", "synthetic-cl4srec-sasrec"}
