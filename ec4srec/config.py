@@ -224,6 +224,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: str = "auto"           # auto (on for a terminal) | on | off
     checkpoint_every: int = 1        # epochs between checkpoints (plus every update epoch)
+    checkpoint_minutes: float = 5.0  # also mid-epoch, every this many minutes (0: only on Ctrl-C)
     # The next-item objective (methods/objective.py, docs/methods.md)
     objective: str = "prefix_rows"   # prefix_rows: one row per (history, next item), the paper's |
                                      # all_positions: a user sequence per row, every position
@@ -251,6 +252,8 @@ class TrainConfig:
         _check(math.isfinite(self.lr) and self.lr > 0, "train.lr", "must be a finite number > 0")
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay",
                "must be a finite number >= 0")
+        _check(math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+               "train.checkpoint_minutes", "must be a finite number >= 0 (0: only on Ctrl-C)")
         _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]")
         _check(self.progress in ("auto", "on", "off"), "train.progress", "must be auto, on or off")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,

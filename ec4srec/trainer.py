@@ -7,7 +7,9 @@ Contracts:
   training (``fit(run_test=False)`` never touches it: the search uses that).
 - A checkpoint holds everything the loop depends on (model, optimizer, RNG states, epoch,
   early-stopping state, best weights, method state such as importance scores), written
-  atomically; resuming from it reproduces the uninterrupted run exactly on CPU.
+  atomically; resuming from it reproduces the uninterrupted run exactly on CPU. A run with an
+  output folder also checkpoints mid-epoch, between two steps, on Ctrl-C and every
+  ``train.checkpoint_minutes`` (interrupt.py), and resumes mid-epoch just as exactly.
 - ``train.precision`` is resolved once per run (:func:`~ec4srec.precision.resolve_precision`)
   and recorded in metrics.json; bf16 runs each step's forward and loss under autocast, backward
   and the Adam step outside it (fp32 parameters and optimizer state).
@@ -22,8 +24,6 @@ Contracts:
 """
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -39,9 +39,11 @@ from .config import Config, ConfigError, dump_config
 from .data import Dataset
 from .data.batches import make_batch, train_order
 from .data.split import sequence_rows
+from .device import hardware, resolve_device  # noqa: F401  (importable from here too)
 from .evaluate import evaluate, select_key
 from .methods import build_method
-from .models import build_model, refresh_dropout_banks
+from .interrupt import EpochCursor, SaveClock, deferred_sigint
+from .models import bank_origins, build_model, refresh_dropout_banks, restore_banks
 from .precision import autocast, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
@@ -72,27 +74,6 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(name.partition(":")[2] or 0)
-        if index >= count:
-            raise ConfigError(f"train.device={name}: this torch sees {count} CUDA device(s)"
-                              + ("" if torch.backends.cuda.is_built() else " (a CPU-only build)"))
-    return torch.device(name)
-
-
-def hardware() -> dict[str, Any]:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 class Trainer:
     def __init__(self, config: Config, dataset: Dataset, output_dir: str | Path | None = None,
                  callbacks: list[Callback] | None = None, log: Callable[[str], None] | None = None):
@@ -120,6 +101,7 @@ class Trainer:
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.warm_start: dict[str, Any] | None = None     # set by load_warmup
+        self._cursor: EpochCursor | None = None            # set by a mid-epoch checkpoint
         self._writer = None
         # Training draws from torch's global RNG; keep its post-init state so that building
         # another Trainer before fit() cannot change this run's numbers.
@@ -130,29 +112,39 @@ class Trainer:
         """Train until the epoch budget or early stopping; then restore the best weights and
         (if ``run_test``) evaluate the test split once. Returns the metrics record."""
         tc = self.config.train
-        if self.state.epoch == 0:
+        if self.state.epoch == 0 and self._cursor is None:
             restore_rng(self._initial_rng, self.rng)
         self._write_config()
         self.log(self.plan_line())
-        while self.state.epoch < tc.epochs and not self.state.stopped_early:
-            epoch = self.state.epoch + 1
-            started = time.perf_counter()
-            updated = self.method.on_epoch_start(epoch)
-            train_stats = self.train_epoch(epoch)
-            valid = self.validate()
-            self.state.train_seconds += time.perf_counter() - started
-            stop = self._end_epoch(epoch, train_stats, valid)
-            if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
-                self.save_checkpoint()
-                self._write_history()
-            if self.output_dir is not None and self.method.update_epochs \
-                    and epoch == self.method.update_epochs[0] - 1:
-                self.save_checkpoint(self.output_dir / WARMUP_CHECKPOINT)   # for --warm-start
-            for callback in self.callbacks:
-                stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
-            if stop:
-                self.state.stopped_early = True
+        with deferred_sigint(enabled=self.output_dir is not None) as interrupt:
+            while self.state.epoch < tc.epochs and not self.state.stopped_early:
+                self._train_one_epoch(interrupt)
         return self.finish(run_test)
+
+    def _train_one_epoch(self, interrupt=None) -> None:
+        """The next epoch: importance update (unless resumed mid-epoch after it), training,
+        validation, early stopping, checkpoints and callbacks."""
+        epoch = self.state.epoch + 1
+        started = time.perf_counter()
+        cursor, self._cursor = self._cursor, None          # a run resumed mid-epoch
+        if cursor is None:
+            updated = self.method.on_epoch_start(epoch)
+        else:
+            updated = epoch in self.method.update_epochs   # done before the checkpoint
+        train_stats = self.train_epoch(epoch, cursor, interrupt, started)
+        valid = self.validate()
+        self.state.train_seconds += time.perf_counter() - started + (cursor.seconds if cursor else 0.0)
+        stop = self._end_epoch(epoch, train_stats, valid)
+        if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
+            self.save_checkpoint()
+            self._write_history()
+        if self.output_dir is not None and self.method.update_epochs \
+                and epoch == self.method.update_epochs[0] - 1:
+            self.save_checkpoint(self.output_dir / WARMUP_CHECKPOINT)   # for --warm-start
+        for callback in self.callbacks:
+            stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
+        if stop:
+            self.state.stopped_early = True
 
     def finish(self, run_test: bool = True) -> dict[str, Any]:
         """Restore the best weights, evaluate the test split once (if ``run_test``) and write
@@ -168,18 +160,37 @@ class Trainer:
         self._close_writer()
         return record
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over all training rows in length-bucketed, shuffled batches."""
+    def train_epoch(self, epoch: int, cursor: EpochCursor | None = None, interrupt=None,
+                    started: float | None = None) -> dict[str, float]:
+        """One pass over all training rows in length-bucketed, shuffled batches (the rest of
+        ``cursor``'s when resumed mid-epoch). With ``interrupt`` (interrupt.deferred_sigint)
+        a Ctrl-C, and every ``train.checkpoint_minutes``, writes a mid-epoch checkpoint
+        between two steps; the Ctrl-C then raises KeyboardInterrupt."""
         tc = self.config.train
+        started = time.perf_counter() if started is None else started
         self.model.train()
-        refresh_dropout_banks(self.model)
-        order = train_order(self.data.train.length, tc.batch_size, self.rng, tc.bucket_batches)
-        totals: dict[str, torch.Tensor] = {}
-        for rows in self._progress(order, epoch):
-            loss, parts = self.train_step(rows, epoch)
+        if cursor is None:
+            refresh_dropout_banks(self.model)
+            order = train_order(self.data.train.length, tc.batch_size, self.rng, tc.bucket_batches)
+            cursor = EpochCursor(epoch, order, bank_origins())
+        else:
+            restore_banks(cursor.banks)
+        spent_before = cursor.seconds
+        totals: dict[str, Any] = dict(cursor.totals)
+        clock = SaveClock(tc.checkpoint_minutes if self.output_dir is not None else 0.0)
+        for i in self._progress(range(cursor.step, len(cursor.order)), epoch, len(cursor.order)):
+            loss, parts = self.train_step(cursor.order[i], epoch)
             for key, value in {"loss": loss, **parts}.items():
                 totals[key] = totals.get(key, 0.0) + value.float()      # on the device, fp32
-        stats = {f"train/{k}": float(v) / len(order) for k, v in totals.items()}   # 1 read-back
+            asked = interrupt is not None and interrupt.requested
+            if (asked or clock.due()) and i + 1 < len(cursor.order):
+                cursor.step, cursor.totals = i + 1, {k: float(v) for k, v in totals.items()}
+                cursor.seconds = spent_before + time.perf_counter() - started
+                self.save_checkpoint(mid_epoch=cursor)
+                if asked:
+                    raise KeyboardInterrupt(f"epoch {epoch}, after batch {i + 1} of "
+                                            f"{len(cursor.order)}")
+        stats = {f"train/{k}": float(v) / len(cursor.order) for k, v in totals.items()}   # 1 read-back
         if not np.isfinite(stats["train/loss"]):
             raise NonFiniteLossError(f"epoch {epoch}: training loss is {stats['train/loss']}")
         return stats
@@ -236,6 +247,9 @@ class Trainer:
         tc, st, stats = self.config.train, self.state, self.dataset.stats()
         batches = -(-len(self.data.train) // tc.batch_size)
         where = f"from epoch {st.epoch + 1}" if st.epoch else "from scratch"
+        if self._cursor is not None:
+            where = (f"from epoch {self._cursor.epoch}, batch {self._cursor.step + 1} of "
+                     f"{len(self._cursor.order)}")
         return (f"{stats['dataset']}: {stats['users']:,} users, {stats['items']:,} items, "
                 f"{len(self.data.train):,} training rows ({tc.objective}, {tc.loss}), "
                 f"{batches:,} batches per epoch; {self.config.method.name} on "
@@ -274,12 +288,15 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, mid_epoch: EpochCursor | None = None) -> dict[str, Any]:
+        """Everything the loop depends on; ``mid_epoch``: where the epoch under way stands
+        (the loop state is then the last completed epoch's)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng": capture_rng(self.rng), "loop": asdict(self.state),
                 "best_weights": self.best_weights, "method": self.method.state_dict(),
                 "config": self.config.to_dict(), "warm_start": self.warm_start,
-                "runtime": self.runtime()}
+                "runtime": self.runtime(),
+                **({"mid_epoch": mid_epoch.state_dict()} if mid_epoch else {})}
 
     def runtime(self) -> dict[str, Any]:
         """What numbers depend on beyond the config: device type, precision, torch threads
@@ -287,9 +304,10 @@ class Trainer:
         return {"device": self.device.type, "precision": self.precision,
                 "threads": torch.get_num_threads(), "torch": torch.__version__}
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+    def save_checkpoint(self, path: str | Path | None = None,
+                        mid_epoch: EpochCursor | None = None) -> Path:
         path = Path(path) if path else self.output_dir / CHECKPOINT
-        save_torch(path, self.checkpoint_state())
+        save_torch(path, self.checkpoint_state(mid_epoch))
         return path
 
     def load_checkpoint(self, path: str | Path, method_state: bool = True) -> None:
@@ -316,6 +334,10 @@ class Trainer:
             raise CheckpointError(f"{path}: does not fit this run's model/config: {detail}") from None
         self.best_weights = ckpt["best_weights"]
         self.warm_start = ckpt.get("warm_start")
+        try:        # a checkpoint written mid-epoch: the epoch goes on where it stopped
+            self._cursor = EpochCursor.from_state(ckpt["mid_epoch"]) if "mid_epoch" in ckpt else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointError(f"{path}: its mid-epoch state is malformed") from None
         if method_state:
             self.method.load_state_dict(ckpt["method"])
 
@@ -370,9 +392,10 @@ class Trainer:
             self._writer.close()
             self._writer = None
 
-    def _progress(self, batches: list, epoch: int):
+    def _progress(self, steps: range, epoch: int, total: int):
         mode = self.config.train.progress
         if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
-            return batches
+            return steps
         from tqdm import tqdm
-        return tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
+        return tqdm(steps, desc=f"epoch {epoch}", leave=False, unit="batch", total=total,
+                    initial=steps.start)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from .base import FastDropout, SequenceEncoder, refresh_dropout_banks
+from .base import FastDropout, SequenceEncoder, bank_origins, refresh_dropout_banks, restore_banks
 from .caser import Caser
 from .gru4rec import GRU4Rec
 from .sasrec import SASRec
 
 __all__ = ["Caser", "FastDropout", "GRU4Rec", "SASRec", "SequenceEncoder", "build_model",
-           "refresh_dropout_banks"]
+           "refresh_dropout_banks", "bank_origins", "restore_banks"]
 
 
 def build_model(config: ModelConfig, num_items: int, max_len: int) -> SequenceEncoder:

@@ -150,6 +150,9 @@ class FastDropout(nn.Module):
 
     min_bank_size = 1 << 22
     _banks: dict[tuple[float, str], torch.Tensor] = {}
+    # how each bank was drawn: (p, device) -> (its generator's state before the draw, size),
+    # so that a checkpoint taken mid-epoch can redraw the very banks (bank_origins)
+    _origins: dict[tuple[float, str], tuple[torch.Tensor, int]] = {}
     _cast_banks: dict[tuple[float, str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __init__(self, p: float, fast: bool = True):
@@ -160,6 +163,10 @@ class FastDropout(nn.Module):
     @classmethod
     def draw_bank(cls, p: float, device: torch.device, size: int | None = None) -> torch.Tensor:
         size = max(size or 0, cls.min_bank_size)
+        device = torch.device(device)
+        state = (torch.cuda.get_rng_state(device) if device.type == "cuda"
+                 else torch.get_rng_state())
+        cls._origins[(p, str(device))] = (state, size)
         keep = torch.rand(size, device=device) >= p
         bank = keep.float().mul_(1.0 / (1.0 - p))
         cls._banks[(p, str(device))] = bank
@@ -187,6 +194,30 @@ class FastDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, fast={self.fast}"
+
+
+def bank_origins() -> list[tuple[float, str, torch.Tensor, int]]:
+    """How every current dropout bank was drawn: (p, device, generator state, size)."""
+    return [(p, device, state, size) for (p, device), (state, size) in FastDropout._origins.items()]
+
+
+def restore_banks(origins: list[tuple[float, str, torch.Tensor, int]]) -> None:
+    """Redraw the banks :func:`bank_origins` described, bit for bit, leaving every generator's
+    state as it was (a run resumed mid-epoch continues with the banks it had)."""
+    cpu, cuda = torch.get_rng_state(), (torch.cuda.get_rng_state_all()
+                                        if torch.cuda.is_available() else None)
+    FastDropout._banks.clear()
+    FastDropout._cast_banks.clear()
+    FastDropout._origins.clear()
+    for p, device, state, size in origins:
+        if torch.device(device).type == "cuda":
+            torch.cuda.set_rng_state(state, torch.device(device))
+        else:
+            torch.set_rng_state(state)
+        FastDropout.draw_bank(p, torch.device(device), size)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def refresh_dropout_banks(model: nn.Module) -> None:
