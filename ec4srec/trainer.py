@@ -7,9 +7,8 @@ Contracts:
   training (``fit(run_test=False)`` never touches it: the search uses that).
 - A checkpoint holds everything the loop depends on (model, optimizer, RNG states, epoch,
   early-stopping state, best weights, method state such as importance scores), written
-  atomically; resuming from it reproduces the uninterrupted run exactly on CPU. A run with an
-  output folder also checkpoints mid-epoch, between two steps, on Ctrl-C and every
-  ``train.checkpoint_minutes`` (interrupt.py), and resumes mid-epoch just as exactly.
+  atomically; resuming from it reproduces the uninterrupted run exactly on CPU, also from the
+  mid-epoch checkpoints a run with an output folder writes (interrupt.py).
 - ``train.precision`` is resolved once per run (:func:`~ec4srec.precision.resolve_precision`)
   and recorded in metrics.json; bf16 runs each step's forward and loss under autocast, backward
   and the Adam step outside it (fp32 parameters and optimizer state).
