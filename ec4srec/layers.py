@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("models",)),
     ("analysis", ("evaluate", "explain")),
     ("methods", ("methods",)),
-    ("training", ("device", "interrupt", "trainer", "diagnostics")),
+    ("training", ("device", "interrupt", "loop_state", "trainer", "diagnostics")),
     ("report", ("report",)),
     ("search", ("search",)),
     ("cli", ("cli", "explain_cli")),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +42,7 @@ from .device import hardware, resolve_device  # noqa: F401  (importable from her
 from .evaluate import evaluate, select_key
 from .methods import build_method
 from .interrupt import EpochCursor, SaveClock, deferred_sigint
+from .loop_state import LoopState, history_csv
 from .models import bank_origins, build_model, refresh_dropout_banks, restore_banks
 from .precision import autocast, resolve_precision
 
@@ -54,19 +55,6 @@ Callback = Callable[["Trainer", int, dict], "bool | None"]
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-@dataclass
-class LoopState:
-    """Everything besides model/optimizer/method that the loop carries across epochs."""
-
-    epoch: int = 0                   # last completed epoch (1-based)
-    best_score: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0
-    stopped_early: bool = False
 
 
 def _minutes(seconds: float) -> str:
@@ -130,9 +118,10 @@ class Trainer:
             updated = self.method.on_epoch_start(epoch)
         else:
             updated = epoch in self.method.update_epochs   # done before the checkpoint
+        before = cursor.seconds if cursor else 0.0        # train_epoch moves it on
         train_stats = self.train_epoch(epoch, cursor, interrupt, started)
         valid = self.validate()
-        self.state.train_seconds += time.perf_counter() - started + (cursor.seconds if cursor else 0.0)
+        self.state.train_seconds += time.perf_counter() - started + before
         stop = self._end_epoch(epoch, train_stats, valid)
         if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
             self.save_checkpoint()
@@ -144,6 +133,10 @@ class Trainer:
             stop = bool(callback(self, epoch, {**train_stats, **valid})) or stop
         if stop:
             self.state.stopped_early = True
+        if interrupt is not None and interrupt.requested:   # Ctrl-C after the last batch
+            self.save_checkpoint()
+            self._write_history()
+            raise KeyboardInterrupt(f"after epoch {epoch}")
 
     def finish(self, run_test: bool = True) -> dict[str, Any]:
         """Restore the best weights, evaluate the test split once (if ``run_test``) and write
@@ -185,6 +178,7 @@ class Trainer:
             if (asked or clock.due()) and i + 1 < len(cursor.order):
                 cursor.step, cursor.totals = i + 1, {k: float(v) for k, v in totals.items()}
                 cursor.seconds = spent_before + time.perf_counter() - started
+                cursor.banks = bank_origins()      # a bank may have been redrawn larger
                 self.save_checkpoint(mid_epoch=cursor)
                 if asked:
                     raise KeyboardInterrupt(f"epoch {epoch}, after batch {i + 1} of "
@@ -368,13 +362,8 @@ class Trainer:
     def _write_history(self) -> None:
         """history.csv: one row per epoch (train losses, validation metrics), rewritten
         atomically with each checkpoint; the validation curve of the run (tune/report.py)."""
-        if not self.state.history:
-            return
-        keys = list(dict.fromkeys(k for h in self.state.history for k in h))
-        lines = [",".join(keys)]
-        lines += [",".join("" if h.get(k) is None else repr(h[k]) for k in keys)
-                  for h in self.state.history]
-        atomic_write_text(self.output_dir / HISTORY, "\n".join(lines) + "\n")
+        if self.state.history:
+            atomic_write_text(self.output_dir / HISTORY, history_csv(self.state.history))
 
     def _tensorboard(self, epoch: int, scalars: dict[str, float]) -> None:
         if not (self.output_dir and self.config.train.tensorboard):

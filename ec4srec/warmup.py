@@ -23,7 +23,8 @@ WARMUP_IRRELEVANT = {
     "method": ("mu_e", "explainer", "lambda_cl_pos", "lambda_cl_neg", "lambda_sl_pos", "updates",
                "update_epochs", "explain_target", "ig_steps", "explain_batch_size",
                "neg_min_length", "occlusion_sign"),
-    "train": ("patience", "min_epochs", "checkpoint_every", "progress", "tensorboard"),
+    "train": ("patience", "min_epochs", "checkpoint_every", "checkpoint_minutes", "progress",
+              "tensorboard"),
 }
 
 

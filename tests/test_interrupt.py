@@ -21,6 +21,7 @@ from conftest import tiny_config
 
 TIMING = ("wall_time_s", "seconds_per_epoch", "hardware")
 CASES = [("sasrec", "sasrec"), ("ec4srec", "gru4rec"), ("cl4srec", "caser")]
+ORIGINAL_STEP = Trainer.train_step
 
 
 def quiet(config, dataset, out=None):
@@ -51,16 +52,19 @@ def config_for(tiny_file, method, backbone):
                        method__updates=1)
 
 
-@pytest.mark.parametrize("method, backbone", CASES)
+@pytest.mark.parametrize("method, backbone, bank", [(*c, None) for c in CASES] + [
+    ("sasrec", "sasrec", 64)])
 def test_ctrl_c_mid_epoch_resumes_exactly(tiny_file, tiny_dataset, tmp_path, monkeypatch,
-                                          method, backbone):
+                                          method, backbone, bank):
+    if bank:            # banks smaller than one activation: redrawn larger within the epoch
+        monkeypatch.setattr(FastDropout, "min_bank_size", bank)
     config = config_for(tiny_file, method, backbone)
     full = quiet(config, tiny_dataset, tmp_path / "a")
     record_a = full.fit()
     sigint_at(monkeypatch, epoch=2, step=3)
     with pytest.raises(KeyboardInterrupt):
         quiet(config, tiny_dataset, tmp_path / "b").fit()
-    monkeypatch.undo()
+    monkeypatch.setattr(Trainer, "train_step", ORIGINAL_STEP)
     ckpt = load_torch(tmp_path / "b" / CHECKPOINT)
     # the checkpoint stands after batch 3 of epoch 2, the loop state is epoch 1's
     assert ckpt["mid_epoch"]["step"] == 3 and ckpt["mid_epoch"]["epoch"] == 2
@@ -135,3 +139,21 @@ def test_a_second_ctrl_c_interrupts_at_once():
         # the second gets the handler from before: Python's KeyboardInterrupt
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_during_validation_stops_after_the_epoch_with_a_checkpoint(tiny_file, tiny_dataset,
+                                                                        tmp_path, monkeypatch):
+    config = config_for(tiny_file, "sasrec", "sasrec")
+    original = Trainer.validate
+
+    def validate(self):
+        out = original(self)
+        if self.state.epoch == 1:          # during epoch 2's validation
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(Trainer, "validate", validate)
+    with pytest.raises(KeyboardInterrupt):
+        quiet(config, tiny_dataset, tmp_path / "b").fit()
+    ckpt = load_torch(tmp_path / "b" / CHECKPOINT)
+    # the run stops at the end of that epoch, its checkpoint complete (no mid-epoch part)
+    assert ckpt["loop"]["epoch"] == 2 and "mid_epoch" not in ckpt

@@ -210,6 +210,8 @@ def restore_banks(origins: list[tuple[float, str, torch.Tensor, int]]) -> None:
     FastDropout._cast_banks.clear()
     FastDropout._origins.clear()
     for p, device, state, size in origins:
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            continue                 # resumed on another device: its banks are drawn anew
         if torch.device(device).type == "cuda":
             torch.cuda.set_rng_state(state, torch.device(device))
         else:

@@ -1,0 +1,27 @@
+"""What the training loop carries from epoch to epoch (:class:`LoopState`, saved in every
+checkpoint) and the ``history.csv`` it writes from it (:func:`history_csv`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoopState:
+    """Everything besides model/optimizer/method that the loop carries across epochs."""
+
+    epoch: int = 0                   # last completed epoch (1-based)
+    best_score: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def history_csv(history: list[dict]) -> str:
+    """One row per epoch (train losses, validation metrics), columns in first-seen order; a
+    value an epoch lacks is empty."""
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    lines = [",".join(keys)]
+    lines += [",".join("" if h.get(k) is None else repr(h[k]) for k in keys) for h in history]
+    return "\n".join(lines) + "\n"
