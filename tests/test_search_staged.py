@@ -237,3 +237,62 @@ def test_a_plain_study_resumed_as_stage_one_of_a_staged_study(ray_local, tmp_pat
     assert config["train"]["epochs"] == 2 and config["model"]["dropout"] == best["model.dropout"]
     assert {p.parent.name for p in exp.glob("seeds/*/seed_*.json")} == {
         "synthetic-sasrec-sasrec", "synthetic-cl4srec-sasrec"}
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"staged": False, "stage2_epochs": 40}, "only a --staged study has a stage 2"),
+    ({"overrides": ["train.epochs=50"]}, "--set train.epochs"),
+    ({"grace_period": 30, "stage2_epochs": 20}, "first rung is past the 20 epochs"),
+])
+def test_study_inputs_that_would_fail_later_are_refused_up_front(tmp_path, kw, message):
+    opts = StudyOptions(**{"dataset": "synthetic", "methods": ["sasrec", "ec4srec"], "staged": True,
+                           "max_epochs": 200, "storage_path": str(tmp_path), **kw}).finalize()
+    # one line before Ray starts, not a traceback in stage 2 hours later
+    assert message in input_error(opts)
+
+
+def test_grace_period_is_in_the_asha_clocks_unit_only(tmp_path):
+    from ec4srec.search.options import asha_clock, asha_grace
+    opts = StudyOptions(dataset="synthetic", asha_clock="seconds", grace_period=600,
+                        storage_path=str(tmp_path)).finalize()
+    # 600 seconds for an unguided run; a guided run (epoch clock) keeps the epoch default
+    assert asha_grace(opts, asha_clock(opts, "sasrec"), 200) == 600
+    assert asha_grace(opts, asha_clock(opts, "ec4srec"), 200) == 10
+
+
+def test_resume_checks_the_runs_it_adds(tmp_path):
+    from ec4srec.search.options import write_manifest
+    from ec4srec.search.resume import resumed_options
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec"], storage_path=str(tmp_path),
+                        name="s").finalize()
+    opts.exp_dir.mkdir(parents=True)
+    write_manifest(opts)
+    cli = StudyOptions(dataset="synthetic", storage_path=str(tmp_path), name="s", staged=True,
+                       stage2_epochs=1).finalize()
+    cli.extend = ["ec4srec"]
+    # a stage 2 of one epoch cannot hold an importance update: refused at resume, not later
+    with pytest.raises(ConfigError, match="method.updates"):
+        resumed_options(cli, opts.exp_dir / "study.json")
+
+
+def test_a_staged_study_skips_stage_two_where_stage_one_has_no_trial(tmp_path, monkeypatch, capsys):
+    from ec4srec.search import study
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec", "cl4srec"], staged=True,
+                        storage_path=str(tmp_path), name="s", seeds=0).finalize()
+    calls = []
+
+    def fake_run(opts, key, ranges, budget=None):      # stage 1 ends with every trial errored
+        calls.append(key)
+        return [{"trial_id": "a", "params": {}, "history": [], "error": "boom", "path": "x"}]
+    monkeypatch.setattr(study, "run_search", fake_run)
+    monkeypatch.setattr(study, "cluster_slots", lambda opts: 1)
+    (opts.exp_dir / "runs").mkdir(parents=True)
+    (opts.exp_dir / "runs" / "synthetic-sasrec-sasrec.json").write_text(json.dumps(
+        fake_run(opts, None, None)))
+    calls.clear()
+    budget = study.make_budget(opts, 0.0)
+    study._run_phases(opts, opts.exp_dir, load_ranges(), budget, 0.0)
+    # stage 2 is not started on a base that does not exist, and says why
+    assert calls == [("synthetic", "sasrec", "sasrec")]
+    assert "synthetic-cl4srec-sasrec: skipped: stage 1 on sasrec has no finished trial" in \
+        capsys.readouterr().out

@@ -1,10 +1,10 @@
 """A study's durable state: what a study keeps when it loses its machine (docs/search.md).
 
 An experiment folder holds two kinds of files:
-- durable (:data:`DURABLE`): the options, the active space, the Optuna journal, the budget
+- durable (``report.results.PORTABLE``, what ``tune/report.py --export`` copies): the options, the active space, the Optuna journal, the budget
   ledger, every ended trial's record (``trials/<run>/<trial_id>.json``), finished runs
-  (``runs/``), seed re-runs (``seeds/``), best configs, tables and report; small text files,
-  what ``tune/report.py --export`` copies (and a fresh checkout resumes from);
+  (``runs/``), seed re-runs (``seeds/``), best configs, tables and report; small text files
+  (a fresh checkout resumes from them);
 - disposable: Ray's run folders (trials, checkpoints, TensorBoard events) and ``warmup/``.
 
 Contracts:
@@ -31,8 +31,6 @@ from ray.tune import Callback
 from ..checkpoint import atomic_write_json
 from . import compat
 
-DURABLE = ("study.json", "search_space.yaml", "optuna.journal", "budget.json", "summary.json",
-           "trials.csv", "epochs.csv", "seeds.csv", "runs", "trials", "seeds", "best", "report")
 RECORDS = "trials"              # trials/<run>/<trial_id>.json
 RAY_TRIAL_ID = "ray_trial_id"   # the Optuna trial's user attribute naming its Ray trial
 

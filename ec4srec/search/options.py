@@ -205,9 +205,10 @@ def asha_clock(opts: StudyOptions, method: str) -> str | None:
 
 
 def asha_grace(opts: StudyOptions, clock: str | None, n_epochs: int) -> int:
-    """ASHA's first rung in the clock's unit (--grace-period, else the clock's default: 300
-    seconds, or max(1, min(10, N // 10)) epochs)."""
-    if opts.grace_period:
+    """ASHA's first rung in the clock's unit: --grace-period for runs on the --asha-clock (its
+    unit), else the clock's default: 300 seconds, or max(1, min(10, N // 10)) epochs (a guided
+    run under --asha-clock seconds)."""
+    if opts.grace_period and clock == opts.asha_clock:
         return opts.grace_period
     return SECONDS_GRACE if clock == "seconds" else max(1, min(10, n_epochs // 10))
 
@@ -249,18 +250,33 @@ def input_error(opts: StudyOptions) -> str | None:
         return (f"--dataset: {opts.dataset} is neither a known dataset ({', '.join(known)}) nor a "
                 f"file{suggest(name.lower(), known)}")
     try:
-        ranges = load_ranges(opts.search_space)
-        for method in opts.methods:
-            for backbone in opts.backbones:
-                base = base_config(opts, method, backbone)
-                SearchSpace(method, backbone, base.train.epochs, ranges,
-                            stage=opts.stage_of(method)).first_update_epochs()
-        if opts.staged and PLAIN not in opts.methods:
-            return (f"--staged: stage 1 tunes the plain method's base model, so --methods must "
-                    f"include {PLAIN}")
+        check_runs(opts, load_ranges(opts.search_space))
     except (ConfigError, OSError, ValueError) as exc:
         return str(exc)
     return None
+
+
+def check_runs(opts: StudyOptions, ranges: dict) -> None:
+    """What every run of the study needs, for a new study and for a resumed one (whose
+    --methods, --staged or --stage2-epochs may have changed): --staged with the plain method,
+    --stage2-epochs only when staged, N set by the flags (not --set train.epochs), each run's
+    space valid for its N (p fits), ASHA's first rung within N. Raises ConfigError."""
+    if opts.staged and PLAIN not in opts.methods:
+        raise ConfigError(f"--staged: stage 1 tunes the plain method's base model, so --methods "
+                          f"must include {PLAIN}")
+    if opts.stage2_epochs and not opts.staged:
+        raise ConfigError("--stage2-epochs: only a --staged study has a stage 2")
+    if any(o.split("=", 1)[0].strip() == "train.epochs" for o in opts.overrides):
+        raise ConfigError("--set train.epochs: a study's epoch budget is --max-epochs (and "
+                          "--stage2-epochs for a staged study's second stage)")
+    for method in opts.methods:
+        for backbone in opts.backbones:
+            n = base_config(opts, method, backbone).train.epochs
+            SearchSpace(method, backbone, n, ranges, stage=opts.stage_of(method)).first_update_epochs()
+            clock = asha_clock(opts, method)
+            if clock == "epochs" and asha_grace(opts, clock, n) > n:
+                raise ConfigError(f"--grace-period {asha_grace(opts, clock, n)}: ASHA's first "
+                                  f"rung is past the {n} epochs of the {method} runs")
 
 
 def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:

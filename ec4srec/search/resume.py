@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..registry import PLAIN
-from .options import SPACE_FILE, StudyOptions, narrow_space, read_manifest, run_name
+from .options import (SPACE_FILE, StudyOptions, check_runs, narrow_space, read_manifest,
+                      run_name)
 from .ranges import load_ranges
 
 
@@ -34,8 +35,10 @@ def resumed_options(opts: StudyOptions, manifest: Path) -> StudyOptions:
     opts = StudyOptions(**saved)
     if new_space is not None:
         narrow_space(opts, new_space, version)
-    elif (opts.exp_dir / SPACE_FILE).exists():      # the study's own space, checked now
-        load_ranges(opts.exp_dir / SPACE_FILE)
+    active = opts.exp_dir / SPACE_FILE
+    # the study's own space, checked now, with every run's needs (its methods, stages and N
+    # may have changed); a study of an older ec4srec without one: its original space
+    check_runs(opts, load_ranges(active if active.exists() else opts.search_space))
     return opts
 
 
@@ -63,6 +66,8 @@ def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:
 def set_stage2_epochs(saved: dict, epochs: int) -> None:
     """``--resume --stage2-epochs N``: stage 2's epoch budget, while none of its runs started
     (its trials' update schedules follow N). Raises ConfigError otherwise."""
+    if not saved.get("staged"):
+        raise ConfigError("--stage2-epochs: only a --staged study has a stage 2")
     probe = StudyOptions(**saved).finalize()
     started = [run_name(k) for k in probe.runs() if probe.stage_of(k[1]) == "methods"
                and any((probe.exp_dir / sub).exists() for sub in

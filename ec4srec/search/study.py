@@ -40,14 +40,14 @@ from ray import tune
 
 from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, ConfigError, dump_config
-from ..registry import METHODS, is_guided
+from ..registry import METHODS, PLAIN, is_guided
 from ..report import results, tables
 from . import compat, durable
 from .budget import Budget, hms
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # noqa: F401
-                      asha_grace, base_config, input_error, narrow_space, read_manifest,
-                      run_base, run_name, write_manifest)
+                      asha_grace, base_config, best_params, input_error, narrow_space,
+                      read_manifest, run_base, run_name, write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
 from .resume import resumed_options
@@ -271,6 +271,12 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
             print(f"[search] --- stage {stage + 1}: "
                   f"{'the base model' if stage == 0 else 'every method on the tuned base'} ---",
                   flush=True)
+        if stage == 1:                # a stage-2 run needs its backbone's stage-1 best
+            missing = [k for k in group if best_params(exp, (k[0], PLAIN, k[2])) is None]
+            for key in missing:
+                print(f"[search] {run_name(key)}: skipped: stage 1 on {key[2]} has no finished "
+                      f"trial (resume to run it once stage 1 has one)", flush=True)
+            group = [k for k in group if k not in missing]
         if opts.concurrent_runs > 1 and len(group) > 1:
             all_records.update(run_concurrently(opts, group, ranges, budget))
         else:

@@ -199,7 +199,11 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         records = durable.trial_records(opts.exp_dir, name)
         restarts, counts = durable.reconcile(optuna.load_study(study_name=name, storage=storage),
                                              records, OBJECTIVE)
-        num, points = max(0, num - len(records)), restarts or None
+        # the trials the run still lacks: its planned number less the ended ones, within
+        # --num-samples (a budget's plan counts only trials still to start: not less again)
+        left = opts.num_samples - len(records)
+        num = max(0, min(left, planned if planned is not None else left))
+        points = restarts[:num] or None
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted from scratch); {num} trials to go", flush=True)
