@@ -1,8 +1,8 @@
 """A study's durable state: what a study keeps when it loses its machine (docs/search.md).
 
 An experiment folder holds two kinds of files:
-- durable (``report.results.PORTABLE``, what ``tune/report.py --export`` copies): the options, the active space, the Optuna journal, the budget
-  ledger, every ended trial's record (``trials/<run>/<trial_id>.json``), finished runs
+- durable (``report.results.PORTABLE``, what ``tune/report.py --export`` copies): the options,
+  the active space, the Optuna journal, the budget ledger, every ended trial's record (``trials/<run>/<trial_id>.json``), finished runs
   (``runs/``), seed re-runs (``seeds/``), best configs, tables and report; small text files
   (a fresh checkout resumes from them);
 - disposable: Ray's run folders (trials, checkpoints, TensorBoard events) and ``warmup/``.
