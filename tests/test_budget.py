@@ -302,3 +302,17 @@ def test_the_seed_reserve_never_takes_more_than_half_the_budget(tmp_path):
     reports(b.cost, "r1", "t", [100.0] * 3)                 # a full trial: 1000 s, 3 waves
     # 3 x 1000 s of seeds would leave the search nothing: the reserve stops at half
     assert b.seed_reserve() == pytest.approx(500.0)
+
+
+def test_a_seed_rerun_is_priced_to_early_stopping_not_at_its_cut_trials_length():
+    import pandas as pd
+    from ec4srec.search.study import seed_epochs
+    trials = pd.DataFrame({
+        "run": ["r"] * 3, "trial_id": ["a", "b", "c"], "state": ["pruned", "early_stopped", "pruned"],
+        "epochs": [11, 39, 3], "best_epoch": [11, 24, 3], "valid/ndcg@10": [0.06, 0.05, 0.01]})
+    # the best trial (a) was cut at 11 epochs: its seeds train at least 11 + patience 15, and
+    # the run's early-stopped trials took 39
+    assert seed_epochs(trials, "r", patience=15, n=200) == 39
+    assert seed_epochs(trials, "r", patience=40, n=200) == 51
+    # never more than N
+    assert seed_epochs(trials, "r", patience=15, n=30) == 30

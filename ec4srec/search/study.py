@@ -219,6 +219,22 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
               f"({total - len(pending)}/{total})", flush=True)
 
 
+def seed_epochs(trials, run: str, patience: int, n: int) -> int:
+    """The epochs a seed re-run of ``run``'s best config is expected to train (the seed phase's
+    budget prices it so): it trains to early stopping, so at least the best trial's best epoch
+    plus ``patience``, its own length when it ran further, and the median length of the run's
+    early-stopped trials; at most N. (The best trial's length alone undercounts when ASHA or
+    the deadline cut it: on Beauty a trial cut after 11 epochs gave seeds of 40.)"""
+    rows = trials[trials["run"] == run]
+    best = rows[rows["trial_id"].astype(str) == results.best_trial_id(trials, run)]
+    if not len(best):
+        return n
+    stopped = rows[rows["state"] == "early_stopped"]["epochs"]
+    guesses = [int(best["epochs"].iloc[0]), int(best["best_epoch"].iloc[0]) + patience,
+               int(stopped.median()) if len(stopped) else 0]
+    return min(n, max(guesses))
+
+
 def make_budget(opts: StudyOptions, started: float) -> Budget:
     """The study's budget (or, without --time-budget, its cost bookkeeping only)."""
     names = [run_name(k) for k in opts.runs()]
@@ -296,11 +312,8 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         best[name] = config
         atomic_write_text(exp / "best" / f"{name}.yaml", dump_config(config))
     if opts.seeds > 0:
-        expected = {}
-        for name in best:
-            row = trials[(trials["run"] == name) & (trials["trial_id"].astype(str) ==
-                                                    results.best_trial_id(trials, name))]
-            expected[name] = int(row["epochs"].iloc[0]) if len(row) else budgets[name]
+        expected = {name: seed_epochs(trials, name, config.train.patience, budgets[name])
+                    for name, config in best.items()}
         run_seeds(opts, best, expected, budget)
     seeds = results.write_seed_table(exp)
     report_dir = tables.render(exp) if len(seeds) else None
