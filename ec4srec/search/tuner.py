@@ -194,11 +194,15 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         return tuner, compat.restored_num_samples(tuner, num)
     storage = optuna_storage(opts)
     points = space.points_to_evaluate(num) or None
+    sampler_seed = opts.seed
     if name in {s.study_name for s in storage.get_all_studies()}:
         # its Ray folder is gone (a new machine, a fresh checkout): go on from the durable state
         records = durable.trial_records(opts.exp_dir, name)
-        restarts, counts = durable.reconcile(optuna.load_study(study_name=name, storage=storage),
-                                             records, OBJECTIVE)
+        existing = optuna.load_study(study_name=name, storage=storage)
+        restarts, counts = durable.reconcile(existing, records, OBJECTIVE)
+        # a fresh sampler with the study's seed would draw its first (random) suggestions
+        # again, repeating the first trials; seeded on from the trials it already holds
+        sampler_seed = opts.seed + len(existing.trials)
         # the trials the run still lacks: its planned number less the ended ones, within
         # --num-samples (a budget's plan counts only trials still to start: not less again)
         left = opts.num_samples - len(records)
@@ -210,7 +214,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
-                                    sampler=optuna.samplers.TPESampler(seed=opts.seed))
+                                    sampler=optuna.samplers.TPESampler(seed=sampler_seed))
     scheduler = make_scheduler(opts, n_epochs, method)
     tuner = tune.Tuner(
         trainable,
