@@ -316,3 +316,13 @@ def test_a_seed_rerun_is_priced_to_early_stopping_not_at_its_cut_trials_length()
     assert seed_epochs(trials, "r", patience=40, n=200) == 51
     # never more than N
     assert seed_epochs(trials, "r", patience=15, n=30) == 30
+
+
+def test_a_slow_configs_epochs_are_not_counted_as_overhead():
+    model = CostModel()
+    reports(model, "a", "fast", [3.0, 1.0, 1.0])
+    model.trial_wall("a", "fast", 6.0)
+    reports(model, "a", "slow", [12.0, 10.0, 10.0])        # a bigger model of the same run
+    # its wall is its own epochs plus 2 s of start-up: 2 s of overhead, not 32 - 3 x median
+    model.trial_wall("a", "slow", 34.0)
+    assert model.overhead["a"] == [pytest.approx(3.0), pytest.approx(4.0)]

@@ -31,26 +31,33 @@ class CostModel:
             return
         previous = self._last.get(trial_id)
         self._last[trial_id] = int(epoch)
+        update = bool(result.get("importance_update"))
         if previous is None or int(epoch) != previous + 1:   # a session's first report
             self.startup.setdefault(run, []).append(float(seconds))
-            self._session[trial_id] = [1, int(bool(result.get("importance_update")))]
+            # [epochs, updates, seconds reported, the first report's, its plain epochs']
+            self._session[trial_id] = [1, int(update), float(seconds), float(seconds), []]
             return
-        session = self._session.setdefault(trial_id, [0, 0])
+        session = self._session.setdefault(trial_id, [0, 0, 0.0, 0.0, []])
         session[0] += 1
-        session[1] += int(bool(result.get("importance_update")))
-        kind = self.update if result.get("importance_update") else self.epoch
+        session[1] += int(update)
+        session[2] += float(seconds)
+        if not update:
+            session[4].append(float(seconds))
+        kind = self.update if update else self.epoch
         kind.setdefault(run, []).append(float(seconds))
 
     def trial_wall(self, run: str, trial_id: str, wall_s: float) -> None:
         """A trial session took ``wall_s`` as the driver saw it (start to end): what it cost
         beyond its epochs (actor start, imports, data loading, checkpoint syncs) is its
         overhead, the part ``time_this_iter_s`` does not see."""
-        epochs, updates = self._session.pop(trial_id, [0, 0])
-        base = self.epoch_seconds(run)
-        if base is None or not epochs:
+        epochs, _, reported, first, plain = self._session.pop(trial_id, [0, 0, 0.0, 0.0, []])
+        if not epochs:
             return
-        trained = epochs * base + updates * self.update_extra_seconds(run)
-        self.overhead.setdefault(run, []).append(max(0.0, wall_s - trained))
+        # beyond what its own reports timed, plus its first report's start-up over its own
+        # epochs (not the run's median epoch: a searched size makes epochs cost 1x-7x each
+        # other, and the run's median would count a slow config's epochs as overhead)
+        own = statistics.median(plain) if plain else first
+        self.overhead.setdefault(run, []).append(max(0.0, wall_s - reported + max(0.0, first - own)))
 
     def finished(self, epochs: int, max_epochs: int, pruned: bool) -> None:
         """A trial ended after ``epochs`` of ``max_epochs`` (pruned: stopped by the scheduler)."""
