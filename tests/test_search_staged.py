@@ -19,6 +19,13 @@ from ec4srec.search.tuner import make_scheduler, trial_constants
 from test_tuning_driver import ray_local  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
+# the smoke studies' space: stage 1 searches lr, dropout and blocks; stage 2 lambda and lr
+STAGED_SPACE = ("params:\n  train.lr: {low: 0.0005, high: 0.01, log: true}\n"
+                "  model.dropout: {choices: [0.1, 0.3]}\n"
+                "  model.num_layers: {choices: [1, 2]}\n"
+                "  method.lambda_cl: {low: 0.01, high: 0.5, log: true}\n"
+                "common: [train.lr]\nbackbones:\n  sasrec: [model.dropout, model.num_layers]\n"
+                "methods:\n  cl4srec: [method.lambda_cl]\nretune: [train.lr]\n")
 RANGES = {"params": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
                      "model.hidden_size": {"choices": [16, 32]},
                      "model.dropout": {"low": 0.0, "high": 0.5, "step": 0.1},
@@ -148,12 +155,7 @@ def test_asha_clock(clock, method, tmp_path):
 @pytest.mark.slow
 def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.01, log: true}\n"
-                     "  model.dropout: {choices: [0.1, 0.3]}\n"
-                     "  model.num_layers: {choices: [1, 2]}\n"
-                     "  method.lambda_cl: {low: 0.01, high: 0.5, log: true}\n"
-                     "common: [train.lr]\nbackbones:\n  sasrec: [model.dropout, model.num_layers]\n"
-                     "methods:\n  cl4srec: [method.lambda_cl]\nretune: [train.lr]\n")
+    space.write_text(STAGED_SPACE)
     address = ray_local.get_runtime_context().gcs_address
     done = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test",
                            "--staged", "--methods", "cl4srec", "sasrec", "--search-space",
@@ -208,11 +210,7 @@ def test_stage_two_has_its_own_epoch_budget_until_it_starts(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_a_plain_study_resumed_as_stage_one_of_a_staged_study(ray_local, tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.01, log: true}\n"
-                     "  model.dropout: {choices: [0.1, 0.3]}\n"
-                     "  method.lambda_cl: {low: 0.01, high: 0.5, log: true}\n"
-                     "common: [train.lr]\nbackbones:\n  sasrec: [model.dropout]\n"
-                     "methods:\n  cl4srec: [method.lambda_cl]\nretune: [train.lr]\n")
+    space.write_text(STAGED_SPACE)
     address = ray_local.get_runtime_context().gcs_address
     where = ["--storage-path", str(tmp_path), "--name", "s", "--address", address]
     search = [sys.executable, str(ROOT / "tune" / "search.py")]

@@ -22,7 +22,8 @@ class CostModel:
     full_fractions: list[float] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)   # run -> relative epoch cost (prior)
     _last: dict[str, int] = field(default_factory=dict)      # trial id -> last reported epoch
-    _session: dict[str, list[int]] = field(default_factory=dict)   # trial id -> [epochs, updates]
+    # trial id -> [seconds its session reported, its first report's, its plain epochs']
+    _session: dict[str, list] = field(default_factory=dict)
 
     def observe(self, run: str, trial_id: str, result: dict) -> None:
         """One trial report (``epoch``, ``time_this_iter_s``, ``importance_update``)."""
@@ -34,15 +35,12 @@ class CostModel:
         update = bool(result.get("importance_update"))
         if previous is None or int(epoch) != previous + 1:   # a session's first report
             self.startup.setdefault(run, []).append(float(seconds))
-            # [epochs, updates, seconds reported, the first report's, its plain epochs']
-            self._session[trial_id] = [1, int(update), float(seconds), float(seconds), []]
+            self._session[trial_id] = [float(seconds), float(seconds), []]
             return
-        session = self._session.setdefault(trial_id, [0, 0, 0.0, 0.0, []])
-        session[0] += 1
-        session[1] += int(update)
-        session[2] += float(seconds)
+        session = self._session.setdefault(trial_id, [0.0, 0.0, []])
+        session[0] += float(seconds)
         if not update:
-            session[4].append(float(seconds))
+            session[2].append(float(seconds))
         kind = self.update if update else self.epoch
         kind.setdefault(run, []).append(float(seconds))
 
@@ -50,9 +48,9 @@ class CostModel:
         """A trial session took ``wall_s`` as the driver saw it (start to end): what it cost
         beyond its epochs (actor start, imports, data loading, checkpoint syncs) is its
         overhead, the part ``time_this_iter_s`` does not see."""
-        epochs, _, reported, first, plain = self._session.pop(trial_id, [0, 0, 0.0, 0.0, []])
-        if not epochs:
+        if trial_id not in self._session:       # no report this session: nothing to price
             return
+        reported, first, plain = self._session.pop(trial_id)
         # beyond what its own reports timed, plus its first report's start-up over its own
         # epochs (not the run's median epoch: a searched size makes epochs cost 1x-7x each
         # other, and the run's median would count a slow config's epochs as overhead)
