@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ec4srec.data.batches import make_batch
+from ec4srec.paths import recorded_path
 from ec4srec.data.batches import eval_order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +56,17 @@ def machine_line(threads: int) -> str:
             f"{threads} intra-op threads, Python {platform.python_version()}")
 
 
+def command_line() -> str:
+    """This process's command as BENCHMARKS.md records it: paths as ``recorded_path`` writes
+    them (no machine-specific prefix), everything else shell-quoted."""
+    def shown(arg: str) -> str:
+        return recorded_path(arg) if os.path.isabs(arg) else shlex.quote(arg)
+    return " ".join(shown(a) for a in [recorded_path(Path(sys.argv[0]).as_posix()), *sys.argv[1:]])
+
+
 def header(title: str, threads: int, note: str | None) -> str:
     lines = [f"### {title}", "",
-             f"- command: `{' '.join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`",
+             f"- command: `{command_line()}`",
              f"- commit: {git_commit()}",
              f"- machine: {machine_line(threads)}",
              f"- date: {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"]

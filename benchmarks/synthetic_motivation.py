@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ec4srec.checkpoint import atomic_write_json, atomic_write_text
+from ec4srec.paths import recorded_path
 from ec4srec.config import Config
 from ec4srec.data import load_dataset
 from ec4srec.evaluate import evaluate
@@ -156,7 +157,7 @@ def main() -> None:
     command = "python benchmarks/synthetic_motivation.py " + " ".join(
         [f"--split {args.split}", f"--seeds {' '.join(map(str, args.seeds))}", f"--epochs {args.epochs}",
          f"--min-epochs {args.min_epochs}", f"--patience {args.patience}",
-         *(["--skip-explainers"] if args.skip_explainers else []), f"--out {args.out}"])
+         *(["--skip-explainers"] if args.skip_explainers else []), f"--out {recorded_path(args.out)}"])
     record = {"command": command, "commit": commit, "split": args.split, "hardware": hardware(),
               "wall_time_s": round(time.time() - started, 1), "runs": runs, "summary": summary,
               "explainer_top3": explainers, "explainer_top3_per_seed": hits}

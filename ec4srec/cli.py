@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .errors import CLIError
+from .paths import recorded_path
 from .registry import BACKBONE_NAMES, GUIDED, METHOD_NAMES, explainer_backbones, explainer_fits
 from .warmup import warmup_mismatch
 
@@ -287,7 +288,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
               "guidance_room": guidance_room(data, config.method)}
     if args.checkpoint:
         state = trainer.state
-        report["checkpoint"] = {"path": str(args.checkpoint), "weights": args.weights,
+        report["checkpoint"] = {"path": recorded_path(args.checkpoint), "weights": args.weights,
                                 "epoch": state.best_epoch if args.weights == "best" else state.epoch}
         report["recommendations"] = recommendation_profile(
             trainer.model, data, config.train.eval_batch_size, trainer.device)

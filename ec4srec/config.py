@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 
 from .configs import PAPER_PREFIX, paper_config_path
 from .errors import ConfigError
+from .paths import recorded_path
 from .registry import BACKBONE_NAMES, METHOD_NAMES, METHODS as METHOD_SPECS, explainer_problem, is_guided
 from .schedule import update_epochs
 from .typed import build_dataclass, load_yaml, suggest, yaml_problem
@@ -346,7 +348,15 @@ def load_config(path: str | Path) -> Config:
 
 
 def dump_config(config: Config) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    """The YAML a run, a study's best config or a warm-up cache records. The data directory and
+    a dataset given as a path are written portably (``$EC4SREC_DATA_DIR/...``, ``~/...``; see
+    ``paths.recorded_path``); ``data.sources.resolve`` expands them back."""
+    raw = config.to_dict()
+    data = raw["data"]
+    data["data_dir"] = recorded_path(data["data_dir"], expandable=True)
+    if os.path.isabs(str(data["dataset"])):
+        data["dataset"] = recorded_path(data["dataset"], expandable=True)
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def field_type(key: str) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("errors", "registry", "layers", "schedule", "typed", "configs", "config",
-              "checkpoint", "precision", "warmup")),
+              "checkpoint", "paths", "precision", "warmup")),
     ("data", ("data",)),
     ("models", ("models",)),
     ("analysis", ("evaluate", "explain")),

@@ -81,6 +81,9 @@ def test_interrupted_driver_resumes_without_repeating_trials(ray_local, tmp_path
                 and any(r and not finished(r) for r in reps.values()))
     rc = interrupt_when(one_done_and_next_running, proc, sig, timeout=120)
     text = (tmp_path / "first.log").read_text()
+    # the plan (probed speed, trials, the study's length) is printed before the first run
+    assert "[plan] speed: synthetic-sasrec-sasrec epoch ~" in text
+    assert text.index("[plan] a full trial ~") < text.index("=== synthetic-sasrec-sasrec ===")
     if sig == signal.SIGINT:
         assert rc == 130, text[-3000:]
         assert "python tune/search.py --storage-path" in text and "--resume" in text

@@ -5,6 +5,7 @@ import warnings
 from dataclasses import dataclass
 
 from ..config import DataConfig
+from ..paths import recorded_path
 from .io import DataError, RawSequences, read_sequences
 from .sources import DATASETS, SYNTHETIC, resolve
 from .split import Examples, SplitData, leave_one_out
@@ -23,7 +24,7 @@ class Dataset:
 
     def stats(self) -> dict:
         lengths = self.raw.lengths
-        return {"dataset": self.name, "source": self.source, "users": int(len(lengths)),
+        return {"dataset": self.name, "source": recorded_path(self.source), "users": int(len(lengths)),
                 "items": int(self.raw.num_items), "interactions": int(lengths.sum()),
                 "train_rows": len(self.split.train), "skipped_short_users": self.raw.skipped_short,
                 "sha256": self.raw.sha256}

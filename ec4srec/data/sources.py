@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes
+from ..paths import expand_path
 from ..typed import suggest
 from .io import DataError
 
@@ -57,7 +58,13 @@ def default_data_dir() -> Path:
 
 
 def resolve(dataset: str, data_dir: str | None = None, download: bool = True) -> Path:
-    """Return the file for a dataset name or path; download a missing named dataset."""
+    """Return the file for a dataset name or path; download a missing named dataset. ``$VAR``
+    and ``~`` in the directory or the path are expanded (configs record them so)."""
+    try:
+        data_dir = expand_path(data_dir) if data_dir else data_dir
+        dataset = expand_path(dataset) if dataset not in DATASETS else dataset
+    except ValueError as exc:
+        raise DataError(f"data directory or dataset path {exc}") from None
     if dataset in DATASETS:
         directory = Path(data_dir) if data_dir else default_data_dir()
         if directory.is_file():

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..checkpoint import atomic_write_bytes
+from ..paths import recorded_path
 
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")     # all items (evaluate.py)
 UNSEEN_METRICS = tuple(f"{m}_unseen" for m in METRICS)   # the user's history removed
@@ -217,7 +218,8 @@ EXPORT_GITIGNORE = ("# ec4srec: a study resumed here writes Ray's run folders (c
 
 def _relative_json(value, exp: Path):
     """Every absolute path in a JSON value that is the experiment folder, inside it or the folder
-    holding it, made relative to the experiment folder (``.``, ``report``, ``..``)."""
+    holding it, made relative to the experiment folder (``.``, ``report``, ``..``); any other
+    absolute path as ``paths.recorded_path`` records it."""
     if isinstance(value, dict):
         return {k: _relative_json(v, exp) for k, v in value.items()}
     if isinstance(value, list):
@@ -229,15 +231,16 @@ def _relative_json(value, exp: Path):
         try:
             return p.relative_to(exp).as_posix() or "."
         except ValueError:
-            return value
+            return recorded_path(value)             # elsewhere: no machine-specific prefix
     return value
 
 
 def _portable_bytes(path: Path, exp: Path) -> bytes:
-    """The exported content of one file: study.json / summary.json and trials.csv with paths
-    relative to the experiment folder; anything else unchanged."""
+    """The exported content of one file: every JSON file (study.json, summary.json, the trial
+    and seed records) and trials.csv with paths relative to the experiment folder or, outside
+    it, as ``paths.recorded_path`` records them; anything else unchanged."""
     rel = path.relative_to(exp).as_posix()
-    if rel in ("study.json", "summary.json"):
+    if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

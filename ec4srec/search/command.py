@@ -62,8 +62,11 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--optuna-storage", help="RDB URL for the Optuna studies (default: journal file)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the base config, e.g. --set train.lr=1e-3 (repeatable)")
-    p.add_argument("--address", default=D.address, help="auto | local | ray://host:10001 | "
-                   "host:6379 (a host:port where no cluster answers: exit 2 at once)")
+    p.add_argument("--address", default=D.address, help="default: the cluster in RAY_ADDRESS "
+                   "when that is set, else a private local Ray instance | local: a private one "
+                   "always | auto: the cluster this machine runs, e.g. after `ray up` | "
+                   "ray://host:10001 | host:6379 (a host:port where no cluster answers: exit 2 "
+                   "at once)")
     p.add_argument("--max-failures", type=int, default=D.max_failures, help="retries of a crashed trial")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="do not share warm-up checkpoints between trials")

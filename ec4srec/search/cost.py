@@ -21,6 +21,10 @@ class CostModel:
     fractions: list[float] = field(default_factory=list)
     full_fractions: list[float] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)   # run -> relative epoch cost (prior)
+    # run -> epoch seconds probed before any trial (forecast.probe_epoch_seconds); used only
+    # while no run has a measured epoch
+    probe: dict[str, float] = field(default_factory=dict)
+    probe_overhead: dict[str, float] = field(default_factory=dict)  # its data load + model build
     _last: dict[str, int] = field(default_factory=dict)      # trial id -> last reported epoch
     # trial id -> [seconds its session reported, its first report's, its plain epochs']
     _session: dict[str, list] = field(default_factory=dict)
@@ -73,12 +77,15 @@ class CostModel:
 
     def epoch_seconds(self, run: str) -> float | None:
         """The run's median plain epoch; a run not measured yet: the measured runs' medians,
-        each scaled by the relative cost prior (``weights``, 1 when unknown), their median."""
+        each scaled by the relative cost prior (``weights``, 1 when unknown), their median;
+        with no run measured, the probed epochs (``probe``) scaled the same way."""
         if self.epoch.get(run):
             return statistics.median(self.epoch[run])
         w = self.weights.get(run, 1.0)
         others = [statistics.median(v) * w / self.weights.get(r, 1.0)
                   for r, v in self.epoch.items() if v]
+        if not others:              # nothing measured: the probe, the same way
+            others = [s * w / self.weights.get(r, 1.0) for r, s in self.probe.items()]
         return statistics.median(others) if others else None
 
     def update_extra_seconds(self, run: str) -> float:
@@ -103,8 +110,11 @@ class CostModel:
         overhead = self._median(self.overhead, run)
         if cold and self.overhead.get(run):
             overhead = max(self.overhead[run])
-        if overhead is None:             # no trial ended yet: the first report's start-up
-            overhead = max(0.0, (self._median(self.startup, run) or base) - base)
+        if overhead is None:             # no trial ended yet: the first report's start-up,
+            startup = self._median(self.startup, run)    # else the probe's
+            overhead = (max(0.0, startup - base) if startup is not None
+                        else statistics.median(self.probe_overhead.values()) if self.probe_overhead
+                        else 0.0)
         return epochs * base + updates * self.update_extra_seconds(run) + overhead
 
     def trial_fraction(self, prior: float = PRIOR_FRACTION) -> float:
@@ -123,7 +133,8 @@ class CostModel:
                 "trial_fraction": round(self.trial_fraction(), 4),
                 "seed_fraction": round(self.seed_fraction(), 4),
                 "samples": {"epoch": self.epoch, "update": self.update, "startup": self.startup,
-                            "overhead": self.overhead,
+                            "overhead": self.overhead, "probe": self.probe,
+                            "probe_overhead": self.probe_overhead,
                             "fractions": self.fractions, "full_fractions": self.full_fractions}}
 
     @classmethod
@@ -131,6 +142,7 @@ class CostModel:
         s = raw.get("samples", {})
         return cls(epoch=dict(s.get("epoch", {})), update=dict(s.get("update", {})),
                    startup=dict(s.get("startup", {})), overhead=dict(s.get("overhead", {})),
+                   probe=dict(s.get("probe", {})), probe_overhead=dict(s.get("probe_overhead", {})),
                    fractions=list(s.get("fractions", [])),
                    full_fractions=list(s.get("full_fractions", [])))
 

@@ -48,7 +48,7 @@ class StudyOptions:
     seeds: int = 3
     optuna_storage: str | None = None         # RDB URL; default: journal file in exp
     overrides: list[str] = field(default_factory=list)
-    address: str = "auto"                     # auto | local | ray://... | host:port
+    address: str | None = None                # None: RAY_ADDRESS if set, else private | local | auto | ray://... | host:port
     max_failures: int = 2
     warm_start: bool = True
     checkpoint_every: int = 1

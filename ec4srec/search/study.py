@@ -44,6 +44,7 @@ from ..registry import METHODS, PLAIN, is_guided
 from ..report import results, tables
 from . import compat, durable
 from .budget import Budget, hms
+from .forecast import announce
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # noqa: F401
                       asha_grace, base_config, best_params, input_error, narrow_space,
@@ -278,6 +279,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     if budget.total_s is not None:
         print(f"[budget] {hms(budget.total_s)} for the study ({hms(budget.used_before)} used "
               f"before), {budget.slots} trial slots", flush=True)
+    announce(opts, budget, log=lambda line: print(line, flush=True))
     # a staged study runs stage 1 (the plain method) to the end before stage 2 starts from it
     keys = opts.runs()
     groups = ([[k for k in keys if opts.stage_of(k[1]) == "base"],

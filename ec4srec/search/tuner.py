@@ -37,8 +37,11 @@ ASHA_SECONDS = "train_seconds"       # --asha-clock seconds: a trial's training 
 
 
 def connect(opts: StudyOptions) -> None:
-    """Join the running cluster (RAY_ADDRESS, --address, or the one this machine last recorded,
-    found by address="auto", when it answers), else start a local one; say which."""
+    """Connect to Ray and say to which. No ``--address`` (None): the cluster in RAY_ADDRESS
+    when that is set, else a private local instance, never another program's cluster found on
+    the machine. ``local``: a private local instance always. ``auto``: RAY_ADDRESS, else the
+    cluster this machine last started or joined (as after ``ray up``) when it answers, else a
+    local instance. Any other value: that cluster."""
     if ray.is_initialized():
         return
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
@@ -50,11 +53,11 @@ def connect(opts: StudyOptions) -> None:
     # EC4SREC_* (EC4SREC_DATA_DIR, ...) reach the trials on every node
     env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if opts.address not in ("auto", "local"):
+    if opts.address not in (None, "auto", "local"):
         ray.init(address=opts.address, **kwargs)
         print(f"[search] joined the Ray cluster at {opts.address}", flush=True)
-    elif opts.address == "auto" and os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", **kwargs)
+    elif opts.address != "local" and os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         print(f"[search] joined the Ray cluster at {os.environ['RAY_ADDRESS']} (RAY_ADDRESS)",
               flush=True)
     else:
@@ -67,16 +70,18 @@ def connect(opts: StudyOptions) -> None:
             if recorded:     # Ray would retry a dead GCS for minutes: start a local one instead
                 print(f"[search] the Ray cluster last recorded here ({recorded}) does not answer; "
                       "starting a local one", flush=True)
-            ray.init(include_dashboard=None, **kwargs)
-            print("[search] started a local Ray instance", flush=True)
+            ray.init(address="local", include_dashboard=None, **kwargs)
+            print("[search] started a local Ray instance" + (
+                " (--address auto joins a cluster running on this machine, as after `ray up`)"
+                if opts.address is None else ""), flush=True)
     if opts.gpus_per_trial is None:
         opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
 
 
-def address_problem(address: str) -> str | None:
+def address_problem(address: str | None) -> str | None:
     """The error line for an explicit ``host:port`` (not auto, local or ray://) where no Ray
     cluster answers: ray.init would retry it for minutes. None when it answers or is not one."""
-    if address in ("auto", "local") or "://" in address or answers(address):
+    if address in (None, "auto", "local") or "://" in address or answers(address):
         return None
     return (f"--address {address}: no Ray cluster answers there (start one with 'ray start "
             f"--head' or 'ray up cluster.yaml', or use --address local)")

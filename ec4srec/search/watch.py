@@ -18,6 +18,7 @@ Contracts:
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -261,6 +262,10 @@ class StudyWatcher(BudgetBound, tune.Callback):
         left = max(0, self.planned - self.done)
         eta = elapsed / self.done * left if self.done else None
         used, budget = "", self.budget
+        plan = budget.plans.get(self.run) if budget is not None else None
+        if eta is None and plan is not None and plan.expected_trial_s:
+            # before a trial ended: the planned trials at the priced length, on the slots
+            eta = max(0.0, math.ceil(left / budget.slots) * plan.expected_trial_s - elapsed)
         if budget is not None and budget.total_s is not None:
             plan = budget.plans.get(self.run)
             if plan is not None and plan.deadline is not None:

@@ -5,7 +5,7 @@
 # start of epoch 25, explains; EC4SRec's warm-up loss is these two methods' terms together).
 # Run from the repository root.
 set -euo pipefail
-CKPT=${CKPT:-/root/diag}
+CKPT=${CKPT:-~/diag}
 OUT=results/beauty-ours/diagnostics
 ec4srec diagnose --dataset beauty --data-dir ../shared/data --output $OUT/beauty-room.json
 for r in duorec-s2021 duorec-s2022 cl4srec-s2022; do
