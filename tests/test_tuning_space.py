@@ -258,6 +258,36 @@ def test_a_fractional_step_on_a_float_key_is_fine(tmp_path):
     assert load_ranges(path)["params"]["train.weight_decay"]["step"] == 0.5
 
 
+def test_a_float_key_with_integer_bounds_draws_floats(tmp_path):
+    import numpy as np
+    from ec4srec.search.space import draw
+    path = tmp_path / "space.yaml"
+    path.write_text("params:\n  train.weight_decay: {low: 0, high: 1}\ncommon: [train.weight_decay]\n")
+    spec = load_ranges(path)["params"]["train.weight_decay"]
+    drawn = {draw(spec, np.random.default_rng(s), "train.weight_decay") for s in range(20)}
+    # the field's type decides: a float key draws fractions, not only the bounds 0 and 1
+    assert any(0 < v < 1 for v in drawn)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace("sasrec", "sasrec", 10, load_ranges(path))
+    values = []
+    for _ in range(5):
+        trial = study.ask()
+        space(trial)                  # define-by-run: the values are the trial's params
+        values.append(trial.params["train.weight_decay"])
+    # through Optuna too: suggest_float, not suggest_int
+    assert all(isinstance(v, float) for v in values) and any(0 < v < 1 for v in values)
+
+
+def test_fractional_bounds_on_an_integer_key_are_one_error(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("params:\n  model.num_layers: {low: 1.5, high: 3}\ncommon: [model.num_layers]\n")
+    with pytest.raises(ConfigError) as err:
+        load_ranges(path)
+    # Optuna would truncate 1.5 silently: one error naming the key
+    assert "params.model.num_layers.low must be an integer (model.num_layers is an integer key)" \
+        in str(err.value)
+
+
 def test_a_key_given_twice_in_a_space_file_is_one_error(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("params:\n  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"

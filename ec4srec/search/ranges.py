@@ -112,6 +112,10 @@ def check_spec(where: str, key: str, spec: Any) -> dict[str, Any]:
         raise ConfigError(f"{at}: low {low} > high {high}")
     if "step" in spec and spec["step"] <= 0:
         raise ConfigError(f"{at}.step must be > 0, got {spec['step']!r}")
+    for name in ("low", "high"):
+        if field_type(key) is int and not isinstance(spec[name], int):
+            raise ConfigError(f"{at}.{name} must be an integer ({key} is an integer key), "
+                              f"got {spec[name]!r}")
     if "step" in spec and field_type(key) is int and not isinstance(spec["step"], int):
         raise ConfigError(f"{at}.step must be an integer ({key} is an integer key), "
                           f"got {spec['step']!r}")

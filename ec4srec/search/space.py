@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, field_type
 from ..registry import explainer_fits, is_guided
 from ..warmup import is_warmup_param
 from .ranges import is_number, load_ranges
@@ -81,8 +81,18 @@ def _same_distribution(old: dict, new: dict) -> bool:
             and _is_int(old) == _is_int(new))
 
 
-def _is_int(spec: dict) -> bool:
-    return "choices" not in spec and all(isinstance(spec.get(k, 1), int) for k in ("low", "high", "step"))
+def _is_int(spec: dict, key: str | None = None) -> bool:
+    """Whether a numeric range draws integers: by the config field's declared type when
+    ``key`` is a config key (``train.weight_decay: {low: 0, high: 1}`` draws floats), else by
+    its bounds' types."""
+    if "choices" in spec:
+        return False
+    if key is not None:
+        try:
+            return field_type(key) is int
+        except (KeyError, TypeError):
+            pass
+    return all(isinstance(spec.get(k, 1), int) for k in ("low", "high", "step"))
 
 
 def optuna_name(key: str, original: dict, current: dict) -> str:
@@ -157,7 +167,7 @@ class SearchSpace:
         backbone, key), so every trial, driver and resume gets the same values."""
         seed = [zlib.crc32(f"{self.method}/{self.backbone}".encode()), int(key)]
         rng = np.random.default_rng(seed)
-        drawn = {k: draw(self.params[k], rng) for k in self.warmup_params}
+        drawn = {k: draw(self.params[k], rng, k) for k in self.warmup_params}
         configs = getattr(self, "warmup_configs", [])
         return {**drawn, **(configs[key] if key < len(configs) else {})}
 
@@ -212,8 +222,9 @@ class SearchSpace:
             return trial.suggest_categorical(name, choices)
         if key == "method.updates":
             return trial.suggest_int(name, *updates_range(spec, self.max_epochs))
-        if _is_int(spec):
-            return trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1))
+        if _is_int(spec, key):
+            return trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
+                                     step=int(spec.get("step", 1)))
         return trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
                                    step=spec.get("step"), log=bool(spec.get("log", False)))
 
@@ -234,12 +245,13 @@ class SearchSpace:
         return sorted({self.max_epochs // (p + 1) for p in ps})
 
 
-def draw(spec: dict[str, Any], rng: np.random.Generator) -> Any:
-    """One value of ``spec`` drawn uniformly (log-uniformly with ``log``) by ``rng``."""
+def draw(spec: dict[str, Any], rng: np.random.Generator, key: str | None = None) -> Any:
+    """One value of ``spec`` (of config key ``key``) drawn uniformly (log-uniformly with
+    ``log``) by ``rng``."""
     if "choices" in spec:
         return spec["choices"][int(rng.integers(len(spec["choices"])))]
     low, high, step = spec["low"], spec["high"], spec.get("step")
-    if _is_int(spec):
+    if _is_int(spec, key):
         step = step or 1
         return int(low + step * rng.integers((high - low) // step + 1))
     if step:
