@@ -41,6 +41,10 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, method, 
     summary = study_mod.run(opts)
     trials = pd.read_csv(Path(summary["exp"]) / "trials.csv")
     assert len(trials) == 1
+    import optuna
+    names = {st.study_name for st in optuna.get_all_study_summaries(opts.optuna_storage)}
+    # in an RDB, which other studies may share, the run's Optuna study is named by its study
+    assert names == {f"kill/synthetic-{method}-sasrec"}
     row = trials.iloc[0]
     assert row["state"] == "completed" and row["epochs"] == 4 and row["restores"] >= 1
     trial_dir = Path(summary["exp"]) / row["path"]           # relative to the experiment folder

@@ -198,12 +198,13 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         compat.attach_budget(tuner, budget)
         return tuner, compat.restored_num_samples(tuner, num)
     storage = optuna_storage(opts)
+    study_name = optuna_study_name(opts, name)
     points = space.points_to_evaluate(num) or None
     sampler_seed = opts.seed
-    if name in {s.study_name for s in storage.get_all_studies()}:
+    if study_name in {s.study_name for s in storage.get_all_studies()}:
         # its Ray folder is gone (a new machine, a fresh checkout): go on from the durable state
         records = durable.trial_records(opts.exp_dir, name)
-        existing = optuna.load_study(study_name=name, storage=storage)
+        existing = optuna.load_study(study_name=study_name, storage=storage)
         restarts, counts = durable.reconcile(existing, records, OBJECTIVE)
         # a fresh sampler with the study's seed would draw its first (random) suggestions
         # again, repeating the first trials; seeded on from the trials it already holds
@@ -217,7 +218,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted from scratch); {num} trials to go", flush=True)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
-                                    study_name=name, budget_run=name, budget=budget,
+                                    study_name=study_name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
                                     sampler=optuna.samplers.TPESampler(seed=sampler_seed))
     scheduler = make_scheduler(opts, n_epochs, method)
@@ -239,6 +240,13 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
+
+
+def optuna_study_name(opts: StudyOptions, run: str) -> str:
+    """The Optuna study of ``run``: the run's name in the study's own journal; in an RDB
+    (``--optuna-storage``), which several ec4srec studies may share, ``<study name>/<run>``, so
+    that a second study's run never joins (and resumes into) another study's."""
+    return f"{opts.name}/{run}" if opts.optuna_storage else run
 
 
 def optuna_storage(opts: StudyOptions):
