@@ -40,6 +40,12 @@ class EpochCursor:
                 "banks": self.banks, "step": self.step, "totals": dict(self.totals),
                 "seconds": self.seconds}
 
+    def covers(self, rows: int) -> bool:
+        """Whether the epoch's batches are a permutation of ``rows`` training rows (a run
+        resumed with another ``train.objective`` or data has other rows)."""
+        ids = np.concatenate([np.asarray(b) for b in self.order]) if self.order else np.zeros(0)
+        return len(ids) == rows and bool(np.array_equal(np.sort(ids), np.arange(rows)))
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "EpochCursor":
         return cls(epoch=int(state["epoch"]), order=[b.numpy() for b in state["order"]],

@@ -331,6 +331,11 @@ class Trainer:
             self._cursor = EpochCursor.from_state(ckpt["mid_epoch"]) if "mid_epoch" in ckpt else None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CheckpointError(f"{path}: its mid-epoch state is malformed") from None
+        if self._cursor is not None and not self._cursor.covers(len(self.data.train)):
+            raise CheckpointError(
+                f"{path}: written mid-epoch over other training rows than this run's "
+                f"{len(self.data.train)} (train.objective={self.config.train.objective!r} or the "
+                f"data changed since): resume it with the settings it was written with")
         if method_state:
             self.method.load_state_dict(ckpt["method"])
 

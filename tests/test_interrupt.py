@@ -112,6 +112,23 @@ def test_a_periodic_mid_epoch_checkpoint_survives_a_kill(tiny_file, tiny_dataset
     assert resumed.state.history == full.state.history
 
 
+def test_a_mid_epoch_checkpoint_refuses_a_run_with_other_training_rows(tiny_file, tiny_dataset,
+                                                                       tmp_path, monkeypatch):
+    from ec4srec.checkpoint import CheckpointError
+    config = config_for(tiny_file, "sasrec", "sasrec")
+    sigint_at(monkeypatch, epoch=2, step=3)
+    with pytest.raises(KeyboardInterrupt):
+        quiet(config, tiny_dataset, tmp_path / "b").fit()
+    monkeypatch.setattr(Trainer, "train_step", ORIGINAL_STEP)
+    other = config.with_overrides(["train.objective=all_positions"])
+    # the epoch's batch order indexes prefix rows: resumed over user sequences it would train
+    # on the wrong rows (or index past them), so it is one clear error naming the cause
+    with pytest.raises(CheckpointError, match="written mid-epoch over other training rows"):
+        quiet(other, tiny_dataset, tmp_path / "b").load_checkpoint(tmp_path / "b" / CHECKPOINT)
+    # the same settings still resume
+    quiet(config, tiny_dataset, tmp_path / "b").load_checkpoint(tmp_path / "b" / CHECKPOINT)
+
+
 def test_the_cli_says_how_to_resume_after_ctrl_c_in_the_first_epoch(tiny_file, tiny_dataset,
                                                                       tmp_path, monkeypatch, capsys):
     config = config_for(tiny_file, "sasrec", "sasrec")
