@@ -93,3 +93,7 @@ class SaveClock:
             return False
         self.last = self.clock()
         return True
+
+    def restart(self) -> None:
+        """A checkpoint was just written: the next is due ``minutes`` from now."""
+        self.last = self.clock()

@@ -90,6 +90,9 @@ class Trainer:
         self.warm_start: dict[str, Any] | None = None     # set by load_warmup
         self._cursor: EpochCursor | None = None            # set by a mid-epoch checkpoint
         self._writer = None
+        # minutes since the last checkpoint of any kind (epoch-end ones reset it): a run with
+        # train.checkpoint_every > 1 and short epochs still checkpoints every few minutes
+        self._save_clock = SaveClock(config.train.checkpoint_minutes if self.output_dir else 0.0)
         # Training draws from torch's global RNG; keep its post-init state so that building
         # another Trainer before fit() cannot change this run's numbers.
         self._initial_rng = capture_rng(self.rng)
@@ -169,7 +172,7 @@ class Trainer:
             restore_banks(cursor.banks)
         spent_before = cursor.seconds
         totals: dict[str, Any] = dict(cursor.totals)
-        clock = SaveClock(tc.checkpoint_minutes if self.output_dir is not None else 0.0)
+        clock = self._save_clock
         for i in self._progress(range(cursor.step, len(cursor.order)), epoch, len(cursor.order)):
             loss, parts = self.train_step(cursor.order[i], epoch)
             for key, value in {"loss": loss, **parts}.items():
@@ -301,6 +304,7 @@ class Trainer:
                         mid_epoch: EpochCursor | None = None) -> Path:
         path = Path(path) if path else self.output_dir / CHECKPOINT
         save_torch(path, self.checkpoint_state(mid_epoch))
+        self._save_clock.restart()
         return path
 
     def load_checkpoint(self, path: str | Path, method_state: bool = True) -> None:

@@ -174,3 +174,30 @@ def test_ctrl_c_during_validation_stops_after_the_epoch_with_a_checkpoint(tiny_f
     ckpt = load_torch(tmp_path / "b" / CHECKPOINT)
     # the run stops at the end of that epoch, its checkpoint complete (no mid-epoch part)
     assert ckpt["loop"]["epoch"] == 2 and "mid_epoch" not in ckpt
+
+
+def test_the_periodic_checkpoint_clock_runs_across_epochs(tiny_file, tiny_dataset, tmp_path,
+                                                          monkeypatch):
+    # epochs of 40 s (fake clock), a checkpoint every minute, none at epoch ends
+    config = tiny_config(tiny_file, train__epochs=3, train__checkpoint_every=100,
+                         train__checkpoint_minutes=1.0)
+    trainer = quiet(config, tiny_dataset, tmp_path / "run")
+    now = [0.0]
+    trainer._save_clock = interrupt_mod.SaveClock(1.0, clock=lambda: now[0])
+    steps = -(-len(trainer.data.train) // config.train.batch_size)      # an upper bound
+    original, saved = Trainer.save_checkpoint, []
+
+    def train_step(self, rows, epoch):
+        now[0] += 40.0 / steps
+        return ORIGINAL_STEP(self, rows, epoch)
+
+    def save(self, path=None, mid_epoch=None):
+        saved.append((self.state.epoch + 1, now[0], mid_epoch is not None))
+        return original(self, path, mid_epoch)
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    trainer.fit(run_test=False)
+    mid = [(epoch, t) for epoch, t, is_mid in saved if is_mid]
+    # no epoch lasts a minute, yet a mid-epoch checkpoint comes a minute after the start: the
+    # clock counts from the last checkpoint, not from each epoch's start
+    assert mid and mid[0][0] >= 2 and 60.0 <= mid[0][1] < 60.0 + 40.0
