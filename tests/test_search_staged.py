@@ -120,8 +120,27 @@ def test_resume_extends_a_plain_study_into_a_staged_one(tmp_path):
     other = {**saved, "methods": ["sasrec", "cl4srec"], "staged": False}
     write_run(tmp_path / "s", "synthetic-cl4srec-sasrec", [("a", {}, 0.1)])
     # a method that finished on the untuned base cannot become stage 2
-    with pytest.raises(ConfigError, match="synthetic-cl4srec-sasrec finished outside"):
+    with pytest.raises(ConfigError, match="synthetic-cl4srec-sasrec started outside"):
         extend(other, None, staged=True)
+
+
+@pytest.mark.parametrize("trace", ["ray folder", "trial record", "journal"])
+def test_a_run_started_on_the_untuned_base_cannot_become_stage_two(tmp_path, trace):
+    saved = {**StudyOptions(dataset="synthetic", methods=["sasrec", "cl4srec"], storage_path=str(tmp_path),
+                            name="s").finalize().__dict__}
+    exp, run = tmp_path / "s", "synthetic-cl4srec-sasrec"
+    exp.mkdir()
+    if trace == "ray folder":
+        (exp / run).mkdir()
+    elif trace == "trial record":
+        (exp / "trials" / run).mkdir(parents=True)
+    else:                        # its driver died before a trial ended: only Optuna knows it
+        (exp / "optuna.journal").write_text(
+            '{"op_code":0,"worker_id":"w","study_name":"synthetic-sasrec-sasrec","directions":[2]}\n'
+            '{"op_code":0,"worker_id":"w","study_name":"synthetic-cl4srec-sasrec","directions":[2]}\n')
+    # any trace of a started run refuses the change, naming the run
+    with pytest.raises(ConfigError, match="synthetic-cl4srec-sasrec started outside"):
+        extend(saved, None, staged=True)
 
 
 def test_resume_flags_methods_only_when_given():

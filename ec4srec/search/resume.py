@@ -55,12 +55,26 @@ def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:
     if PLAIN not in saved["methods"]:
         raise ConfigError(f"--staged: the study has no {PLAIN} run to be its stage 1")
     probe = StudyOptions(**saved).finalize()
-    plain = {run_name(k) for k in probe.runs() if k[1] == PLAIN}
-    done = {p.stem for p in (probe.exp_dir / "runs").glob("*.json")}
-    if done - plain:
-        raise ConfigError(f"--staged: {', '.join(sorted(done - plain))} finished outside a "
-                          "staged study (on the untuned base); start a new study instead")
+    others = [run_name(k) for k in probe.runs() if k[1] != PLAIN]
+    started = [r for r in others if run_started(probe.exp_dir, r)]
+    if started:
+        raise ConfigError(f"--staged: {', '.join(started)} started outside a staged study (on "
+                          "the untuned base); start a new study instead")
     saved["staged"] = True
+
+
+def run_started(exp: Path, run: str) -> bool:
+    """Whether ``run`` of the study in ``exp`` has begun: its Ray folder, its finished-run
+    record, a trial record or its Optuna study in the study's journal (a run whose driver died
+    before its first trial ended has only the last)."""
+    if any((exp / sub).exists() for sub in (run, f"runs/{run}.json", f"trials/{run}")):
+        return True
+    journal = exp / "optuna.journal"
+    try:
+        with journal.open() as f:
+            return any(f'"study_name":"{run}"' in line.replace(" ", "") for line in f)
+    except OSError:
+        return False
 
 
 def set_stage2_epochs(saved: dict, epochs: int) -> None:
@@ -70,8 +84,7 @@ def set_stage2_epochs(saved: dict, epochs: int) -> None:
         raise ConfigError("--stage2-epochs: only a --staged study has a stage 2")
     probe = StudyOptions(**saved).finalize()
     started = [run_name(k) for k in probe.runs() if probe.stage_of(k[1]) == "methods"
-               and any((probe.exp_dir / sub).exists() for sub in
-                       (run_name(k), f"runs/{run_name(k)}.json", f"trials/{run_name(k)}"))]
+               and run_started(probe.exp_dir, run_name(k))]
     if started and epochs != saved.get("stage2_epochs"):
         raise ConfigError(f"--stage2-epochs: stage 2 has started ({', '.join(started)}); its "
                           f"epoch budget cannot change")
