@@ -359,6 +359,23 @@ def test_narrowing_problem_accepts_only_a_narrower_space(tmp_path):
     assert "keeps its params" in narrowing_problem(wide, fewer, runs, "f")
 
 
+def test_narrowing_a_staged_study_compares_what_stage_two_searches():
+    import copy
+    from ec4srec.search.space import narrowing_problem
+    old = load_ranges(None)                                   # the default space
+    new = copy.deepcopy(old)
+    new["params"]["train.weight_decay"] = {"low": 0.0, "high": 10.0}     # wider
+    # stage 2 searches its own params and the retune keys: a base-model key outside them
+    # (stage 1's, done) is no change to it
+    assert narrowing_problem(old, new, [("cl4srec", "sasrec", "methods")], "n") is None
+    # unstaged, the same run searches it too: the widening is refused, naming it
+    assert "params.train.weight_decay" in narrowing_problem(old, new, [("cl4srec", "sasrec")], "n")
+    new = copy.deepcopy(old)
+    new["params"]["train.lr"] = {"low": 1e-5, "high": 1e-1, "log": True}
+    # a retune key widened: refused in stage 2 as well
+    assert "params.train.lr" in narrowing_problem(old, new, [("cl4srec", "sasrec", "methods")], "n")
+
+
 def test_restored_searcher_samples_new_trials_from_the_narrowed_active_space(tmp_path):
     """The real mechanism without a cluster: Ray's OptunaSearch with the SearchSpace, saved
     (what Tune writes into the experiment folder) and restored into a new searcher after the

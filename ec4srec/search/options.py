@@ -289,14 +289,14 @@ def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:
                           f"restored searcher cannot take a new space; resume without it")
     resolved = StudyOptions(search_space=new_space).finalize().search_space
     old, new = load_ranges(active), load_ranges(resolved)
-    runs = [(m, b) for (_, m, b) in opts.runs()
+    runs = [(m, b, opts.stage_of(m)) for (_, m, b) in opts.runs()
             if not (opts.exp_dir / "runs" / f"{run_name((opts.dataset_label, m, b))}.json").exists()]
     problem = narrowing_problem(old, new, runs, str(new_space))
     if problem:
         raise ConfigError(problem)
     for _, method, backbone in opts.runs():     # p still fits the budget, etc.
         epochs = base_config(opts, method, backbone).train.epochs
-        SearchSpace(method, backbone, epochs, new).first_update_epochs()
+        SearchSpace(method, backbone, epochs, new, stage=opts.stage_of(method)).first_update_epochs()
     opts.search_space = resolved
     atomic_write_text(active, dump_ranges(new))
     write_manifest(opts)

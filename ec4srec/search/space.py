@@ -118,10 +118,13 @@ def _contains(old: dict, new: dict) -> bool:
 
 
 def narrowing_problem(old: dict[str, Any], new: dict[str, Any], runs, where: str) -> str | None:
-    """Why ``new`` does not narrow ``old`` for the given (method, backbone) runs, or None: each
-    run must search the same params, each within its old range or choices."""
-    for method, backbone in runs:
-        a, b = run_params(old, method, backbone), run_params(new, method, backbone)
+    """Why ``new`` does not narrow ``old`` for the given runs, or None: each run must search
+    the same params, each within its old range or choices. A run is (method, backbone) or
+    (method, backbone, stage): a staged study's stage-2 run searches its own params and the
+    retune keys only (``run_params``)."""
+    for method, backbone, *stage in runs:
+        stage = stage[0] if stage else None
+        a, b = run_params(old, method, backbone, stage), run_params(new, method, backbone, stage)
         if is_guided(method) and old.get("warmup_keys") != new.get("warmup_keys"):
             return (f"{where}: warmup_keys {new.get('warmup_keys')!r} differs from the study's "
                     f"{old.get('warmup_keys')!r} (the shared warm-ups were drawn when the study began)")
