@@ -82,6 +82,22 @@ def test_cost_model_round_trips_through_the_ledger_format():
     assert again.trial_fraction() == model.trial_fraction() == 0.5
 
 
+def test_trained_fractions_are_per_run_and_borrowed_only_before_a_run_has_its_own():
+    model = CostModel()
+    model.finished(20, 200, pruned=True, run="stage1")      # seconds clock, N = 200: 10 %
+    # a run with no ended trial borrows the study's (better than the prior)
+    assert model.trial_fraction(run="stage2") == pytest.approx(0.1)
+    model.finished(30, 60, pruned=False, run="stage2")      # N = 60: 50 %
+    # once it has its own, the other run's N and clock no longer price it
+    assert model.trial_fraction(run="stage2") == pytest.approx(0.5)
+    # unpruned trials price seed re-runs the same way: stage1 has none of its own yet
+    assert model.seed_fraction("stage2") == pytest.approx(0.5)
+    assert model.seed_fraction("stage1") == pytest.approx(0.5)
+    # an older ledger's pooled list still loads, as one pool
+    old = CostModel.from_dict({"samples": {"fractions": [0.25, 0.75], "full_fractions": [1.0]}})
+    assert old.trial_fraction(run="any") == 0.5 and old.seed_fraction("any") == 1.0
+
+
 class Clock:
     def __init__(self, t=1000.0):
         self.t = t

@@ -176,7 +176,7 @@ class Budget:
         known = [c for c in costs if c is not None]
         if not known:
             return 0.0
-        job = max(known) * self.cost.seed_fraction()
+        job = max(c * self.cost.seed_fraction(r) for r, c in zip(runs, costs) if c is not None)
         waves = math.ceil(len(costs) * self.seeds / self.slots)
         # never more than SEED_SHARE of the budget: until a trial ends on its own a seed is
         # priced at the full N epochs, which early stopping rarely trains; a seed that does
@@ -285,17 +285,17 @@ class Budget:
         others: ASHA's first rung (guided: after its first importance update), without ASHA
         a full trial."""
         if run not in self.asha:
-            return full * self.cost.trial_fraction(), full
+            return full * self.cost.trial_fraction(run=run), full
         clock, grace, rf = self.asha[run]
         if clock == "seconds":
             rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
             prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0
-            return full * self.cost.trial_fraction(prior), min(full, grace)
+            return full * self.cost.trial_fraction(prior, run), min(full, grace)
         n, p = self.n(run), self.updates.get(run, 0)
         offset = n // (p + 1) - 1 if p else 0          # guided epochs count from the first update
         rungs = [offset + grace * rf ** k for k in range(64) if offset + grace * rf ** k < n]
         prior = asha_expected(rungs, rf, n) / n
-        return full * self.cost.trial_fraction(prior), min(full, full * (offset + grace) / n)
+        return full * self.cost.trial_fraction(prior, run), min(full, full * (offset + grace) / n)
 
     def may_start(self, run: str, count: bool = True) -> bool:
         """The gate: may ``run`` start another trial now? (Counted unless ``count`` is False.)"""
@@ -346,7 +346,7 @@ class Budget:
         return busy / span if span > 0 else None
 
     def trial_done(self, run: str, epochs: int, pruned: bool) -> None:
-        self.cost.finished(epochs, self.n(run), pruned)
+        self.cost.finished(epochs, self.n(run), pruned, run)
         if run in self.plans:
             self.plans[run].trials_finished += 1
 

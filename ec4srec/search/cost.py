@@ -18,8 +18,9 @@ class CostModel:
     update: dict[str, list[float]] = field(default_factory=dict)
     startup: dict[str, list[float]] = field(default_factory=dict)
     overhead: dict[str, list[float]] = field(default_factory=dict)   # per trial, beyond epochs
-    fractions: list[float] = field(default_factory=list)
-    full_fractions: list[float] = field(default_factory=list)
+    # run -> fractions of its N its ended trials trained (all; unpruned ones)
+    fractions: dict[str, list[float]] = field(default_factory=dict)
+    full_fractions: dict[str, list[float]] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)   # run -> relative epoch cost (prior)
     # run -> epoch seconds probed before any trial (forecast.probe_epoch_seconds); used only
     # while no run has a measured epoch
@@ -61,12 +62,13 @@ class CostModel:
         own = statistics.median(plain) if plain else first
         self.overhead.setdefault(run, []).append(max(0.0, wall_s - reported + max(0.0, first - own)))
 
-    def finished(self, epochs: int, max_epochs: int, pruned: bool) -> None:
-        """A trial ended after ``epochs`` of ``max_epochs`` (pruned: stopped by the scheduler)."""
+    def finished(self, epochs: int, max_epochs: int, pruned: bool, run: str = "") -> None:
+        """A trial of ``run`` ended after ``epochs`` of ``max_epochs`` (pruned: stopped by the
+        scheduler)."""
         fraction = min(1.0, epochs / max_epochs) if max_epochs else 1.0
-        self.fractions.append(fraction)
+        self.fractions.setdefault(run, []).append(fraction)
         if not pruned:
-            self.full_fractions.append(fraction)
+            self.full_fractions.setdefault(run, []).append(fraction)
 
     @staticmethod
     def _median(values: dict[str, list[float]], run: str) -> float | None:
@@ -117,12 +119,15 @@ class CostModel:
                         else 0.0)
         return epochs * base + updates * self.update_extra_seconds(run) + overhead
 
-    def trial_fraction(self, prior: float = PRIOR_FRACTION) -> float:
-        """The mean fraction of N the study's ended trials trained; ``prior`` before any ended."""
-        return statistics.mean(self.fractions) if self.fractions else prior
+    def trial_fraction(self, prior: float = PRIOR_FRACTION, run: str | None = None) -> float:
+        """The mean fraction of N ``run``'s ended trials trained; before one of them ended, the
+        mean over every run's (another N, another clock: a borrowed estimate); ``prior``
+        before any ended."""
+        return _mean_of(self.fractions, run, prior)
 
-    def seed_fraction(self) -> float:
-        return statistics.mean(self.full_fractions) if self.full_fractions else 1.0
+    def seed_fraction(self, run: str | None = None) -> float:
+        """The same over unpruned trials (how much of N a seed re-run trains; prior 1.0)."""
+        return _mean_of(self.full_fractions, run, 1.0)
 
     def to_dict(self) -> dict:
         runs = sorted(set(self.epoch) | set(self.update) | set(self.startup))
@@ -143,8 +148,20 @@ class CostModel:
         return cls(epoch=dict(s.get("epoch", {})), update=dict(s.get("update", {})),
                    startup=dict(s.get("startup", {})), overhead=dict(s.get("overhead", {})),
                    probe=dict(s.get("probe", {})), probe_overhead=dict(s.get("probe_overhead", {})),
-                   fractions=list(s.get("fractions", [])),
-                   full_fractions=list(s.get("full_fractions", [])))
+                   fractions=_by_run(s.get("fractions", {})),
+                   full_fractions=_by_run(s.get("full_fractions", {})))
+
+
+def _mean_of(values: dict[str, list[float]], run: str | None, prior: float) -> float:
+    if run is not None and values.get(run):
+        return statistics.mean(values[run])
+    pooled = [v for vs in values.values() for v in vs]
+    return statistics.mean(pooled) if pooled else prior
+
+
+def _by_run(raw) -> dict[str, list[float]]:
+    """A ledger's fractions: per run, or (an older ledger) one pooled list, kept under ""."""
+    return {"": list(raw)} if isinstance(raw, list) else {r: list(v) for r, v in raw.items()}
 
 
 def _round(value: float | None) -> float | None:

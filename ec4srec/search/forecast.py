@@ -95,7 +95,7 @@ def forecast(budget: Budget, done: set[str] | None = None) -> dict:
             continue
         search += math.ceil(budget.num_samples / budget.slots) * expected
         cold = budget.cost.full_trial_seconds(run, budget.n(run), budget.updates.get(run, 0), cold=True)
-        seeds += budget.seeds * cold * budget.cost.seed_fraction() / budget.slots
+        seeds += budget.seeds * cold * budget.cost.seed_fraction(run) / budget.slots
     total = None if unknown else search + seeds
     return {"runs": runs, "search_s": None if unknown else search,
             "seeds_s": None if unknown else seeds, "total_s": total}
