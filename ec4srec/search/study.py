@@ -265,6 +265,9 @@ def run(opts: StudyOptions) -> dict:
         ranges = load_ranges(opts.search_space)
         if fresh:                # (a resumed pre-version-2 study has none and gets none: its
             atomic_write_text(active, dump_ranges(ranges))   # searchers pickled their ranges)
+    # a journal copied while written can end mid-line: cut back to its last whole line once,
+    # here, before any run's storage (concurrent runs write it from threads) is opened
+    durable.repair_journal(exp / "optuna.journal")
     started = time.time()          # the budget counts Ray's start-up too
     connect(opts)
     budget = make_budget(opts, started)

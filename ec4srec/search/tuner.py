@@ -250,12 +250,11 @@ def optuna_study_name(opts: StudyOptions, run: str) -> str:
 
 
 def optuna_storage(opts: StudyOptions):
-    """The study's Optuna storage: --optuna-storage (an RDB URL), else exp/optuna.journal (cut
-    back to its last whole line first: a journal copied while written can end mid-line)."""
+    """The study's Optuna storage: --optuna-storage (an RDB URL), else exp/optuna.journal
+    (which ``study.run`` repaired once, before any run could write to it)."""
     if opts.optuna_storage:
         return optuna.storages.RDBStorage(opts.optuna_storage)
     journal = opts.exp_dir / "optuna.journal"
-    durable.repair_journal(journal)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
 
