@@ -86,9 +86,14 @@ def test_forecast_without_a_price_is_unknown(tmp_path):
 
 @pytest.mark.parametrize("total_s, expected", [
     (1000.0, "covers it"),
-    # 100 s: seeds reserve min(60 s, half the budget) = 50 s; (100 - 50) / 2 runs = 25 s a run,
-    # x 2 slots / 30 s a trial = 1 trial per run
-    (100.0, "cuts it to about 1 trial(s) per run"),
+    # 200 s: both runs' first trials (60 s each, one after another) and their seeds (one wave
+    # of 60 s) end by 185 s (tables: 15 s); (200 - 60 - 15) / 2 runs = 62.5 s a run, x 2
+    # slots / 30 s a trial = 4 trials each: all of them
+    (200.0, "covers it"),
+    # 150 s: b's first trial would end at 120 s, its seeds at 180 s > 135 s: skipped, as the
+    # budget will skip it; a gets (150 - 60 - 15) x 2 / 30 = 5, at most 4
+    (150.0, "cuts it: trials per run a ~4; skipped (no room for one trial and its seeds): b"),
+    (100.0, "cuts it: trials per run none; skipped (no room for one trial and its seeds): a, b"),
 ])
 def test_plan_lines_say_what_the_budget_cuts(tmp_path, total_s, expected):
     lines = plan_lines(_budget(tmp_path, total_s), set(), None, None, 1)

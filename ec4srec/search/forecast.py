@@ -129,17 +129,31 @@ def plan_lines(budget: Budget, done: set[str], probe: dict | None, probed_run: s
                  f"without a budget the study would take ~{hms(fc['total_s'])} "
                  f"(search ~{hms(fc['search_s'])}, seeds ~{hms(fc['seeds_s'])})")
     if budget.total_s is not None:
-        left_s = budget.total_s - budget.used_before
-        if left_s >= fc["total_s"]:
-            lines.append(f"[plan] --time-budget {hms(budget.total_s)} ({hms(left_s)} left) "
-                         f"covers it")
-        else:
-            share = max(0.0, left_s - budget.seed_reserve(left)) / len(left)
-            per_run = int(share * budget.slots / first["expected_trial_s"])
-            lines.append(f"[plan] --time-budget {hms(budget.total_s)} ({hms(left_s)} left) cuts "
-                         f"it to about {min(per_run, budget.num_samples)} trial(s) per run; "
-                         f"a run without room for one trial is skipped and said so")
+        lines.append(budget_verdict(budget, left, fc))
     return lines
+
+
+def budget_verdict(budget: Budget, left: list[str], fc: dict) -> str:
+    """What ``--time-budget`` leaves of the forecast, by the budget's own rules (each run an
+    equal share of the search time after the seed and table reserves; a run whose first trial
+    and seeds do not fit is skipped): trials per run, or that it covers the study."""
+    left_s = budget.total_s - budget.used_before
+    fitting = [r for r in budget.fitting_runs() if r in left]
+    search_s = max(0.0, left_s - budget.seed_reserve(fitting) - budget.table_reserve)
+    # as Budget.begin_run: the runs go in waves of --concurrent-runs, each with its slots
+    share = search_s / math.ceil(max(1, len(fitting)) / budget.concurrency)
+    slots = budget.slots / budget.concurrency
+    planned = {r: max(1, min(budget.num_samples,
+                             int(share * slots / fc["runs"][r]["expected_trial_s"])))
+               for r in fitting}
+    skipped = [r for r in left if r not in fitting]
+    head = f"[plan] --time-budget {hms(budget.total_s)} ({hms(left_s)} left)"
+    if not skipped and all(n == budget.num_samples for n in planned.values()):
+        return f"{head} covers it"
+    cut = ", ".join(f"{r} ~{n}" for r, n in planned.items())
+    return (f"{head} cuts it: trials per run {cut or 'none'}"
+            + (f"; skipped (no room for one trial and its seeds): {', '.join(skipped)}"
+               if skipped else "") + " (re-planned as each run starts, from measured costs)")
 
 
 def announce(opts, budget: Budget, log=print) -> None:
