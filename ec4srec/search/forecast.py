@@ -17,13 +17,12 @@ Contracts:
 from __future__ import annotations
 
 import math
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-
-import tempfile
-from pathlib import Path
 
 from ..config import Config
 from ..data import load_dataset
