@@ -9,7 +9,6 @@ it by ``report.results.export_study``).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 DATA_DIR_VAR = "EC4SREC_DATA_DIR"
@@ -49,14 +48,18 @@ def recorded_path(path: str | os.PathLike | None, cwd: str | os.PathLike | None 
             except ValueError:
                 continue
             return (prefix + rest) if rest != "." else (prefix.rstrip("/") or ".")
-    return text if expandable else "<...>/" + "/".join(p.parts[-2:])
+    return text if expandable else "<...>/" + "/".join(p.parts[1:][-2:])
 
 
 def expand_path(text: str) -> str:
-    """A path as the tools read it back: ``$VAR`` and ``~`` expanded (the inverse of
-    :func:`recorded_path` with ``expandable=True``). Raises ValueError naming an unset variable."""
-    expanded = os.path.expanduser(os.path.expandvars(text))
-    unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
-    if unset:
-        raise ValueError(f"{text}: environment variable ${unset.group(1)} is not set")
-    return expanded
+    """A path as the tools read it back: the two forms :func:`recorded_path` writes with
+    ``expandable=True`` undone, a leading ``$EC4SREC_DATA_DIR`` and a leading ``~``; anything
+    else (a ``$`` inside a folder name included) unchanged. Raises ValueError when the
+    variable is not set."""
+    head, sep, rest = text.partition("/")
+    if head in (f"${DATA_DIR_VAR}", f"${{{DATA_DIR_VAR}}}"):
+        value = os.environ.get(DATA_DIR_VAR)
+        if not value:
+            raise ValueError(f"{text}: environment variable ${DATA_DIR_VAR} is not set")
+        return value + (sep + rest if rest else "")
+    return os.path.expanduser(text) if text.startswith("~") else text

@@ -304,7 +304,8 @@ class Trainer:
                         mid_epoch: EpochCursor | None = None) -> Path:
         path = Path(path) if path else self.output_dir / CHECKPOINT
         save_torch(path, self.checkpoint_state(mid_epoch))
-        self._save_clock.restart()
+        if self.output_dir is not None and path == self.output_dir / CHECKPOINT:
+            self._save_clock.restart()          # (not warmup.pt: a resume does not read it)
         return path
 
     def load_checkpoint(self, path: str | Path, method_state: bool = True) -> None:
@@ -338,8 +339,9 @@ class Trainer:
         if self._cursor is not None and not self._cursor.covers(len(self.data.train)):
             raise CheckpointError(
                 f"{path}: written mid-epoch over other training rows than this run's "
-                f"{len(self.data.train)} (train.objective={self.config.train.objective!r} or the "
-                f"data changed since): resume it with the settings it was written with")
+                f"{len(self.data.train)} (another train.objective than "
+                f"{self.config.train.objective!r}, or other data): resume it with the settings "
+                f"it was written with")
         if method_state:
             self.method.load_state_dict(ckpt["method"])
 

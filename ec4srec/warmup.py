@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from .config import Config
+from .paths import expand_path
 from .registry import is_guided
 from .schedule import update_epochs
 
@@ -30,6 +32,15 @@ WARMUP_IRRELEVANT = {
 
 def _warmup_view(config: Config, across_variants: bool = False) -> dict:
     raw = config.to_dict()
+    # where the data lives as one absolute path: a config.yaml records it portably
+    # ($EC4SREC_DATA_DIR/..., ~/...; paths.recorded_path), a checkpoint's config as given
+    for name in ("data_dir", "dataset"):
+        value = raw["data"][name]
+        if isinstance(value, str) and ("$" in value or "~" in value or os.path.isabs(value)):
+            try:
+                raw["data"][name] = os.path.abspath(expand_path(value))
+            except ValueError:                 # an unset variable: compared as written
+                pass
     for section, names in WARMUP_IRRELEVANT.items():
         for name in names:
             raw[section].pop(name, None)

@@ -26,6 +26,8 @@ ENV = {"HOME": "/home/alice", "EC4SREC_DATA_DIR": "/srv/data"}
     ("/srv/database/x", "<...>/database/x", "/srv/database/x"),     # a prefix of a name is not a parent
     ("runs/a", "runs/a", "runs/a"),
     ("s3://bucket/exp", "s3://bucket/exp", "s3://bucket/exp"),
+    ("/x.txt", "<...>/x.txt", "/x.txt"),                              # a root-level file
+
     (None, None, None),
 ])
 def test_recorded_path_rules(path, recorded, expandable):
@@ -41,6 +43,8 @@ def test_expand_path_undoes_the_expandable_rules(monkeypatch):
     for path in ("/srv/data/beauty.txt.gz", "/home/alice/x.txt", "/opt/other"):
         # recorded then expanded is the path itself
         assert expand_path(recorded_path(path, expandable=True)) == path
+    # only the two recorded forms are expanded: a "$" inside a folder name is a name
+    assert expand_path("/data/a$b/x") == "/data/a$b/x" and expand_path("$HOME/x") == "$HOME/x"
     monkeypatch.delenv("EC4SREC_DATA_DIR")
     # an unset variable is named, not turned into a literal folder
     with pytest.raises(ValueError, match=r"\$EC4SREC_DATA_DIR is not set"):
@@ -78,7 +82,7 @@ def test_export_records_json_paths_outside_the_study_portably(tmp_path, monkeypa
     assert exported == {"path": "run/trial_1", "data": {"source": "$EC4SREC_DATA_DIR/beauty.txt.gz"}}
 
 
-MACHINE_PATH = re.compile(r'(?<![\w.$~>/])/(?:work|root|tmp|home|check|Users|mnt|opt)/')
+MACHINE_PATH = re.compile(r'(?<![\w.$~>/])/(?:work|root|tmp|home|check|Users|mnt|opt|srv|data|shared|scratch|efs|var)/')
 
 
 def test_results_name_no_machine_path():
@@ -94,3 +98,18 @@ def test_results_name_no_machine_path():
                       if MACHINE_PATH.search(line)]
     # every path in results/ is relative, under $EC4SREC_DATA_DIR or ~, or has its prefix dropped
     assert not offenders, offenders[:10]
+
+
+def test_a_config_read_back_from_its_yaml_shares_its_warmup(tmp_path, monkeypatch):
+    from ec4srec.warmup import warmup_key, warmup_mismatch
+    monkeypatch.setenv("EC4SREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = Config().with_overrides(["method.name=ec4srec"])
+    config.data.data_dir = str(tmp_path / "data")
+    config.data.dataset = str(tmp_path / "home" / "mine.txt")
+    (tmp_path / "config.yaml").write_text(dump_config(config))
+    loaded = load_config(tmp_path / "config.yaml")
+    # the YAML holds $EC4SREC_DATA_DIR and ~/mine.txt, a checkpoint's config the absolute
+    # paths: the same data, so the same warm-up (train --config RUN/config.yaml --warm-start RUN)
+    assert loaded.data.data_dir == "$EC4SREC_DATA_DIR" and loaded.data.dataset == "~/mine.txt"
+    assert warmup_mismatch(config, loaded) == [] and warmup_key(config) == warmup_key(loaded)

@@ -109,6 +109,10 @@ def test_plan_lines_say_what_the_budget_cuts(tmp_path, total_s, expected):
     ("auto", None, True, "auto"),                # --address auto: the recorded cluster
     ("auto", None, False, "local"),              # ... unless it does not answer
     ("10.0.0.2:6379", None, True, "10.0.0.2:6379"),
+    (None, "auto", True, "auto"),                # RAY_ADDRESS=auto: the recorded cluster
+    (None, "auto", False, "local"),              # ... which does not answer: a private one
+    (None, "local", True, "local"),              # RAY_ADDRESS=local: a private one
+    ("auto", "10.0.0.1:6379", True, "10.0.0.1:6379"),   # auto takes RAY_ADDRESS first
 ])
 def test_the_search_joins_a_cluster_only_when_asked(monkeypatch, capsys, address, env,
                                                     recorded_answers, joined):
@@ -126,3 +130,30 @@ def test_the_search_joins_a_cluster_only_when_asked(monkeypatch, capsys, address
     assert calls == [joined]
     out = capsys.readouterr().out
     assert ("started a local Ray instance" in out) == (joined == "local")
+
+
+def test_a_run_whose_trials_trained_nothing_does_not_break_the_plan(tmp_path):
+    budget = _budget(tmp_path, total_s=1000.0)
+    budget.cost.finished(0, 10, pruned=False, run="a")      # errored at start-up: 0 epochs
+    budget.cost.finished(0, 10, pruned=False, run="b")
+    lines = plan_lines(budget, set(), None, None, 1)
+    # an expected trial of 0 s plans every trial (as Budget.begin_run does), no division by 0
+    assert lines[-1].endswith("covers it")
+
+
+def test_optuna_study_names_in_a_shared_rdb_are_fixed_when_the_study_begins(tmp_path):
+    from ec4srec.search.resume import resumed_options
+    from ec4srec.search.options import write_manifest
+    from ec4srec.search.tuner import optuna_study_name
+    rdb = f"sqlite:///{tmp_path}/o.db"
+    opts = StudyOptions(storage_path=str(tmp_path), name="first", optuna_storage=rdb).finalize()
+    # a journal holds one study's runs: plain names; an RDB: the study's name in front
+    assert optuna_study_name(StudyOptions(name="x").finalize(), "r") == "r"
+    assert optuna_study_name(opts, "r") == "first/r"
+    write_manifest(opts)
+    moved = tmp_path / "moved"
+    (tmp_path / "first").rename(moved)
+    again = resumed_options(StudyOptions(storage_path=str(tmp_path), name="moved").finalize(),
+                            moved / "study.json")
+    # resumed under another name, its runs keep the Optuna studies they began with
+    assert again.name == "moved" and optuna_study_name(again, "r") == "first/r"

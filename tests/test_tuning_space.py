@@ -508,3 +508,11 @@ def test_a_set_typo_is_named_even_where_a_study_exists(tmp_path, capsys):
     assert main(opts) == 2
     err = capsys.readouterr().err
     assert "train.lrr" in err and "did you mean 'train.lr'" in err and "already holds" not in err
+
+
+def test_narrowing_a_float_key_given_integer_bounds_keeps_its_optuna_name():
+    from ec4srec.search.space import optuna_name
+    # train.weight_decay is a float field: {0, 1} -> {0, 0.5} is the same float distribution
+    # narrowed, so TPE keeps the param's history under its own name
+    assert optuna_name("train.weight_decay", {"low": 0, "high": 1}, {"low": 0, "high": 0.5}) \
+        == "train.weight_decay"

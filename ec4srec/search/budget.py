@@ -19,9 +19,9 @@ Contracts:
   the run's share is ``search_left / runs_left`` (the same for every (method, backbone));
   planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
   ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction of N
-  the study's finished trials trained on average (ASHA and early stopping; prior
-  ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each rung kept 1/rf of the trials,
-  :func:`~ec4srec.search.cost.asha_expected`). The seed reserve prices each seed re-run at a
+  the run's finished trials trained on average (the study's until one of the run's ended;
+  ASHA and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if
+  each rung kept 1/rf of the trials, :func:`~ec4srec.search.cost.asha_expected`). The seed reserve prices each seed re-run at a
   full trial times the fraction of N that unpruned trials trained (prior 1.0), packed on the
   slots in waves, and never holds more than ``SEED_SHARE`` of the budget.
 - Gate (:meth:`Budget.may_start`): a run starts a new trial only while ``now + expected trial
@@ -256,14 +256,8 @@ class Budget:
         if self.search_started is None:
             self.search_started = now
         if self.search_deadline is not None:
-            # K runs share the slots at once: the runs left go in ceil(left / K) waves, each
-            # run with slots / K of the cluster for its wave's time
-            waves = math.ceil(max(1, len(left)) / self.concurrency)
-            share = max(0.0, self.search_deadline - now) / waves if run in left else 0.0
+            share, planned = self.share_plan(len(left), expected, now) if run in left else (0.0, 1)
             deadline = now + share
-            if expected:
-                slots = self.slots / self.concurrency
-                planned = max(1, min(self.num_samples, int(share * slots / expected)))
         plan = RunPlan(run, share, planned, now, deadline, full, expected)
         if previous is not None:          # restored: keep its counts and the time it used
             plan.trials_started, plan.trials_finished = previous.trials_started, previous.trials_finished
@@ -273,14 +267,25 @@ class Budget:
         self.write()
         return plan
 
+    def share_plan(self, runs_left: int, expected: float | None, now: float) -> tuple[float, int]:
+        """(share seconds, planned trials) of a run starting ``now`` with ``runs_left`` runs
+        left to search (itself included): K runs share the slots at once, so the runs go in
+        ceil(left / K) waves, each run with slots / K of the cluster for its wave's time."""
+        waves = math.ceil(max(1, runs_left) / self.concurrency)
+        share = max(0.0, self.search_deadline - now) / waves
+        if not expected:
+            return share, self.num_samples
+        slots = self.slots / self.concurrency
+        return share, max(1, min(self.num_samples, int(share * slots / expected)))
+
     def n(self, run: str) -> int:
         """The run's epoch budget N."""
         return self.epochs.get(run, self.max_epochs)
 
     def trial_costs(self, run: str, full: float) -> tuple[float, float]:
         """(expected, first-decision) seconds of a new trial of ``run``, given a ``full`` one.
-        Expected: ``full`` times the fraction of N the study's ended trials trained, before
-        any ended ASHA's expected length if each rung kept 1/rf of the trials (without ASHA,
+        Expected: ``full`` times the fraction of N the run's ended trials trained (the
+        study's until one of its own ended), before any ended ASHA's expected length if each rung kept 1/rf of the trials (without ASHA,
         ``PRIOR_FRACTION``). First decision: what a trial needs to be compared with the
         others: ASHA's first rung (guided: after its first importance update), without ASHA
         a full trial."""

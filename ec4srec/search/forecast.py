@@ -133,18 +133,14 @@ def plan_lines(budget: Budget, done: set[str], probe: dict | None, probed_run: s
 
 
 def budget_verdict(budget: Budget, left: list[str], fc: dict) -> str:
-    """What ``--time-budget`` leaves of the forecast, by the budget's own rules (each run an
-    equal share of the search time after the seed and table reserves; a run whose first trial
-    and seeds do not fit is skipped): trials per run, or that it covers the study."""
-    left_s = budget.total_s - budget.used_before
+    """What ``--time-budget`` leaves of the forecast, by the budget's own rules
+    (:meth:`Budget.fitting_runs`, :meth:`Budget.share_plan`: each run an equal share of the
+    search time after the seed and table reserves; a run whose first trial and seeds do not
+    fit is skipped): trials per run, or that it covers the study."""
+    left_s = budget.total_s - budget.used()
     fitting = [r for r in budget.fitting_runs() if r in left]
-    search_s = max(0.0, left_s - budget.seed_reserve(fitting) - budget.table_reserve)
-    # as Budget.begin_run: the runs go in waves of --concurrent-runs, each with its slots
-    share = search_s / math.ceil(max(1, len(fitting)) / budget.concurrency)
-    slots = budget.slots / budget.concurrency
-    planned = {r: max(1, min(budget.num_samples,
-                             int(share * slots / fc["runs"][r]["expected_trial_s"])))
-               for r in fitting}
+    planned = {r: budget.share_plan(len(fitting), fc["runs"][r]["expected_trial_s"],
+                                    budget.clock())[1] for r in fitting}
     skipped = [r for r in left if r not in fitting]
     head = f"[plan] --time-budget {hms(budget.total_s)} ({hms(left_s)} left)"
     if not skipped and all(n == budget.num_samples for n in planned.values()):
@@ -159,8 +155,6 @@ def announce(opts, budget: Budget, log=print) -> None:
     """Print the study's plan before its first trial (``opts``: StudyOptions). A study with
     no measured epoch first probes its first pending run here (skipped, and said so, when the
     trials run on GPUs the driver may not have, or the run's config cannot be built yet)."""
-    from ..data import DataError
-    from ..errors import ConfigError
     from .options import run_base, run_name
     keys = opts.runs()
     done = {run_name(k) for k in keys if (opts.exp_dir / "runs" / f"{run_name(k)}.json").exists()}
@@ -177,7 +171,8 @@ def announce(opts, budget: Budget, log=print) -> None:
                 probed = run_name(key)
                 budget.cost.probe[probed] = probe["epoch_s"]
                 budget.cost.probe_overhead[probed] = probe["startup_s"]
-            except (ConfigError, DataError) as exc:
-                log(f"[plan] no probe of {run_name(key)} ({exc}): the first trials measure the cost")
+            except Exception as exc:        # noqa: BLE001 - the plan is advisory
+                log(f"[plan] no probe of {run_name(key)} ({type(exc).__name__}: {exc}): the "
+                    f"first trials measure the cost")
     for line in plan_lines(budget, done, probe, probed, max(1, int(opts.cpus_per_trial))):
         log(line)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..config import METHODS, Config, ConfigError
+from ..paths import expand_path
 from ..registry import PLAIN, is_guided
 from ..report import results
 from ..data.sources import DATASETS, SYNTHETIC
@@ -47,6 +48,9 @@ class StudyOptions:
     reduction_factor: float = 3.0
     seeds: int = 3
     optuna_storage: str | None = None         # RDB URL; default: journal file in exp
+    # in an RDB: the prefix of the runs' Optuna study names, fixed when the study begins (its
+    # name then; a study resumed under another name keeps it)
+    optuna_prefix: str | None = None
     overrides: list[str] = field(default_factory=list)
     address: str | None = None                # None: RAY_ADDRESS if set, else private | local | auto | ray://... | host:port
     max_failures: int = 2
@@ -62,6 +66,8 @@ class StudyOptions:
 
     def finalize(self) -> "StudyOptions":
         """Apply --smoke-test and resolve defaults (idempotent)."""
+        if self.optuna_storage and self.optuna_prefix is None:
+            self.optuna_prefix = self.name
         if self.smoke_test:
             self.dataset = "synthetic"
             self.max_epochs = min(self.max_epochs, 6)
@@ -81,8 +87,11 @@ class StudyOptions:
         else:   # tables, journal and warm-up cache stay on this machine: pin the folder
             self.local_dir = str(Path(self.local_dir or f"ec4srec-results/{self.name}")
                                  .expanduser().resolve())
-        if self.data_dir:
-            self.data_dir = str(Path(self.data_dir).expanduser().resolve())
+        if self.data_dir:          # (an exported study records $EC4SREC_DATA_DIR or ~/...)
+            try:
+                self.data_dir = str(Path(expand_path(self.data_dir)).resolve())
+            except ValueError as exc:
+                raise ConfigError(f"--data-dir: {exc}") from None
         if self.search_space and not is_packaged_name(self.search_space) \
                 and Path(self.search_space).expanduser().exists():
             self.search_space = str(Path(self.search_space).expanduser().resolve())

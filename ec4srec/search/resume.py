@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError
+from ..paths import expand_path
 from ..registry import PLAIN
 from .options import (SPACE_FILE, StudyOptions, check_runs, narrow_space, read_manifest,
                       run_name)
@@ -20,10 +21,12 @@ def resumed_options(opts: StudyOptions, manifest: Path) -> StudyOptions:
     saved = read_manifest(manifest)
     version = saved.pop("_version")
     saved.update(address=opts.address, verbose=opts.verbose)
+    if saved.get("optuna_storage") and "optuna_prefix" not in saved:
+        saved["optuna_prefix"] = ""      # begun before prefixes: its runs' studies are <run>
     if "://" not in opts.storage_path and "://" not in saved.get("storage_path", ""):
         # the study lives where it was found (moved, exported, a fresh checkout)
         saved.update(storage_path=opts.storage_path, name=opts.name)
-    if opts.data_dir or (saved.get("data_dir") and not Path(saved["data_dir"]).is_dir()):
+    if opts.data_dir or (saved.get("data_dir") and not _is_dir(saved["data_dir"])):
         saved["data_dir"] = opts.data_dir     # else $EC4SREC_DATA_DIR
     if opts.status_every is not None:
         saved["status_every"] = opts.status_every
@@ -40,6 +43,15 @@ def resumed_options(opts: StudyOptions, manifest: Path) -> StudyOptions:
     # may have changed); a study of an older ec4srec without one: its original space
     check_runs(opts, load_ranges(active if active.exists() else opts.search_space))
     return opts
+
+
+def _is_dir(path: str) -> bool:
+    """Whether a saved data directory (an exported study records ``$EC4SREC_DATA_DIR`` or
+    ``~/...``) is a folder here."""
+    try:
+        return Path(expand_path(path)).is_dir()
+    except ValueError:
+        return False
 
 
 def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:

@@ -70,7 +70,7 @@ def updates_range(spec: dict[str, Any], max_epochs: int) -> tuple[int, int]:
     return int(spec["low"]), high
 
 
-def _same_distribution(old: dict, new: dict) -> bool:
+def _same_distribution(old: dict, new: dict, key: str | None = None) -> bool:
     """Whether Optuna accepts ``new`` as the same param's distribution after ``old`` (numeric
     ranges of the same kind, log flag and step; Optuna refuses a changed categorical)."""
     if old == new:
@@ -78,7 +78,7 @@ def _same_distribution(old: dict, new: dict) -> bool:
     if "choices" in old or "choices" in new:
         return False
     return (bool(old.get("log")) == bool(new.get("log")) and old.get("step") == new.get("step")
-            and _is_int(old) == _is_int(new))
+            and _is_int(old, key) == _is_int(new, key))
 
 
 def _is_int(spec: dict, key: str | None = None) -> bool:
@@ -99,7 +99,7 @@ def optuna_name(key: str, original: dict, current: dict) -> str:
     """The Optuna param name of ``key``: the key itself, or ``key{a,b}`` when the current spec
     cannot share the original's Optuna distribution (then TPE models it from the trials
     sampled under that alias only)."""
-    if _same_distribution(original, current):
+    if _same_distribution(original, current, key):
         return key
     if "choices" in current:
         return f"{key}{{{','.join(str(c) for c in current['choices'])}}}"

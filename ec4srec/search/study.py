@@ -30,6 +30,7 @@ with its first error and exits 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -338,7 +339,8 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
     """CLI entry: 0 done, 1 done but every trial of some run errored (one line per such run;
     tables and results written), 130 interrupted (resume command printed), 2 usage error."""
     opts.finalize()
-    if problem := address_problem(opts.address):    # before anything is written
+    # before anything is written (RAY_ADDRESS is the address when --address is not given)
+    if problem := address_problem(opts.address or os.environ.get("RAY_ADDRESS") or None):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     manifest = opts.exp_dir / "study.json"

@@ -53,15 +53,17 @@ def connect(opts: StudyOptions) -> None:
     # EC4SREC_* (EC4SREC_DATA_DIR, ...) reach the trials on every node
     env.update({k: v for k, v in os.environ.items() if k.startswith("EC4SREC_")})
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if opts.address not in (None, "auto", "local"):
-        ray.init(address=opts.address, **kwargs)
-        print(f"[search] joined the Ray cluster at {opts.address}", flush=True)
-    elif opts.address != "local" and os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
-        print(f"[search] joined the Ray cluster at {os.environ['RAY_ADDRESS']} (RAY_ADDRESS)",
-              flush=True)
+    env_address = os.environ.get("RAY_ADDRESS") or None
+    address, source = opts.address, "--address"
+    if address is None:                       # not asked: RAY_ADDRESS, else a private one
+        address, source = env_address or "local", "RAY_ADDRESS"
+    elif address == "auto" and env_address not in (None, "auto", "local"):
+        address, source = env_address, "RAY_ADDRESS"
+    if address not in ("auto", "local"):
+        ray.init(address=address, **kwargs)
+        print(f"[search] joined the Ray cluster at {address} ({source})", flush=True)
     else:
-        recorded = compat.recorded_cluster_address() if opts.address == "auto" else None
+        recorded = compat.recorded_cluster_address() if address == "auto" else None
         if recorded and answers(recorded):
             ray.init(address="auto", **kwargs)
             print(f"[search] joined the running Ray cluster at {recorded} (--address auto; "
@@ -198,10 +200,11 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         compat.attach_budget(tuner, budget)
         return tuner, compat.restored_num_samples(tuner, num)
     storage = optuna_storage(opts)
+    existing_names = {s.study_name for s in storage.get_all_studies()}
     study_name = optuna_study_name(opts, name)
     points = space.points_to_evaluate(num) or None
     sampler_seed = opts.seed
-    if study_name in {s.study_name for s in storage.get_all_studies()}:
+    if study_name in existing_names:
         # its Ray folder is gone (a new machine, a fresh checkout): go on from the durable state
         records = durable.trial_records(opts.exp_dir, name)
         existing = optuna.load_study(study_name=study_name, storage=storage)
@@ -244,9 +247,13 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
 
 def optuna_study_name(opts: StudyOptions, run: str) -> str:
     """The Optuna study of ``run``: the run's name in the study's own journal; in an RDB
-    (``--optuna-storage``), which several ec4srec studies may share, ``<study name>/<run>``, so
-    that a second study's run never joins (and resumes into) another study's."""
-    return f"{opts.name}/{run}" if opts.optuna_storage else run
+    (``--optuna-storage``), which several ec4srec studies may share, ``<prefix>/<run>`` with
+    the prefix fixed when the study began (``optuna_prefix``: a study resumed under another
+    name keeps it; a study from before prefixes has ``""`` and keeps ``<run>``), so that a
+    second study's run never joins (and resumes into) another study's."""
+    if not opts.optuna_storage or not opts.optuna_prefix:
+        return run
+    return f"{opts.optuna_prefix}/{run}"
 
 
 def optuna_storage(opts: StudyOptions):

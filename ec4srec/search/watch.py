@@ -265,7 +265,8 @@ class StudyWatcher(BudgetBound, tune.Callback):
         plan = budget.plans.get(self.run) if budget is not None else None
         if eta is None and plan is not None and plan.expected_trial_s:
             # before a trial ended: the planned trials at the priced length, on the slots
-            eta = max(0.0, math.ceil(left / budget.slots) * plan.expected_trial_s - elapsed)
+            slots = max(1, int(budget.slots / budget.concurrency))   # this run's
+            eta = max(0.0, math.ceil(left / slots) * plan.expected_trial_s - elapsed)
         if budget is not None and budget.total_s is not None:
             plan = budget.plans.get(self.run)
             if plan is not None and plan.deadline is not None:
