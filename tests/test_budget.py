@@ -342,3 +342,17 @@ def test_a_slow_configs_epochs_are_not_counted_as_overhead():
     # its wall is its own epochs plus 2 s of start-up: 2 s of overhead, not 32 - 3 x median
     model.trial_wall("a", "slow", 34.0)
     assert model.overhead["a"] == [pytest.approx(3.0), pytest.approx(4.0)]
+
+
+def test_under_asha_a_run_fits_when_its_first_rung_does(tmp_path):
+    clock = Clock(0.0)
+    # three runs under ASHA (first rung: 2 of N = 100 epochs), 1 seed, 2 slots, 2500 s
+    asha = {r: ("epochs", 2, 3.0) for r in ("a", "b", "c")}
+    b = Budget(tmp_path, 2500.0, ["a", "b", "c"], {r: 0 for r in "abc"}, max_epochs=100,
+               num_samples=20, slots=2, seeds=1, clock=clock, asha=asha)
+    reports(b.cost, "a", "t0", [10.0] * 3)                # an epoch 10 s: a full trial 1000 s
+    b.cost.finished(6, 100, pruned=False, run="a")         # seeds train 6 % of N: 60 s each
+    # three full trials (3000 s) and the seeds would not fit in 2500 s, but the gate admits a
+    # run's first trial when it reaches its first rung (20 s): every run keeps its seed time
+    # and its share, as the gate will (a full-trial rule skipped the guided runs of a study)
+    assert b.fitting_runs() == ["a", "b", "c"]

@@ -188,8 +188,9 @@ class Budget:
         """The runs the budget keeps seed time for: runs that ended with a finished trial, the
         runs in progress, and, in order, every run not yet started that fits: on K lanes
         (``concurrency``; a running run holds its lane until its share ends, a free lane is
-        free now) each such run takes one full trial (what the gate needs to admit its first
-        trial) on the earliest lane, and the last lane's end plus the seed re-runs of all of
+        free now) each such run takes what the gate needs to admit its first trial (that
+        trial's first decision: ASHA's first rung, or a full trial without ASHA) on the earliest
+        lane, and the last lane's end plus the seed re-runs of all of
         these must come before the deadline's table reserve. A run that does not fit is
         skipped when its turn comes (the gate refuses its first trial) and left for a resume
         with a larger budget; without this rule the seeds of runs that never run would be
@@ -213,7 +214,7 @@ class Budget:
                     chosen.append(run)
                     continue
                 trial_lanes = sorted(lanes)
-                trial_lanes[0] += full
+                trial_lanes[0] += self.trial_costs(run, full)[1]     # its first decision
                 if max(trial_lanes) + self.seed_reserve(started + chosen + [run]) > end:
                     continue                  # a cheaper run after it may still fit
                 chosen.append(run)
