@@ -252,10 +252,31 @@ def test_a_skipped_run_is_planned_again_by_a_resumed_driver(tmp_path):
     # a resumed driver with a larger budget: r2 is a run not yet started again
     again = budget(Clock(10_000.0), 6000.0)
     assert "r2" not in again.plans and not again.plans["r1"].done
-    # so the restored r1 leaves r2 its share: three runs on two lanes are two waves
+    # so the restored r1 leaves r2 its share: three runs on two lanes are two waves, and r1,
+    # which searched 900 s already, gets the equal total less those 900 s
     share = again.begin_run("r1").share_s
-    assert share == pytest.approx((6000 - 900 - again.table_reserve) / 2)
+    assert share == pytest.approx((6000 - 900 - again.table_reserve) / 2 + 900 / 3 - 900)
     assert again.begin_run("r2").share_s > 0 and again.may_start("r2")
+
+
+def test_a_run_resumed_after_part_of_its_share_gets_only_the_rest(tmp_path):
+    clock = Clock(0.0)
+    runs = ["a", "b", "c"]
+    b = Budget(tmp_path, 3060.0, runs, {r: 0 for r in runs}, max_epochs=10, num_samples=20,
+               slots=2, seeds=0, clock=clock)
+    first = b.begin_run("a")
+    # three equal shares of the search time (3060 s less 60 s of tables)
+    assert first.share_s == pytest.approx(1000.0)
+    clock.t = 600.0                                         # the driver stops; a used 600 s
+    b.write()
+    again = Budget(tmp_path, 3060.0, runs, {r: 0 for r in runs}, max_epochs=10, num_samples=20,
+                   slots=2, seeds=0, clock=Clock(5000.0))
+    # resumed, a gets what is left of its 1000 s, not a third of what is left of the study
+    assert again.begin_run("a").share_s == pytest.approx(400.0)
+    again.clock.t += 400.0
+    again.end_run("a")
+    # and the next run gets a full 1000 s: every run the same total
+    assert again.begin_run("b").share_s == pytest.approx(1000.0)
 
 
 def test_a_corrupt_ledger_is_one_error_naming_the_file(tmp_path):

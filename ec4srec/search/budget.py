@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ from pathlib import Path
 from ..checkpoint import atomic_write_json
 from ..config import ConfigError
 from .cost import CostModel, asha_expected
+from .durations import hms, parse_duration  # noqa: F401  (the study's modules import them from here)
 
 LEDGER = "budget.json"
 SEED_SHARE = 0.5        # the seed reserve's cap, as a share of the whole budget
@@ -53,30 +53,6 @@ SKIPPED = "budget: skipped"   # RunPlan.closed_by of a run not one trial of whic
 LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
 TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of the budget,
 TABLE_RESERVE_MIN = 15.0       # at least 15 s and at most 60 s
-_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds of ``3h``, ``90m``, ``1h30m``, ``45s``, ``2d`` or a plain number of seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        s = str(text).strip().lower()
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms]?)", s)
-        if not s or not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([dhms]?)", "", s).strip():
-            raise ConfigError(f"--time-budget: {text!r} is not a duration (e.g. 3h, 90m, 1h30m, 5400)")
-        seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
-    if not seconds > 0 or math.isinf(seconds):
-        raise ConfigError(f"--time-budget: {text!r} must be a positive duration")
-    return seconds
-
-
-def hms(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "?"
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 # ------------------------------------------------------------------ the plan
 @dataclass
 class RunPlan:
@@ -257,7 +233,7 @@ class Budget:
         if self.search_started is None:
             self.search_started = now
         if self.search_deadline is not None:
-            share, planned = self.share_plan(len(left), expected, now) if run in left else (0.0, 1)
+            share, planned = self.share_plan(run, left, expected, now) if run in left else (0.0, 1)
             deadline = now + share
         plan = RunPlan(run, share, planned, now, deadline, full, expected)
         if previous is not None:          # restored: keep its counts and the time it used
@@ -268,12 +244,24 @@ class Budget:
         self.write()
         return plan
 
-    def share_plan(self, runs_left: int, expected: float | None, now: float) -> tuple[float, int]:
-        """(share seconds, planned trials) of a run starting ``now`` with ``runs_left`` runs
-        left to search (itself included): K runs share the slots at once, so the runs go in
-        ceil(left / K) waves, each run with slots / K of the cluster for its wave's time."""
-        waves = math.ceil(max(1, runs_left) / self.concurrency)
-        share = max(0.0, self.search_deadline - now) / waves
+    def run_used(self, run: str, now: float) -> float:
+        """Seconds ``run`` has searched so far, over every driver run of the study."""
+        plan = self.plans.get(run)
+        if plan is None:
+            return 0.0
+        return plan.used_before_s + (plan.ended_at or now) - plan.started_at
+
+    def share_plan(self, run: str, left: list[str], expected: float | None,
+                   now: float) -> tuple[float, int]:
+        """(share seconds, planned trials) of ``run`` planned ``now``, with ``left`` the runs
+        left to search (itself included). Every run gets the same total: the search time left
+        plus what the runs left have already used, split equally, less what ``run`` used
+        (a run resumed after part of its share gets only the rest). K runs share the slots at
+        once: the runs go in ceil(left / K) waves, each run with slots / K of the cluster."""
+        waves = math.ceil(max(1, len(left)) / self.concurrency)
+        used = {r: self.run_used(r, now) for r in left}
+        share = max(0.0, max(0.0, self.search_deadline - now) / waves
+                    + sum(used.values()) / max(1, len(left)) - used.get(run, 0.0))
         if not expected:
             return share, self.num_samples
         slots = self.slots / self.concurrency

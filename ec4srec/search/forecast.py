@@ -139,7 +139,7 @@ def budget_verdict(budget: Budget, left: list[str], fc: dict) -> str:
     fit is skipped): trials per run, or that it covers the study."""
     left_s = budget.total_s - budget.used()
     fitting = [r for r in budget.fitting_runs() if r in left]
-    planned = {r: budget.share_plan(len(fitting), fc["runs"][r]["expected_trial_s"],
+    planned = {r: budget.share_plan(r, fitting, fc["runs"][r]["expected_trial_s"],
                                     budget.clock())[1] for r in fitting}
     skipped = [r for r in left if r not in fitting]
     head = f"[plan] --time-budget {hms(budget.total_s)} ({hms(left_s)} left)"
