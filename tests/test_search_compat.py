@@ -76,3 +76,30 @@ def test_the_recorded_cluster_address_comes_from_rays_address_file(tmp_path, mon
     assert compat.recorded_cluster_address() == "127.0.0.2:6379"
     # a dead address does not answer (the search then starts a local instance, not a hang)
     assert not answers("127.0.0.1:1", timeout=0.5) and not answers("nonsense")
+
+
+def test_tunes_restore_hint_is_hidden_and_other_warnings_kept():
+    import logging
+    import ray.tune.tune as tune_module
+    # the text the filter matches is what Tune 2.60 logs when an interrupted fit returns
+    assert "Resume experiment with: {restore_entrypoint}" in inspect.getsource(tune_module)
+    assert tune_module.logger.name == compat.TUNE_LOGGER
+    compat.hide_tune_restore_hint()
+    compat.hide_tune_restore_hint()                       # once, however often it is called
+    log = logging.getLogger(compat.TUNE_LOGGER)
+    assert sum(isinstance(f, compat._NoRestoreHint) for f in log.filters) == 1
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+    handler = Keep(level=logging.WARNING)
+    log.addHandler(handler)
+    try:
+        log.warning("Experiment has been interrupted, but the most recent state was saved.\n"
+                    "Resume experiment with: Tuner.restore(path='x', trainable=...)")
+        log.warning("some other warning")
+    finally:
+        log.removeHandler(handler)
+    # Tune's restore hint (a single run's, not the study's) is dropped; other warnings stay
+    assert seen == ["some other warning"]

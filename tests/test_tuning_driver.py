@@ -87,6 +87,8 @@ def test_interrupted_driver_resumes_without_repeating_trials(ray_local, tmp_path
     if sig == signal.SIGINT:
         assert rc == 130, text[-3000:]
         assert "python tune/search.py --storage-path" in text and "--resume" in text
+        # ... and not Tune's own hint, which restores one run rather than the study
+        assert "Tuner.restore" not in text
     else:
         assert rc == -signal.SIGKILL
     before = trial_reports(run_dir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -180,11 +181,31 @@ class ProgressCsvLogger(OneLinePerEpochMixin, KeepLocalLogMixin, CSVLoggerCallba
 
 
 # ------------------------------------------------------------------ signals
+class _NoRestoreHint(logging.Filter):
+    """Drops Tune's "Experiment has been interrupted ... Resume experiment with:
+    Tuner.restore(...)" warning (``ray.tune.tune``, logged when a fit is interrupted): the
+    study prints its own resume command, and Tune's restores one run, not the study."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with:" not in record.getMessage()
+
+
+TUNE_LOGGER = "ray.tune.tune"
+
+
+def hide_tune_restore_hint() -> None:
+    """Install :class:`_NoRestoreHint` on Tune's logger once."""
+    log = logging.getLogger(TUNE_LOGGER)
+    if not any(isinstance(f, _NoRestoreHint) for f in log.filters):
+        log.addFilter(_NoRestoreHint())
+
+
 def tune_fit(tuner):
     """``tuner.fit()``, then the SIGINT handler that was there before. Tune installs its own
     handler for the experiment and puts the old one back only when a SIGINT arrives
     (``ray.tune.tune._setup_signal_catching``): after a normal fit the next Ctrl-C (in the seed
     phase, say) would only set an event nobody reads."""
+    hide_tune_restore_hint()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
     try:
