@@ -377,3 +377,15 @@ def test_under_asha_a_run_fits_when_its_first_rung_does(tmp_path):
     # run's first trial when it reaches its first rung (20 s): every run keeps its seed time
     # and its share, as the gate will (a full-trial rule skipped the guided runs of a study)
     assert b.fitting_runs() == ["a", "b", "c"]
+
+
+def test_an_expected_trial_is_never_shorter_than_its_first_decision(tmp_path):
+    asha = {"g": ("epochs", 6, 3.0)}
+    b = Budget(tmp_path, None, ["s", "g"], {"s": 0, "g": 5}, max_epochs=60, num_samples=20,
+               slots=2, seeds=0, asha=asha)
+    b.cost.finished(3, 60, pruned=True, run="s")           # a seconds-clock run: 5 % of N
+    expected, first = b.trial_costs("g", 600.0)
+    # g's first rung: its first update at epoch 60 // 6 = 10, then 6 guided epochs: 15 of 60
+    assert first == pytest.approx(600.0 * 15 / 60)
+    # the borrowed 5 % would price it at 30 s; every trial trains to its first rung
+    assert expected == pytest.approx(first)

@@ -274,22 +274,26 @@ class Budget:
     def trial_costs(self, run: str, full: float) -> tuple[float, float]:
         """(expected, first-decision) seconds of a new trial of ``run``, given a ``full`` one.
         Expected: ``full`` times the fraction of N the run's ended trials trained (the
-        study's until one of its own ended), before any ended ASHA's expected length if each rung kept 1/rf of the trials (without ASHA,
-        ``PRIOR_FRACTION``). First decision: what a trial needs to be compared with the
-        others: ASHA's first rung (guided: after its first importance update), without ASHA
-        a full trial."""
+        study's until one of its own ended), before any ended ASHA's expected length if each
+        rung kept 1/rf of the trials (without ASHA, ``PRIOR_FRACTION``); under ASHA never less
+        than the first decision, which every trial reaches (a borrowed fraction of seconds-clock
+        runs priced a guided trial below its own first rung). First decision: what a trial
+        needs to be compared with the others: ASHA's first rung (guided: after its first
+        importance update), without ASHA a full trial."""
         if run not in self.asha:
             return full * self.cost.trial_fraction(run=run), full
         clock, grace, rf = self.asha[run]
         if clock == "seconds":
             rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
             prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0
-            return full * self.cost.trial_fraction(prior, run), min(full, grace)
+            first = min(full, grace)
+            return max(first, full * self.cost.trial_fraction(prior, run)), first
         n, p = self.n(run), self.updates.get(run, 0)
         offset = n // (p + 1) - 1 if p else 0          # guided epochs count from the first update
         rungs = [offset + grace * rf ** k for k in range(64) if offset + grace * rf ** k < n]
         prior = asha_expected(rungs, rf, n) / n
-        return full * self.cost.trial_fraction(prior, run), min(full, full * (offset + grace) / n)
+        first = min(full, full * (offset + grace) / n)
+        return max(first, full * self.cost.trial_fraction(prior, run)), first
 
     def may_start(self, run: str, count: bool = True) -> bool:
         """The gate: may ``run`` start another trial now? (Counted unless ``count`` is False.)"""
