@@ -139,3 +139,52 @@ def test_a_record_keeps_one_row_per_epoch_without_rays_bookkeeping(tmp_path):
     history = durable.read_history(tmp_path)
     # the last report of an epoch wins, a torn last line is skipped, config and pid are dropped
     assert history == [{"epoch": 1, OBJECTIVE: 0.1}, {"epoch": 2, OBJECTIVE: 0.25}]
+
+
+@pytest.mark.slow
+def test_a_run_the_budget_closed_reopens_when_the_budget_grows(ray_local, tmp_path, monkeypatch):
+    from ec4srec.search import budget as budget_mod
+    from ec4srec.search import study as study_mod
+    from ec4srec.search.options import StudyOptions
+    from ec4srec.search.resume import resumed_options
+    from test_tuning_helpers import TINY
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=4, max_epochs=2, max_concurrent=1, cpus_per_trial=1,
+                        gpus_per_trial=0, seeds=0, scheduler="fifo", search_space=str(space),
+                        time_budget=3600.0,
+                        overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
+    original = budget_mod.Budget._may_start
+
+    def two_only(self, run, count):         # the gate closes the run after two trials
+        plan = self.plans.get(run)
+        if plan is not None and plan.trials_started >= 2:
+            if count:
+                plan.refused, plan.closed_by = plan.refused + 1, "budget"
+            return False
+        return original(self, run, count)
+    monkeypatch.setattr(budget_mod.Budget, "_may_start", two_only)
+    study_mod.run(opts)
+    monkeypatch.setattr(budget_mod.Budget, "_may_start", original)
+    exp, run = opts.exp_dir, "synthetic-sasrec-sasrec"
+    first = pd.read_csv(exp / "trials.csv")
+    ledger = json.loads((exp / "budget.json").read_text())
+    # the run ended with two of its four trials, closed by the budget
+    assert len(first) == 2 and ledger["plans"][run]["closed_by"] == "budget"
+    assert (exp / "runs" / f"{run}.json").exists()
+    again = resumed_options(StudyOptions(storage_path=str(tmp_path), name="s",
+                                         time_budget=7200.0).finalize(), exp / "study.json")
+    study_mod.run(again)
+    trials = pd.read_csv(exp / "trials.csv")
+    # a larger budget reopens it: the two closed trials kept, two more added, none repeated
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(first["trial_id"]) <= set(trials["trial_id"])
+    assert (trials["state"] == "completed").all()
+    ot = optuna.load_study(study_name=run, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(exp / "optuna.journal")))).trials
+    # Optuna holds each trial once, each with its value
+    assert len(ot) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ot)
+    # the closed run's Ray folder was set aside, not replayed
+    assert (exp / f"{run}.closed-1").is_dir()

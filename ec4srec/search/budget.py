@@ -6,15 +6,10 @@ Contracts:
 - The budget is the wall clock of the whole study, seed re-runs and tables included, summed
   over every driver run of it (``--resume`` continues the ledger ``<exp>/budget.json``; the
   ledger is rewritten atomically every ``LEDGER_EVERY`` seconds and at each run's start/end).
-- Cost model: per run (dataset-method-backbone), the median seconds of a plain epoch and the
-  median extra seconds of an importance-update epoch, from Ray's ``time_this_iter_s`` of
-  consecutive reports (the first report of a trial session, which holds its start-up, is
-  priced separately), and the median per-trial overhead: the driver's wall clock of a trial
-  minus its epochs (actor start, data loading, syncs; until a trial ends, the first report's
-  start-up stands in). A run not measured yet borrows the median of the runs that are, its
-  epoch scaled by the methods' relative cost prior (the registry's ``MethodSpec.cost``; for the update
-  cost: their update/epoch ratio times its own epoch cost); with nothing measured the cost is
-  unknown and the first trials run to measure it.
+- Cost model (``cost.py``): per run, the median plain epoch, the extra seconds of an update
+  epoch and the per-trial overhead, measured from the trials' reports; a run not measured yet
+  borrows the measured runs' (scaled by ``MethodSpec.cost``), and a fresh study the probe's
+  (``forecast.py``).
 - The plan, made when a run starts: ``search_left = budget - used - seed_reserve - TABLE_RESERVE``;
   the run's share is ``search_left / runs_left`` (the same for every (method, backbone));
   planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
@@ -244,6 +239,19 @@ class Budget:
         self.write()
         return plan
 
+    def reopens(self, run: str) -> bool:
+        """Whether ``run``, complete because the budget closed it, gets more trials now: a
+        larger budget raised every run's equal total, and what ``run`` has not used of its
+        total holds one expected trial."""
+        plan = self.plans.get(run)
+        full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
+        if plan is None or plan.closed_by != "budget" or self.search_deadline is None or not full:
+            return False
+        left = [r for r in self.fitting_runs() if r == run or r not in self.plans
+                or not self.plans[r].done]
+        expected = self.trial_costs(run, full)[0]
+        return self.share_plan(run, left, expected, self.clock())[0] >= expected
+
     def run_used(self, run: str, now: float) -> float:
         """Seconds ``run`` has searched so far, over every driver run of the study."""
         plan = self.plans.get(run)
@@ -253,11 +261,10 @@ class Budget:
 
     def share_plan(self, run: str, left: list[str], expected: float | None,
                    now: float) -> tuple[float, int]:
-        """(share seconds, planned trials) of ``run`` planned ``now``, with ``left`` the runs
-        left to search (itself included). Every run gets the same total: the search time left
-        plus what the runs left have already used, split equally, less what ``run`` used
-        (a run resumed after part of its share gets only the rest). K runs share the slots at
-        once: the runs go in ceil(left / K) waves, each run with slots / K of the cluster."""
+        """(share seconds, planned trials) of ``run`` planned ``now``, ``left`` the runs left
+        to search (itself included). Every run gets the same total: the search time left plus
+        what the runs left used, split equally, less what ``run`` used. K runs share the slots
+        at once: ceil(left / K) waves, each run with slots / K of the cluster."""
         waves = math.ceil(max(1, len(left)) / self.concurrency)
         used = {r: self.run_used(r, now) for r in left}
         share = max(0.0, max(0.0, self.search_deadline - now) / waves

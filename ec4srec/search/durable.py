@@ -125,3 +125,18 @@ def repair_journal(path: Path) -> bool:
         return False
     path.write_bytes(data[: data.rfind(b"\n") + 1])
     return True
+
+
+def reopen_run(exp: Path, run: str) -> None:
+    """Make a run that a budget closed incomplete again, for more trials: its finished-run
+    record goes (rebuilt at its end from the trial records, which stay) and its Ray folder,
+    if any, is moved aside to ``<run>.closed-<n>`` (a restored Tuner would only replay the
+    closed run); ``make_tuner`` then continues it from the durable state."""
+    exp = Path(exp)
+    (exp / "runs" / f"{run}.json").unlink(missing_ok=True)
+    folder = exp / run
+    if folder.exists():
+        n = 1
+        while (exp / f"{run}.closed-{n}").exists():
+            n += 1
+        folder.rename(exp / f"{run}.closed-{n}")

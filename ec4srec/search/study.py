@@ -88,9 +88,13 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
     """Run (or restore) one run until complete, under ``budget`` (None: none); its records are
     saved to runs/<run>.json."""
     done_file = opts.exp_dir / "runs" / f"{run_name(key)}.json"
-    if done_file.exists():
+    if done_file.exists() and not (budget is not None and budget.reopens(run_name(key))):
         print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
         return json.loads(done_file.read_text())
+    if done_file.exists():      # closed by a smaller budget: its trials are kept, more added
+        print(f"[budget] {run_name(key)}: reopened: the budget now gives every run a larger "
+              f"total, and the trials it closed this run with are kept", flush=True)
+        durable.reopen_run(opts.exp_dir, run_name(key))
     plan = budget.begin_run(run_name(key)) if budget else None
     if plan is not None and plan.share_s is not None:
         print(f"[budget] {run_name(key)}: share {hms(plan.share_s)}, planned "
