@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CRASH = "ConfigError('train.device=cuda, but this torch has no CUDA')"
 
 
-def fake_run_search(opts, key, ranges, budget=None):
+def fake_run_search(opts, key, ranges, budget=None, reopen=True):
     """Two errored trials for sasrec, one good trial for any other method (no Ray)."""
     if key[1] == "sasrec":
         return [{"trial_id": f"t{i}", "params": {"train.device": "cuda"}, "history": [],

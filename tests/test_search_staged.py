@@ -298,7 +298,7 @@ def test_a_staged_study_skips_stage_two_where_stage_one_has_no_trial(tmp_path, m
                         storage_path=str(tmp_path), name="s", seeds=0).finalize()
     calls = []
 
-    def fake_run(opts, key, ranges, budget=None):      # stage 1 ends with every trial errored
+    def fake_run(opts, key, ranges, budget=None, reopen=True):   # stage 1: every trial errored
         calls.append(key)
         return [{"trial_id": "a", "params": {}, "history": [], "error": "boom", "path": "x"}]
     monkeypatch.setattr(study, "run_search", fake_run)
@@ -313,3 +313,25 @@ def test_a_staged_study_skips_stage_two_where_stage_one_has_no_trial(tmp_path, m
     assert calls == [("synthetic", "sasrec", "sasrec")]
     assert "synthetic-cl4srec-sasrec: skipped: stage 1 on sasrec has no finished trial" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stage_two_started", [False, True])
+def test_stage_one_reopens_only_while_no_stage_two_run_has_begun(tmp_path, monkeypatch,
+                                                                  stage_two_started):
+    from ec4srec.search import study
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec", "cl4srec"], staged=True,
+                        storage_path=str(tmp_path), name="s", seeds=0).finalize()
+    flags = {}
+
+    def fake_run(opts, key, ranges, budget=None, reopen=True):
+        flags[key[1]] = reopen
+        return [{"trial_id": "a", "params": {}, "history": [], "error": "boom", "path": "x"}]
+    monkeypatch.setattr(study, "run_search", fake_run)
+    monkeypatch.setattr(study, "cluster_slots", lambda opts: 1)
+    opts.exp_dir.mkdir(parents=True)
+    if stage_two_started:
+        (opts.exp_dir / "trials" / "synthetic-cl4srec-sasrec").mkdir(parents=True)
+    study._run_phases(opts, opts.exp_dir, load_ranges(), study.make_budget(opts, 0.0), 0.0)
+    # stage 1's best is stage 2's base: once a stage-2 run began, a larger budget must not
+    # reopen stage 1 (it did, on the Beauty study, before this rule)
+    assert flags["sasrec"] is (not stage_two_started)

@@ -52,7 +52,7 @@ from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # no
                       read_manifest, run_base, run_name, write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
-from .resume import resumed_options
+from .resume import resumed_options, run_started
 from .summary import cost_report, failed_runs, print_summary
 from .trainable import retrain_seed
 from .tuner import address_problem, cluster_slots, connect, make_tuner
@@ -84,11 +84,14 @@ def grid_records(grid, run: str | None = None) -> list[dict]:
     return records
 
 
-def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) -> list[dict]:
+def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
+               reopen: bool = True) -> list[dict]:
     """Run (or restore) one run until complete, under ``budget`` (None: none); its records are
-    saved to runs/<run>.json."""
+    saved to runs/<run>.json. A run the budget closed reopens when the budget grew
+    (``Budget.reopens``), unless ``reopen`` is False."""
     done_file = opts.exp_dir / "runs" / f"{run_name(key)}.json"
-    if done_file.exists() and not (budget is not None and budget.reopens(run_name(key))):
+    if done_file.exists() and not (reopen and budget is not None
+                                   and budget.reopens(run_name(key))):
         print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
         return json.loads(done_file.read_text())
     if done_file.exists():      # closed by a smaller budget: its trials are kept, more added
@@ -136,7 +139,8 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None) ->
     return records
 
 
-def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | None = None) -> dict:
+def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | None = None,
+                     reopen: bool = True) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
     ASHA brackets) in a thread of this driver, sharing the cluster's slots: when one run's ASHA
     tail leaves slots idle, another run's trials take them. Runs start in ``opts.runs()`` order
@@ -158,7 +162,7 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
                 key = todo.pop(0)
             print(f"[search] === {run_name(key)} (concurrent) ===", flush=True)
             try:
-                records = run_search(opts, key, ranges, budget)
+                records = run_search(opts, key, ranges, budget, reopen)
             except BaseException as exc:        # noqa: BLE001 - re-raised by the main thread
                 with lock:
                     failures.append(exc)
@@ -303,12 +307,15 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
                 print(f"[search] {run_name(key)}: skipped: stage 1 on {key[2]} has no finished "
                       f"trial (resume to run it once stage 1 has one)", flush=True)
             group = [k for k in group if k not in missing]
+        # stage 1 never reopens once a stage-2 run has begun: its best is their base
+        reopen = not (opts.staged and stage == 0 and any(
+            run_started(exp, run_name(k)) for g in groups[1:] for k in g))
         if opts.concurrent_runs > 1 and len(group) > 1:
-            all_records.update(run_concurrently(opts, group, ranges, budget))
+            all_records.update(run_concurrently(opts, group, ranges, budget, reopen))
         else:
             for key in group:
                 print(f"[search] === {run_name(key)} ===", flush=True)
-                all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget))
+                all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget, reopen))
     budgets = {name: opts.epochs_of(key[1]) for name, (key, _) in all_records.items()}
     trials, epochs = results.write_trial_tables(exp, all_records, budgets)
     best = {}
