@@ -389,3 +389,19 @@ def test_an_expected_trial_is_never_shorter_than_its_first_decision(tmp_path):
     assert first == pytest.approx(600.0 * 15 / 60)
     # the borrowed 5 % would price it at 30 s; every trial trains to its first rung
     assert expected == pytest.approx(first)
+
+
+@pytest.mark.parametrize("finished, expected", [(2, True), (20, False)])
+def test_a_run_with_fewer_trials_than_asked_reopens_when_the_budget_grows(tmp_path, finished,
+                                                                         expected):
+    clock = Clock(0.0)
+    b = Budget(tmp_path, 3060.0, ["a", "b"], {"a": 0, "b": 0}, max_epochs=10, num_samples=20,
+               slots=2, seeds=0, clock=clock)
+    reports(b.cost, "a", "t0", [10.0] * 3)                # a full trial 100 s, expected 50 s
+    b.begin_run("a")
+    b.plans["a"].trials_finished = finished
+    clock.t = 100.0
+    b.end_run("a")                                         # planned trials done: not "budget"
+    # its Tuner's count was the budget's plan: with room left in its equal total (about
+    # 1500 s) it reopens, unless it already ran every trial --num-samples asks for
+    assert b.reopens("a") is expected

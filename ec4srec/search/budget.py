@@ -240,12 +240,13 @@ class Budget:
         return plan
 
     def reopens(self, run: str) -> bool:
-        """Whether ``run``, complete because the budget closed it, gets more trials now: a
-        larger budget raised every run's equal total, and what ``run`` has not used of its
-        total holds one expected trial."""
+        """Whether ``run``, complete with fewer than ``num_samples`` trials (the budget closed
+        it, or planned its Tuner's trial count), gets more trials now: a larger budget raised
+        every run's equal total, and what ``run`` has not used of it holds one expected trial."""
         plan = self.plans.get(run)
         full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
-        if plan is None or plan.closed_by != "budget" or self.search_deadline is None or not full:
+        if plan is None or not plan.done or plan.trials_finished >= self.num_samples \
+                or self.search_deadline is None or not full:
             return False
         left = [r for r in self.fitting_runs() if r == run or r not in self.plans
                 or not self.plans[r].done]
