@@ -219,8 +219,7 @@ class Budget:
         fitting = self.fitting_runs()
         if previous is not None:
             self.plans[run] = previous
-        # the runs left to search that fit (this one first); 0 when this one does not fit
-        left = [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
+        left = self._runs_left(run, fitting)
         full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
         expected = None if full is None else self.trial_costs(run, full)[0]
         share = deadline = None
@@ -240,18 +239,20 @@ class Budget:
         return plan
 
     def reopens(self, run: str) -> bool:
-        """Whether ``run``, complete with fewer than ``num_samples`` trials (the budget closed
-        it, or planned its Tuner's trial count), gets more trials now: a larger budget raised
-        every run's equal total, and what ``run`` has not used of it holds one expected trial."""
+        """Whether ``run``, complete with fewer than ``num_samples`` trials, gets more now: what
+        it has not used of every run's equal total (raised by a larger budget) holds a trial."""
         plan = self.plans.get(run)
         full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
         if plan is None or not plan.done or plan.trials_finished >= self.num_samples \
                 or self.search_deadline is None or not full:
             return False
-        left = [r for r in self.fitting_runs() if r == run or r not in self.plans
-                or not self.plans[r].done]
+        left = self._runs_left(run, self.fitting_runs())
         expected = self.trial_costs(run, full)[0]
         return self.share_plan(run, left, expected, self.clock())[0] >= expected
+
+    def _runs_left(self, run: str, fitting: list[str]) -> list[str]:
+        """The runs left to search that fit, ``run`` included (absent when it does not fit)."""
+        return [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
 
     def run_used(self, run: str, now: float) -> float:
         """Seconds ``run`` has searched so far, over every driver run of the study."""

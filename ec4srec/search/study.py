@@ -90,14 +90,14 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
     saved to runs/<run>.json. A run the budget closed reopens when the budget grew
     (``Budget.reopens``), unless ``reopen`` is False."""
     done_file = opts.exp_dir / "runs" / f"{run_name(key)}.json"
-    # a run whose every trial errored is not reopened: more trials would fail the same way
-    if done_file.exists() and not (reopen and budget is not None
-                                   and budget.reopens(run_name(key))
-                                   and not all(r.get("error") for r in
-                                               json.loads(done_file.read_text()))):
-        print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
-        return json.loads(done_file.read_text())
-    if done_file.exists():      # closed by a smaller budget: its trials are kept, more added
+    if done_file.exists():
+        done = json.loads(done_file.read_text())
+        # a run whose every trial errored is not reopened: more trials would fail the same way
+        if not (reopen and budget is not None and not all(r.get("error") for r in done)
+                and budget.reopens(run_name(key))):
+            print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
+            return done
+        # closed by a smaller budget: its trials are kept, more added
         print(f"[budget] {run_name(key)}: reopened: the budget now gives every run a larger "
               f"total, and the trials it closed this run with are kept", flush=True)
         durable.reopen_run(opts.exp_dir, run_name(key))

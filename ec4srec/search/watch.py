@@ -268,7 +268,6 @@ class StudyWatcher(BudgetBound, tune.Callback):
             slots = max(1, int(budget.slots / budget.concurrency))   # this run's
             eta = max(0.0, math.ceil(left / slots) * plan.expected_trial_s - elapsed)
         if budget is not None and budget.total_s is not None:
-            plan = budget.plans.get(self.run)
             if plan is not None and plan.deadline is not None:
                 eta = min(eta, max(0.0, plan.deadline - now)) if eta is not None else \
                     max(0.0, plan.deadline - now)
