@@ -293,7 +293,8 @@ def test_ctrl_c_in_the_seed_phase_stops_the_study_at_once_and_resume_finishes_it
     log_path = tmp_path / "first.log"
     proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    rc = interrupt_when(lambda: "seed re-run(s)" in log_path.read_text(), proc, timeout=180)
+    # "[seeds]" begins the seed phase ("seed re-run(s)" alone is in the [plan] lines too)
+    rc = interrupt_when(lambda: "[seeds]" in log_path.read_text(), proc, timeout=180)
     text = log_path.read_text()
     # the first Ctrl-C ends the seed phase (Tune's leftover handler used to swallow it)
     assert rc == 130, text[-3000:]
@@ -304,3 +305,44 @@ def test_ctrl_c_in_the_seed_phase_stops_the_study_at_once_and_resume_finishes_it
     # the resumed driver re-runs no trial and finishes both seeds
     seeds = pd.read_csv(tmp_path / "s" / "seeds.csv")
     assert len(seeds) == 2 and len(pd.read_csv(tmp_path / "s" / "trials.csv")) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume_with", ["search.py", "tune-restores-it"])
+def test_a_ctrl_c_before_tunes_first_snapshot_resumes_to_every_trial(ray_local, tmp_path, resume_with):
+    """A driver stopped between Ray's tuner.pkl and Tune's first experiment snapshot: Tune
+    would restart that folder as an empty experiment that creates fewer trials than planned,
+    and every --resume ended "interrupted" again (CI, stop 27). The folder is set aside; if
+    Tune restores it anyway (``tune-restores-it``), the stalled restored run is."""
+    import optuna
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {choices: [0.001, 0.002]}\nmethods:\n  sasrec: [train.lr]\n")
+    common = ["--storage-path", str(tmp_path), "--name", "s",
+              "--address", ray_local.get_runtime_context().gcs_address]
+    stop = str(ROOT / "tests" / "stop_search.py")
+    first = subprocess.run([sys.executable, stop, "before-fit", "--smoke-test", "--methods", "sasrec",
+                            "--search-space", str(space), "--num-samples", "2", "--max-epochs", "2",
+                            "--seeds", "0", "--scheduler", "fifo", *common],
+                           capture_output=True, text=True, timeout=240)
+    run_dir = tmp_path / "s" / "synthetic-sasrec-sasrec"
+    # the first driver stopped with a Tuner and no snapshot of it
+    assert first.returncode == 130, first.stdout[-2000:] + first.stderr[-2000:]
+    assert (run_dir / "tuner.pkl").exists() and not list(run_dir.glob("experiment_state-*.json"))
+    entry = [str(ROOT / "tune" / "search.py")] if resume_with == "search.py" else [stop, "keep-unsnapshotted"]
+    resumed = subprocess.run([sys.executable, *entry, "--resume", *common],
+                             capture_output=True, text=True, timeout=300)
+    out = resumed.stdout + resumed.stderr
+    # one resume finishes the run
+    assert resumed.returncode == 0, out[-3000:]
+    aside = "unsnapshotted-1" if resume_with == "search.py" else "stalled-1"
+    # the folder Tune cannot go on from is kept aside, never deleted
+    assert f"set aside as synthetic-sasrec-sasrec.{aside}" in out
+    assert (tmp_path / "s" / f"synthetic-sasrec-sasrec.{aside}").is_dir()
+    trials = pd.read_csv(tmp_path / "s" / "trials.csv")
+    # both planned trials, each once, trained to their budget
+    assert len(trials) == 2 and trials["trial_id"].is_unique and (trials["epochs"] == 2).all()
+    ot = optuna.load_study(study_name="synthetic-sasrec-sasrec", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "optuna.journal")))).trials
+    # Optuna was told each trial once
+    assert sorted(t.user_attrs.get("ray_trial_id") for t in ot if t.state.name == "COMPLETE") \
+        == sorted(trials["trial_id"].astype(str))

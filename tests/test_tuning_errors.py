@@ -165,7 +165,7 @@ def test_trials_table_paths_are_relative_to_the_experiment_folder(tmp_path):
 def test_grid_records_carry_relative_trial_paths(tmp_path):
     from types import SimpleNamespace
 
-    from ec4srec.search.study import grid_records
+    from ec4srec.search.runs import grid_records
     grid = [SimpleNamespace(metrics_dataframe=None, metrics={"trial_id": "a"}, config={},
                             error=None, path=str(tmp_path / "s" / "run" / "trial_a"))]
     # the record (runs/<run>.json and trials.csv) names the trial folder relative to the study

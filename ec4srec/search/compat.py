@@ -27,6 +27,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from ray.tune import registry
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -200,16 +201,20 @@ def hide_tune_restore_hint() -> None:
         log.addFilter(_NoRestoreHint())
 
 
-def tune_fit(tuner):
-    """``tuner.fit()``, then the SIGINT handler that was there before. Tune installs its own
-    handler for the experiment and puts the old one back only when a SIGINT arrives
-    (``ray.tune.tune._setup_signal_catching``): after a normal fit the next Ctrl-C (in the seed
-    phase, say) would only set an event nobody reads."""
+def tune_fit(tuner) -> tuple[Any, bool]:
+    """``(tuner.fit(), whether a SIGINT stopped it)``, then the SIGINT handler that was there
+    before. Tune installs its own handler for the experiment and puts the old one back only
+    when a SIGINT arrives (``ray.tune.tune._setup_signal_catching``), so the old one being back
+    after the fit means a SIGINT came; after a normal fit the next Ctrl-C (in the seed phase,
+    say) would only set an event nobody reads, hence the reset. Outside the main thread (and
+    under ``TUNE_DISABLE_SIGINT_HANDLER=1``) Tune catches no SIGINT: the flag is then False,
+    resp. always True."""
     hide_tune_restore_hint()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
     try:
-        return tuner.fit()
+        grid = tuner.fit()
+        return grid, main and signal.getsignal(signal.SIGINT) is previous
     finally:
         if main and previous is not None:
             signal.signal(signal.SIGINT, previous)

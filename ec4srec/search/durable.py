@@ -18,6 +18,9 @@ Contracts:
   FAIL and its params returned, to be restarted from scratch (checkpoints are not durable).
   A trial with a record is never re-run and never told twice; WAITING trials stay queued.
 - :func:`repair_journal` cuts a journal copied mid-write back to its last whole line.
+- :func:`drop_unsnapshotted` sets aside a Ray run folder with no experiment snapshot (a driver
+  stopped before Tune's first one), which Tune cannot resume; the run goes on from the
+  durable state.
 """
 from __future__ import annotations
 
@@ -130,13 +133,34 @@ def repair_journal(path: Path) -> bool:
 def reopen_run(exp: Path, run: str) -> None:
     """Make a run that a budget closed incomplete again, for more trials: its finished-run
     record goes (rebuilt at its end from the trial records, which stay) and its Ray folder,
-    if any, is moved aside to ``<run>.closed-<n>`` (a restored Tuner would only replay the
+    if any, is set aside as ``<run>.closed-<n>`` (a restored Tuner would only replay the
     closed run); ``make_tuner`` then continues it from the durable state."""
     exp = Path(exp)
     (exp / "runs" / f"{run}.json").unlink(missing_ok=True)
+    set_aside(exp, run, "closed")
+
+
+def drop_unsnapshotted(exp: Path, run: str) -> Path | None:
+    """Set aside (as ``<run>.unsnapshotted-<n>``) a Ray run folder that holds a Tuner but no
+    experiment snapshot (``experiment_state-*.json``): its driver stopped between writing
+    ``tuner.pkl`` and Tune's first snapshot. Tune would restore such a folder as an empty
+    experiment whose pickled searcher has already spent trials, and end the run short of its
+    trials on every resume; without it ``make_tuner`` continues from the durable state.
+    Returns the new place, None when there was nothing to set aside."""
+    folder = Path(exp) / run
+    if not (folder / "tuner.pkl").exists() or any(folder.glob("experiment_state-*.json")):
+        return None
+    return set_aside(Path(exp), run, "unsnapshotted")
+
+
+def set_aside(exp: Path, run: str, why: str) -> Path | None:
+    """Move ``run``'s Ray folder, if any, to ``<run>.<why>-<n>`` (the first free n): kept for
+    inspection, never read again by the search."""
     folder = exp / run
-    if folder.exists():
-        n = 1
-        while (exp / f"{run}.closed-{n}").exists():
-            n += 1
-        folder.rename(exp / f"{run}.closed-{n}")
+    if not folder.exists():
+        return None
+    n = 1
+    while (exp / f"{run}.{why}-{n}").exists():
+        n += 1
+    folder.rename(exp / f"{run}.{why}-{n}")
+    return exp / f"{run}.{why}-{n}"
