@@ -14,6 +14,8 @@ Run it through ``bash benchmarks/gpu_check.sh`` (which says how); the stages:
 (c) host-device syncs of one training step per configuration (benchmarks/sync_count.py);
 (d) ``tune/search.py --smoke-test --gpus-per-trial 0.25`` with four trials, and the largest
     number of trials that ran at once (from Ray's per-report timestamps, 1 s resolution).
+(e) the GPU factor: the fp32 rows of (a) for a few configs timed again on one CPU thread,
+    on the same batches (benchmarks/gpu_factor.py); written to results/costs/gpu-factor.json.
 
 ``--dry-run`` runs the same code on the CPU with a tiny generated dataset, tiny models and one
 warm-up and one timed batch per measurement, skips (d), and writes the section to ``--output``
@@ -38,7 +40,9 @@ import numpy as np
 import torch
 
 import common
+import gpu_factor
 from sync_count import SyncReport, step_syncs
+from ec4srec.checkpoint import atomic_write_json
 from ec4srec.config import BACKBONES, EXPLAINERS, METHODS, Config
 from ec4srec.data import load_dataset
 from ec4srec.data.batches import train_order
@@ -404,6 +408,15 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             explain_rows[explainer] = {"error": f"failed: {type(exc).__name__}: {exc}"[:200]}
         print(f"[gpu_check] {explainer}: {explain_rows[explainer]}", file=sys.stderr, flush=True)
+    factor = {"factor": None, "configs": {}}
+    try:
+        if not over():
+            factor = gpu_factor.measure(opts, dataset, train_rows, measure_training)
+        if factor["factor"] is not None:          # never a file without a factor
+            atomic_write_json(gpu_factor.output_path(opts), factor)
+    except Exception as exc:                  # the other stages' rows still count
+        print(f"[gpu_check] GPU factor failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"[gpu_check] GPU factor: {factor['factor']}", file=sys.stderr, flush=True)
     study = None
     if not opts.skip_study:
         left = opts.budget_s - (time.perf_counter() - started)
@@ -412,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                   "trials": 0, "errored": 0, "max_running": None, "stderr": ""})
     release()
     text = build_section(opts, dataset, train_rows, explain_rows, study,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started) + gpu_factor.lines(factor)
     print(text)
     if opts.output:
         opts.output.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,10 @@
 #     bash benchmarks/gpu_check.sh --dry-run --output /tmp/gpu_check.md
 #     EC4SREC_GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh --output /tmp/gpu_check.md
 # Every other option goes to gpu_check.py: python benchmarks/gpu_check.py --help.
+# It also writes results/costs/gpu-factor.json (one-thread CPU epoch / GPU epoch, the factor
+# tune/paper_study.py --dry-run divides the measured CPU costs by). Through the device tool,
+# bring both back and commit them:
+#     bash benchmarks/gpu_check.sh && cp BENCHMARKS.md results/costs/gpu-factor.json "$OUT"/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import warnings
@@ -39,6 +40,14 @@ def test_dry_run_writes_a_row_for_every_backbone_method_and_explainer(tmp_path):
     for explainer in EXPLAINERS:
         row = next(line for line in lines if line.startswith(f"| {explainer} | "))
         assert row.split("|")[2].strip().replace(".", "").isdigit(), row
+    factor = json.loads((tmp_path / "section.gpu-factor.json").read_text())
+    # The GPU factor: CPU (one thread) over "GPU" epoch per config, their median, written
+    # beside --output in a dry run (never to results/costs/) and reported in the section.
+    assert set(factor["configs"]) == {"sasrec/sasrec", "sasrec/cl4srec", "gru4rec/sasrec", "caser/sasrec"}
+    for row in factor["configs"].values():
+        assert row["factor"] == row["cpu_epoch_s"] / row["gpu_epoch_s"]
+    assert factor["factor"] == statistics.median(r["factor"] for r in factor["configs"].values())
+    assert "GPU factor (one-thread CPU epoch / GPU epoch" in text and factor["gpu"] == "none: CPU dry run"
 
 
 def test_max_concurrent_trials_from_report_timestamps():

@@ -151,6 +151,25 @@ def test_resume_flags_methods_only_when_given():
     assert opts.extend is None
 
 
+def test_resume_changes_the_runs_at_once_only_when_given(tmp_path):
+    from ec4srec.search.options import write_manifest
+    from ec4srec.search.resume import resumed_options
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec", "cl4srec"], storage_path=str(tmp_path),
+                        name="s", concurrent_runs=3).finalize()
+    opts.exp_dir.mkdir(parents=True)
+    write_manifest(opts)
+    manifest = opts.exp_dir / "study.json"
+    common = ["--resume", "--storage-path", str(tmp_path), "--name", "s"]
+    # a plain --resume keeps the study's own number of runs at once
+    assert resumed_options(parse(common)[0], manifest).concurrent_runs == 3
+    # --resume --concurrent-runs changes it from now on
+    assert resumed_options(parse([*common, "--concurrent-runs", "2"])[0], manifest).concurrent_runs == 2
+    # a new study without the flag runs one at a time; below 1 is a usage error
+    assert parse(["--storage-path", str(tmp_path), "--name", "t"])[0].concurrent_runs == 1
+    with pytest.raises(SystemExit):
+        parse([*common, "--concurrent-runs", "0"])
+
+
 @pytest.mark.parametrize("clock, method", [("epochs", "sasrec"), ("seconds", "sasrec"),
                                            ("seconds", "cl4srec"), ("seconds", "ec4srec")])
 def test_asha_clock(clock, method, tmp_path):

@@ -74,9 +74,9 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--verbose", action="store_true", help="print every trial's epoch lines")
     p.add_argument("--time-budget", help="wall clock of the whole study, seed re-runs included "
                    "(3h, 90m, 1h30m, seconds); see docs/search.md")
-    p.add_argument("--concurrent-runs", type=int, default=D.concurrent_runs,
+    p.add_argument("--concurrent-runs", type=int,
                    help="(method, backbone) runs sharing the cluster at once (default 1: one "
-                   "after another); see docs/search.md")
+                   "after another; with --resume: from now on); see docs/search.md")
     p.add_argument("--staged", action="store_true",
                    help="stage 1 tunes the base model with the plain method (sasrec); stage 2 "
                    "each other method's own params and the space's retune keys on stage 1's "
@@ -109,6 +109,9 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
         except ConfigError as exc:
             p.error(str(exc))
     resume = args.pop("resume")
+    concurrency = args["concurrent_runs"]
+    if concurrency is None:
+        args["concurrent_runs"] = D.concurrent_runs
     if args["methods"] is None:
         args["methods"] = list(D.methods)
         added = None
@@ -116,6 +119,7 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
         added = list(dict.fromkeys(args["methods"]))
     opts = StudyOptions(**args)
     opts.extend = added if resume else None       # --resume --methods / --staged (study.main)
+    opts.new_concurrency = concurrency if resume else None      # --resume --concurrent-runs
     return opts, resume
 
 

@@ -13,7 +13,9 @@ a study already finished is skipped and an interrupted one resumed (``--resume``
 script can simply be run again. ``--dry-run`` prints the plan: the studies, their commands,
 trials per run (from ``--cost-model``, a ``budget.json`` of an earlier study on the same
 hardware, when given) and the GPU-hours the budgets bound: ``budget x GPUs`` per study (a
-study never runs past its --time-budget by more than 10 %).
+study never runs past its --time-budget by more than 10 %), and beside that bound an estimate
+from the CPU costs this project measured (``--costs``, ``results/costs/paper-costs.json`` by
+default) scaled by a GPU factor it states, measured or assumed (paper_estimate.py).
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ import sys
 from pathlib import Path
 
 from ..config import METHODS, ConfigError
+from . import paper_estimate
 from .budget import hms, parse_duration
+from .options import StudyOptions
 
 ROOT = Path(__file__).resolve().parents[2]      # the checkout: tune/search.py, tune/report.py
 
@@ -63,10 +67,38 @@ def plan(args) -> list[dict]:
             if cost and cost.get("epoch_s"):
                 expected = cost["epoch_s"] * args.max_epochs * 0.5      # ASHA prior: half of N
                 trials[method] = max(1, min(args.num_samples, int(per_run * slots / expected)))
+        estimate = None if args.measured is None else paper_estimate.estimate(
+            args.measured, dataset, backbone, epochs=args.max_epochs, per_run_s=per_run,
+            slots=slots, num_samples=args.num_samples, seeds=StudyOptions.seeds,
+            gpus_per_trial=args.gpus_per_trial, factor=args.factor)
         studies.append({"dataset": dataset, "backbone": backbone, "name": name, "budget_s": budget,
                         "gpu_hours": budget * args.gpus / 3600, "trials": trials,
-                        "search": search, "report": report})
+                        "estimate": estimate, "search": search, "report": report})
     return studies
+
+
+def measured_costs(args) -> None:
+    """``args.measured`` (the costs file's tables, None without one) and ``args.factor`` /
+    ``args.factor_source`` (paper_estimate.gpu_factor)."""
+    path = Path(args.costs) if args.costs else paper_estimate.COSTS
+    args.costs_path = path
+    args.measured = paper_estimate.load_costs(path) if args.costs or path.exists() else None
+    args.factor, args.factor_source = paper_estimate.gpu_factor(args.gpu_factor)
+
+
+def estimate_lines(s: dict, args) -> list[str]:
+    """A study's estimate from measured costs, per method, under its bound."""
+    est = s["estimate"]
+    if est is None:
+        return []
+    parts = [f"{m} {r['trials']}+{StudyOptions.seeds} x {hms(r['trial_s'])}"
+             for m, r in est["methods"].items() if r is not None]
+    bound = min(est["gpu_hours"], s["gpu_hours"])
+    line = (f"  estimate ~{bound:.1f} GPU-hours from measured costs "
+            f"(trials+seeds x expected trial on its GPU share: {', '.join(parts) or 'none'})")
+    if est["missing"]:
+        line += f"; not measured: {', '.join(est['missing'])} (benchmarks/paper_costs.py)"
+    return [line]
 
 
 def print_plan(studies: list[dict], args) -> None:
@@ -79,10 +111,22 @@ def print_plan(studies: list[dict], args) -> None:
                   else f"up to {args.num_samples} per run (no --cost-model: not measured yet)")
         print(f"\n[{s['name']}] budget {hms(s['budget_s'])}, at most {s['gpu_hours']:.1f} GPU-hours; "
               f"trials: {trials}")
+        for line in estimate_lines(s, args):
+            print(line)
         print("  " + shlex.join(s["search"]))
         print("  " + shlex.join(s["report"]))
     print(f"\ntotal: at most {total:.1f} GPU-hours ({sum(s['budget_s'] for s in studies) / 3600:.1f} h "
           f"of wall clock, studies one after another)")
+    if args.measured is None:
+        print(f"estimate: no measured costs ({args.costs_path} is missing: run "
+              f"benchmarks/paper_costs.py)")
+        return
+    estimated = sum(min(s["estimate"]["gpu_hours"], s["gpu_hours"]) for s in studies)
+    print(f"estimate: ~{estimated:.1f} GPU-hours from the CPU costs in {args.costs_path.name} "
+          f"(one thread, measured {args.measured.get('date', '?')} at commit "
+          f"{args.measured.get('commit', '?')}) divided by a GPU factor of {args.factor:g}, "
+          f"{args.factor_source}; a trial trains {paper_estimate.PRIOR_FRACTION:g} x N epochs "
+          f"(the ASHA prior) and a packed trial is assumed to keep its solo speed")
 
 
 def run(studies: list[dict], args) -> int:
@@ -123,8 +167,13 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--gpus", type=float, default=8, help="GPUs the cluster has (for the estimate)")
     p.add_argument("--gpus-per-trial", type=float, default=0.25)
     p.add_argument("--cost-model", help="budget.json of an earlier study on the same hardware")
+    p.add_argument("--costs", help="measured CPU costs (default: results/costs/paper-costs.json, "
+                                   "written by benchmarks/paper_costs.py)")
+    p.add_argument("--gpu-factor", type=float, help="GPU speed-up of a trial over one CPU "
+                   "thread (default: results/costs/gpu-factor.json if measured, else assumed)")
     args = p.parse_args(argv)
     try:
+        measured_costs(args)
         studies = plan(args)
     except (ConfigError, OSError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """``--resume``: a study's saved options read back (``study.json``), and what the command line
 may change in them: where the study lives now, the address, verbosity, status interval, total
-time budget, data directory, a narrower search space, added methods, ``--staged`` and stage 2's
-epoch budget (before it starts). Nothing here starts Ray."""
+time budget, runs at once, data directory, a narrower search space, added methods, ``--staged``
+and stage 2's epoch budget (before it starts). Nothing here starts Ray."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +32,10 @@ def resumed_options(opts: StudyOptions, manifest: Path) -> StudyOptions:
         saved["status_every"] = opts.status_every
     if new_budget is not None:       # a resumed study may get a new total budget
         saved["time_budget"] = new_budget
+    if getattr(opts, "new_concurrency", None) is not None:
+        # runs not yet finished share the slots with more (or fewer) others from now on: a
+        # run whose trials are all created no longer leaves its tail's slots idle
+        saved["concurrent_runs"] = opts.new_concurrency
     extend(saved, getattr(opts, "extend", None), opts.staged)
     if opts.stage2_epochs is not None:
         set_stage2_epochs(saved, opts.stage2_epochs)
