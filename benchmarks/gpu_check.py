@@ -115,9 +115,12 @@ def peak_mib(device: torch.device) -> float | None:
 
 # ------------------------------------------------------------------ (a) + (c) training
 def measure_training(opts, dataset, backbone: str, method: str, precision: str,
-                     evaluate: bool) -> dict[str, Any]:
+                     evaluate: bool, random_importance: bool = False) -> dict[str, Any]:
     """Time ``opts.batches`` training steps after ``opts.warmup`` (same sample for every
-    configuration), count one step's syncs, optionally time one validation pass."""
+    configuration), count one step's syncs, optionally time one validation pass. A guided
+    method is timed in its guided phase, on importance from its explainer, or on seeded random
+    scores with ``random_importance`` (a step's cost does not depend on the scores' values;
+    computing them is an importance update, priced apart)."""
     release()
     config = make_config(opts, backbone, method, precision)
     trainer = Trainer(config, dataset, log=lambda m: None)
@@ -125,7 +128,12 @@ def measure_training(opts, dataset, backbone: str, method: str, precision: str,
     epoch = 1
     if trainer.method.update_epochs:                 # the guided phase: importance first
         epoch = trainer.method.update_epochs[0]
-        trainer.method.on_epoch_start(epoch)
+        if random_importance:
+            scores = torch.rand(len(split.train), split.max_len,
+                                generator=torch.Generator().manual_seed(3))   # [R, max_len]
+            trainer.method.load_state_dict({"importance": scores})
+        else:
+            trainer.method.on_epoch_start(epoch)
     order = train_order(split.train.length, config.train.batch_size, np.random.default_rng(0),
                         config.train.bucket_batches)
     picks = np.random.default_rng(1).permutation(len(order))[:opts.warmup + opts.batches]

@@ -10,7 +10,8 @@ them; ``benchmarks/gpu_check.sh`` measures that factor where a GPU is lent).
 
 How (the same code as ``benchmarks/gpu_check.py``'s stages (a) and (b), on the CPU): a fixed
 random sample of one epoch's batches (the trainer's length-bucketed order) is timed after
-warm-up steps and scaled to the epoch; guided methods are timed in their guided phase; one
+warm-up steps and scaled to the epoch; guided methods are timed in their guided phase (on
+seeded random importance: the update that computes real scores is priced apart); one
 validation pass per (dataset, backbone); one importance update over a random sample of
 ``--explain-rows`` training rows scaled to all of them. Default configs (the paper's objective:
 prefix rows, full softmax), the paper study's own. Each measurement is one sample of a loaded,
@@ -100,7 +101,8 @@ def measure_all(opts, record: dict[str, Any], save) -> None:
         dataset = load_dataset(make_config(opts, backbone, "sasrec", "fp32").data)
         for method in wanted:
             evaluate = f"{dataset_name}/{backbone}" not in record["eval_s"]
-            row = measure_training(opts, dataset, backbone, method, "fp32", evaluate=evaluate)
+            row = measure_training(opts, dataset, backbone, method, "fp32", evaluate=evaluate,
+                                   random_importance=True)
             record["epoch"][f"{dataset_name}/{backbone}/{method}"] = {
                 k: row[k] for k in ("epoch_s", "step_ms", "batches_per_epoch", "timed")}
             if "eval_s" in row:
@@ -116,6 +118,25 @@ def measure_all(opts, record: dict[str, Any], save) -> None:
             save()
         del dataset
         release()
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The file's tables for a reader: epoch seconds per (dataset, backbone) x method, the
+    validation pass, and one importance update per explainer."""
+    pairs = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in [*record["epoch"], *record["update_s"]]))
+    cell = lambda v: "-" if v is None else f"{v:.0f}"           # noqa: E731
+    lines = ["| dataset/backbone | " + " | ".join(METHODS) + " | validation | "
+             + " | ".join(f"update: {e}" for e in EXPLAINERS) + " |",
+             "|---" * (len(METHODS) + len(EXPLAINERS) + 2) + "|"]
+    for pair in pairs:
+        epochs = [cell((record["epoch"].get(f"{pair}/{m}") or {}).get("epoch_s")) for m in METHODS]
+        updates = [cell(record["update_s"].get(f"{pair}/{e}")) for e in EXPLAINERS]
+        lines.append(f"| {pair} | " + " | ".join(epochs) + f" | {cell(record['eval_s'].get(pair))} | "
+                     + " | ".join(updates) + " |")
+    return (f"CPU seconds on one thread ({record['machine']}); commit {record['commit']}; "
+            f"`{record['command']}`; {record['date']}; wall {record['wall_s']:.0f} s; load "
+            f"average {record['load_before'][0]:.1f} before, {record['load_after'][0]:.1f} after.\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -172,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             opts.data_dir = common.data_dir(opts.data_dir)
         measure_all(opts, record, save)
     save()
+    print(markdown(record))
     print(f"[paper_costs] {len(record['epoch'])} epochs, {len(record['update_s'])} updates in "
           f"{opts.output}", file=sys.stderr)
     return 0
