@@ -108,6 +108,7 @@ def print_plan(studies: list[dict], args) -> None:
           f"{1 / args.gpus_per_trial:g} trials each")
     for s in studies:
         trials = (", ".join(f"{m} ~{n}" for m, n in s["trials"].items()) if s["trials"]
+                  else "as the estimate below prices them" if s["estimate"]
                   else f"up to {args.num_samples} per run (no --cost-model: not measured yet)")
         print(f"\n[{s['name']}] budget {hms(s['budget_s'])}, at most {s['gpu_hours']:.1f} GPU-hours; "
               f"trials: {trials}")

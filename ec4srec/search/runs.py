@@ -24,6 +24,11 @@ from .options import StudyOptions, run_name
 from .tuner import make_tuner
 
 
+def say(line: str) -> None:
+    """Print one whole line in one write: the runs' threads print side by side."""
+    print(line + "\n", end="", flush=True)
+
+
 class Interrupted(Exception):
     """The study stopped before every run finished."""
 
@@ -61,30 +66,30 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
         # a run whose every trial errored is not reopened: more trials would fail the same way
         if not (reopen and budget is not None and not all(r.get("error") for r in done)
                 and budget.reopens(run_name(key))):
-            print(f"[search] {run_name(key)}: complete, not re-run", flush=True)
+            say(f"[search] {run_name(key)}: complete, not re-run")
             return done
         # closed by a smaller budget: its trials are kept, more added
-        print(f"[budget] {run_name(key)}: reopened: the budget now gives every run a larger "
-              f"total, and the trials it closed this run with are kept", flush=True)
+        say(f"[budget] {run_name(key)}: reopened: the budget now gives every run a larger "
+              f"total, and the trials it closed this run with are kept")
         durable.reopen_run(opts.exp_dir, run_name(key))
     plan = budget.begin_run(run_name(key)) if budget else None
     if plan is not None and plan.share_s is not None:
-        print(f"[budget] {run_name(key)}: share {hms(plan.share_s)}, planned "
+        say(f"[budget] {run_name(key)}: share {hms(plan.share_s)}, planned "
               f"{plan.planned_trials} trials (a full trial ~{hms(plan.full_trial_s)}, expected "
               f"~{hms(plan.expected_trial_s)} with ASHA), study {hms(budget.used())} of "
-              f"{hms(budget.total_s)}", flush=True)
+              f"{hms(budget.total_s)}")
         later = [r for r in budget.runs if r not in budget.plans and r not in budget.fitting_runs()]
         if later:
-            print(f"[budget] at the measured costs {', '.join(later)} do not fit with their seed "
-                  f"re-runs: they will be skipped (resume with a larger --time-budget)", flush=True)
+            say(f"[budget] at the measured costs {', '.join(later)} do not fit with their seed "
+                  f"re-runs: they will be skipped (resume with a larger --time-budget)")
     if aside := durable.drop_unsnapshotted(opts.exp_dir, run_name(key)):
-        print(f"[search] {run_name(key)}: its Ray folder has no experiment snapshot (the last "
+        say(f"[search] {run_name(key)}: its Ray folder has no experiment snapshot (the last "
               f"driver stopped before Tune wrote one); set aside as {aside.name}, going on from "
-              f"the durable state", flush=True)
+              f"the durable state")
     restorable = tune.Tuner.can_restore(f"{opts.storage_path}/{opts.name}/{run_name(key)}")
     if plan is not None and not restorable and not budget.may_start(run_name(key), count=False):
-        print(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "
-              f"budget (resume with a larger --time-budget to run it)", flush=True)
+        say(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "
+              f"budget (resume with a larger --time-budget to run it)")
         budget.skip_run(run_name(key))
         return []
     # After SIGINT, interrupted trials may look TERMINATED: a trial counts as finished when it
@@ -106,9 +111,9 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
         # durable state goes on with a fresh one
         if restorable and short and finished == len(grid) and not signalled and not deadline_passed:
             aside = durable.set_aside(opts.exp_dir, run_name(key), "stalled")
-            print(f"[search] {run_name(key)}: the restored Ray run ended after {len(grid)} of its "
+            say(f"[search] {run_name(key)}: the restored Ray run ended after {len(grid)} of its "
                   f"{num} trials and creates no more; set aside as {aside.name}, going on from "
-                  f"the durable state", flush=True)
+                  f"the durable state")
             restorable = False
             continue
         break
@@ -146,7 +151,7 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
                 if not todo or failures:
                     return
                 key = todo.pop(0)
-            print(f"[search] === {run_name(key)} (concurrent) ===", flush=True)
+            say(f"[search] === {run_name(key)} (concurrent) ===")
             try:
                 records = run_search(opts, key, ranges, budget, reopen)
             except BaseException as exc:        # noqa: BLE001 - re-raised by the main thread
