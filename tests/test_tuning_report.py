@@ -148,6 +148,28 @@ def test_export_copies_results_but_no_checkpoints(tmp_path):
     assert (dest / "best" / "beauty-sasrec-sasrec.yaml").read_text() == "train:\n  lr: 0.001\n"
 
 
+def test_export_again_mirrors_what_the_study_removed_and_touches_nothing_else(tmp_path):
+    from ec4srec.report.results import export_study
+    exp, dest = tmp_path / "exp", tmp_path / "results" / "study"
+    for name in ("runs/a-b-c.json", "runs/d-e-f.json", "trials/a-b-c/t1.json"):
+        (exp / name).parent.mkdir(parents=True, exist_ok=True)
+        (exp / name).write_text("[]")
+    (exp / "study.json").write_text("{}")
+    export_study(exp, dest)
+    (dest / "README.md").write_text("mine")                    # not the study's
+    (dest / "a-b-c" / "trial_1").mkdir(parents=True)           # a Ray folder of a resume in place
+    (exp / "runs" / "d-e-f.json").unlink()                     # the run reopened
+    export_study(exp, dest)
+    # the reopened run is no longer finished in the export either
+    assert not (dest / "runs" / "d-e-f.json").exists() and (dest / "runs" / "a-b-c.json").exists()
+    # what is not part of the study's portable state stays as it was
+    assert (dest / "README.md").read_text() == "mine" and (dest / "a-b-c" / "trial_1").is_dir()
+    assert (dest / "trials" / "a-b-c" / "t1.json").exists() and (dest / ".gitignore").exists()
+    export_study(exp, exp)
+    # an export onto the study itself removes nothing
+    assert (exp / "runs" / "a-b-c.json").exists() and (exp / "trials" / "a-b-c" / "t1.json").exists()
+
+
 def test_warm_start_savings_prices_skipped_epochs_at_the_runs_warmup_epoch_time():
     from ec4srec.report.results import warm_start_savings
     trials = pd.DataFrame({"run": ["a", "a", "b"], "trial_id": ["t1", "t2", "t3"],

@@ -261,7 +261,11 @@ def export_study(exp: Path, dest: Path) -> list[Path]:
     no checkpoints, Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
     Paths in study.json, summary.json and trials.csv are made relative to the experiment folder.
     Every file is read and checked before the first one is written (a malformed table raises
-    TableError and writes nothing); each write is atomic. Returns the written paths."""
+    TableError and writes nothing); each write is atomic. ``dest``'s portable part then mirrors
+    the study's: a portable file the study no longer has (a reopened run's ``runs/<run>.json``)
+    is removed from ``dest`` too, so a resume from ``dest`` sees the study as it is; nothing
+    else in ``dest`` is touched, and an export onto the study itself removes nothing. Returns
+    the written paths."""
     exp = Path(exp)
     contents = {}
     for name in PORTABLE:
@@ -274,4 +278,12 @@ def export_study(exp: Path, dest: Path) -> list[Path]:
     contents[dest / ".gitignore"] = EXPORT_GITIGNORE.encode()
     for target, data in contents.items():
         atomic_write_bytes(target, data)
+    if Path(dest).resolve() != exp.resolve():
+        for name in PORTABLE:
+            kept = Path(dest) / name
+            held = sorted(p for p in kept.rglob("*") if p.is_file()) if kept.is_dir() else \
+                [kept] if kept.is_file() else []
+            for path in held:
+                if path not in contents:
+                    path.unlink()
     return list(contents)
