@@ -193,3 +193,24 @@ def test_restored_searcher_trusts_the_optuna_storage_over_an_older_snapshot(tmp_
     assert [t.value for t in trials] == [0.2, 0.3]
     # and the re-run's report was not added to its intermediate values
     assert trials[0].intermediate_values == {1: 0.1}
+
+
+@pytest.mark.parametrize("slots, lanes, max_concurrent, expected", [
+    (2, 1, 0, 2),      # a run alone uses every slot
+    (2, 2, 0, 1),      # two runs on two slots: one each, as the budget plans them
+    (4, 3, 0, 2),      # ceil(4 / 3): together the caps cover every slot
+    (4, 2, 3, 3),      # --max-concurrent, when given, decides
+])
+def test_a_concurrent_runs_tuner_holds_at_most_its_lanes_share_of_the_slots(
+        tmp_path, monkeypatch, slots, lanes, max_concurrent, expected):
+    from ec4srec.search import compat, tuner as tuner_mod
+    from ec4srec.search.ranges import load_ranges
+    opts = study_mod.StudyOptions(
+        dataset="synthetic", storage_path=str(tmp_path), name="caps", methods=["sasrec"],
+        num_samples=2, max_epochs=2, scheduler="fifo", seeds=0, max_concurrent=max_concurrent,
+        overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
+    opts.exp_dir.mkdir(parents=True)
+    monkeypatch.setattr(tuner_mod, "cluster_slots", lambda o: min(slots, o.max_concurrent or slots))
+    tuner, _ = tuner_mod.make_tuner(opts, opts.runs()[0], load_ranges(opts.search_space), lanes=lanes)
+    # trials at once: the run's share of the slots (one run cannot starve another)
+    assert compat.restored_tune_config(tuner).max_concurrent_trials == expected

@@ -56,7 +56,7 @@ def grid_records(grid, run: str | None = None) -> list[dict]:
 
 
 def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
-               reopen: bool = True) -> list[dict]:
+               reopen: bool = True, lanes: int = 1) -> list[dict]:
     """Run (or restore) one run until complete, under ``budget`` (None: none); its records are
     saved to runs/<run>.json. A run the budget closed reopens when the budget grew
     (``Budget.reopens``), unless ``reopen`` is False."""
@@ -99,7 +99,8 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
     def ended(m: dict) -> bool:
         return bool(m.get("done") or m.get("early_stop") or m.get("epoch", 0) >= opts.epochs_of(key[1]))
     while True:
-        tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None, budget)
+        tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None, budget,
+                                lanes)
         # 0 trials: every planned trial ended under a lost driver (durable.py)
         grid, signalled = compat.tune_fit(tuner) if num > 0 else ([], False)
         deadline_passed = budget is not None and budget.search_over()
@@ -133,8 +134,10 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
 def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | None = None,
                      reopen: bool = True) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
-    ASHA brackets) in a thread of this driver, sharing the cluster's slots: when one run's ASHA
-    tail leaves slots idle, another run's trials take them. Runs start in ``opts.runs()`` order
+    ASHA brackets) in a thread of this driver, sharing the cluster's slots: each runs at most
+    ceil(slots / K) trials at once (K: the runs sharing them when it starts, ``make_tuner``), so
+    when one run's ASHA tail leaves its slots idle, the other runs keep theirs busy, and no run
+    holds every slot while another waits. Runs start in ``opts.runs()`` order
     as threads free up. Tune catches SIGINT only in the main thread: here Ctrl-C ends the
     driver (Interrupted, exit 130) and ``--resume`` restores each unfinished run from its last
     experiment snapshot, as after a killed driver."""
@@ -144,6 +147,7 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
     failures: list[BaseException] = []
     lock = threading.Lock()
     todo = list(keys)
+    running = [0]
 
     def worker() -> None:
         while True:
@@ -151,15 +155,20 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
                 if not todo or failures:
                     return
                 key = todo.pop(0)
+                running[0] += 1
+                # the runs that share the slots with this one: a run that starts alone (the
+                # last) gets every slot
+                lanes = min(opts.concurrent_runs, running[0] + len(todo))
             say(f"[search] === {run_name(key)} (concurrent) ===")
             try:
-                records = run_search(opts, key, ranges, budget, reopen)
+                records = run_search(opts, key, ranges, budget, reopen, lanes)
             except BaseException as exc:        # noqa: BLE001 - re-raised by the main thread
                 with lock:
                     failures.append(exc)
                 return
             with lock:
                 done[run_name(key)] = (key, records)
+                running[0] -= 1
 
     threads = [threading.Thread(target=worker, daemon=True, name=f"ec4srec-run-{i}")
                for i in range(min(opts.concurrent_runs, len(keys)))]

@@ -174,10 +174,15 @@ def trial_constants(opts: StudyOptions, base, space: SearchSpace) -> dict:
 
 
 def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
-               budget: Budget | None = None) -> tuple[tune.Tuner, int]:
+               budget: Budget | None = None, lanes: int = 1) -> tuple[tune.Tuner, int]:
     """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
     the budget's plan; a restored run keeps the number it was created with). ``budget``: the
-    study's, given to the run's searcher, stopper and watcher (None: no budget)."""
+    study's, given to the run's searcher, stopper and watcher (None: no budget). ``lanes``:
+    the runs sharing the cluster while this one runs; a new Tuner runs at most
+    ceil(slots / lanes) trials at once (``--max-concurrent``, when given, instead), the
+    budget's plan for a run of concurrent runs, so that one run cannot hold every slot while
+    another's trials wait and its share of the budget runs out (a restored Tuner keeps the
+    limit it was created with)."""
     _, method, backbone = key
     name = run_name(key)
     base = run_base(opts, key)
@@ -231,7 +236,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                                     # also the number of trials Ray may create ahead
                                     # (pending): 1 without it, which starts trials one
                                     # actor start-up at a time and leaves slots idle
-                                    max_concurrent_trials=opts.max_concurrent or cluster_slots(opts),
+                                    max_concurrent_trials=opts.max_concurrent or
+                                    -(-cluster_slots(opts) // max(1, lanes)),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=f"{opts.storage_path}/{opts.name}",
