@@ -214,3 +214,25 @@ def test_a_concurrent_runs_tuner_holds_at_most_its_lanes_share_of_the_slots(
     tuner, _ = tuner_mod.make_tuner(opts, opts.runs()[0], load_ranges(opts.search_space), lanes=lanes)
     # trials at once: the run's share of the slots (one run cannot starve another)
     assert compat.restored_tune_config(tuner).max_concurrent_trials == expected
+
+
+def test_a_restored_runs_status_counts_the_trials_that_ended_before_it(capsys):
+    from types import SimpleNamespace
+    from ec4srec.search.watch import OBJECTIVE, StudyWatcher
+    watcher = StudyWatcher("r", planned=6, max_epochs=3, status_every=0)
+    trial = lambda i, status, value: SimpleNamespace(                    # noqa: E731
+        trial_id=f"t{i}", status=status, last_result={OBJECTIVE: value, "epoch": 3})
+    trials = [trial(i, "TERMINATED", 0.01 * (i + 1)) for i in range(5)] + [trial(5, "RUNNING", 0.02)]
+    watcher.on_step_end(0, trials)
+    line = capsys.readouterr().out
+    # the five trials the previous driver ended count as done, and their best is the best so far
+    assert "5/6 trials done" in line and "best valid ndcg@10 0.0500" in line
+    watcher.running["t5"] = 0.0
+    trials[5].status = "TERMINATED"
+    watcher.on_trial_complete(1, trials, trials[5])
+    watcher.on_step_end(1, trials)
+    out = capsys.readouterr().out
+    # the run's last trial is its 6th, not its 1st; it is not counted twice
+    assert "(6/6)" in out and "6/6 trials done" in out
+    # this driver's pace counts only the trial it saw end
+    assert watcher.done == 1 and watcher.earlier == 5

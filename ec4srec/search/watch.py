@@ -175,7 +175,9 @@ class StudyWatcher(BudgetBound, tune.Callback):
 
     def _reset(self) -> None:
         self.started = time.time()
-        self.done = 0
+        self.done = 0                              # trials that ended under this driver
+        self.earlier_ids: set[str] = set()         # ... and before it (a restored run)
+        self.ended_ids: set[str] = set()
         self.best = None
         self.last_status = time.time()
         self.running: dict[str, float] = {}       # trial id -> when it started (driver clock)
@@ -214,6 +216,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
             budget.cost.trial_wall(self.run, trial.trial_id, time.time() - began)
             budget.note_busy(began, time.time())
         self.done += 1
+        self.ended_ids.add(trial.trial_id)
         epochs = int(last.get("epoch", 0))
         if how is None and earlier:
             how = "ended under the previous driver"
@@ -231,7 +234,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
         best = last.get(OBJECTIVE)
         best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
         _print(f"[trial] {self.run} {trial.trial_id}: {how} after {epochs} epochs, best valid "
-               f"ndcg@10 {best_text} ({self.done}/{self.planned})")
+               f"ndcg@10 {best_text} ({self.earlier + self.done}/{self.planned})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended(trial)
@@ -251,15 +254,32 @@ class StudyWatcher(BudgetBound, tune.Callback):
                 self._ended(trial, "stopped by the time budget")
 
     def on_step_end(self, iteration, trials, **info):
+        self._count_earlier(trials)
         now = time.time()
         if now - self.last_status < self._every():
             return
         self.last_status = now
         _print(self.status_line(now, len(self.running)), bold=True)
 
+    def _count_earlier(self, trials) -> None:
+        """The trials of a restored run that ended before this driver: counted as done (and
+        their best kept) but not in this driver's pace."""
+        earlier = [t for t in trials if t.status in ("TERMINATED", "ERROR")
+                   and t.trial_id not in self.ended_ids]
+        self.earlier_ids = {t.trial_id for t in earlier}
+        for t in earlier:
+            value = (t.last_result or {}).get(OBJECTIVE)
+            if isinstance(value, (int, float)) and (self.best is None or value > self.best):
+                self.best = value
+
+    @property
+    def earlier(self) -> int:
+        """Trials that ended before this driver (their ids less those it saw end)."""
+        return len(self.earlier_ids - self.ended_ids)
+
     def status_line(self, now: float, running: int) -> str:
         elapsed = now - self.started
-        left = max(0, self.planned - self.done)
+        left = max(0, self.planned - self.earlier - self.done)
         eta = elapsed / self.done * left if self.done else None
         used, budget = "", self.budget
         plan = budget.plans.get(self.run) if budget is not None else None
@@ -273,6 +293,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
                     max(0.0, plan.deadline - now)
             used = f", study {hms(budget.used())} of {hms(budget.total_s)}"
         best = f"{self.best:.4f}" if self.best is not None else "-"
-        return (f"[study] {self.run}: {self.done}/{self.planned} trials done, {running} running, "
+        return (f"[study] {self.run}: {self.earlier + self.done}/{self.planned} trials done, "
+                f"{running} running, "
                 f"best valid ndcg@10 {best}, run elapsed {hms(elapsed)}{used}, "
                 f"ETA of this run {hms(eta)}")
