@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from ec4srec.config import EXPLAINERS, METHODS
 from ec4srec.data import load_dataset
 from ec4srec.data.split import Examples
 from ec4srec.explain import compute_importance
+from ec4srec.search.paper_estimate import CostsError, load_costs
 from ec4srec.search.paper_study import TABLE3, TABLE4
 from ec4srec.trainer import Trainer
 
@@ -79,9 +79,9 @@ def load_previous(path: Path, remeasure: bool) -> dict[str, Any]:
     if remeasure or not path.exists():
         return {}
     try:
-        previous = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: {path}: not JSON ({exc}); pass --remeasure to start over")
+        previous = load_costs(path)           # the reader tune/paper_study.py uses
+    except CostsError as exc:
+        raise SystemExit(f"error: {exc}; pass --remeasure to start over")
     if previous.get("format") != FORMAT:
         raise SystemExit(f"error: {path}: format {previous.get('format')!r}, expected {FORMAT}; "
                          f"pass --remeasure to start over")

@@ -162,5 +162,6 @@ def set_aside(exp: Path, run: str, why: str) -> Path | None:
     n = 1
     while (exp / f"{run}.{why}-{n}").exists():
         n += 1
-    folder.rename(exp / f"{run}.{why}-{n}")
-    return exp / f"{run}.{why}-{n}"
+    target = exp / f"{run}.{why}-{n}"
+    folder.rename(target)
+    return target

@@ -22,11 +22,7 @@ from . import compat, durable
 from .budget import Budget, hms
 from .options import StudyOptions, run_name
 from .tuner import make_tuner
-
-
-def say(line: str) -> None:
-    """Print one whole line in one write: the runs' threads print side by side."""
-    print(line + "\n", end="", flush=True)
+from .watch import say
 
 
 class Interrupted(Exception):

@@ -97,7 +97,7 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
                 self.finished_before_restore.add(trial_id)
         ENDED_BEFORE_RESTORE.update(self.finished_before_restore)
         if self.finished_before_restore:
-            _print(f"[search] {self.budget_run}: {len(self.finished_before_restore)} trial(s) "
+            say(f"[search] {self.budget_run}: {len(self.finished_before_restore)} trial(s) "
                    f"finished after the last snapshot ({', '.join(sorted(self.finished_before_restore))}); "
                    f"they end again at once, Optuna keeps their value")
         # trials the dead driver asked Optuna for after the snapshot: Ray does not know them
@@ -109,7 +109,7 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         for t in orphans:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if orphans:
-            _print(f"[search] {self.budget_run}: {len(orphans)} Optuna trial(s) started after the "
+            say(f"[search] {self.budget_run}: {len(orphans)} Optuna trial(s) started after the "
                    f"last snapshot (number {', '.join(str(t.number) for t in orphans)}) marked "
                    f"FAIL: Ray's snapshot does not have them, so they are not resumed")
 
@@ -125,7 +125,7 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         budget = self.budget
         if budget is not None and self.budget_run and not budget.may_start(self.budget_run):
             if budget.plans.get(self.budget_run) and budget.plans[self.budget_run].refused == 1:
-                _print(f"[budget] {self.budget_run}: no new trial fits in its share of the "
+                say(f"[budget] {self.budget_run}: no new trial fits in its share of the "
                        f"budget; finishing the running ones")
             return Searcher.FINISHED
         suggestion = super().suggest(trial_id)
@@ -158,10 +158,11 @@ def backstop_passed(budget: Budget | None) -> bool:
         budget.clock() >= budget.deadline - budget.table_reserve
 
 
-def _print(line: str, bold: bool = False) -> None:
+def say(line: str, bold: bool = False) -> None:
+    """Print one whole line in one write (concurrent runs' threads print side by side)."""
     if bold and sys.stdout.isatty():
         line = f"\033[1m{line}\033[0m"
-    print(line, flush=True)
+    print(line + "\n", end="", flush=True)
 
 
 class StudyWatcher(BudgetBound, tune.Callback):
@@ -233,7 +234,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
             budget.trial_done(self.run, epochs, pruned=how.startswith("stopped"))
         best = last.get(OBJECTIVE)
         best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
-        _print(f"[trial] {self.run} {trial.trial_id}: {how} after {epochs} epochs, best valid "
+        say(f"[trial] {self.run} {trial.trial_id}: {how} after {epochs} epochs, best valid "
                f"ndcg@10 {best_text} ({self.earlier + self.done}/{self.planned})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -259,7 +260,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
         if now - self.last_status < self._every():
             return
         self.last_status = now
-        _print(self.status_line(now, len(self.running)), bold=True)
+        say(self.status_line(now, len(self.running)), bold=True)
 
     def _count_earlier(self, trials) -> None:
         """The trials of a restored run that ended before this driver: counted as done (and
