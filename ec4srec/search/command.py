@@ -4,11 +4,13 @@
     python tune/search.py --smoke-test                           # tiny CI run on synthetic data
     python tune/search.py --name ec4srec-sports --resume         # continue an interrupted study
     python tune/search.py --dataset beauty --time-budget 3h      # plan trials to end within 3 h
+    python tune/search.py --dataset beauty --time-budget 3h --plan-only   # only print that plan
 
 Joins the running Ray cluster (RAY_ADDRESS or one found on this machine), else starts a local
-one. Exits 0 when done; 1 when done but every trial of some run errored (one error line per such
-run, naming its first error; the tables are written); 130 when interrupted (the resume command
-is printed); 2 on bad input (an --address host:port where no Ray cluster answers included).
+one. Exits 0 when done (--plan-only: when the plan is printed; nothing is started or written);
+1 when done but every trial of some run errored (one error line per such run, naming its first
+error; the tables are written); 130 when interrupted (the resume command is printed); 2 on bad
+input (an --address host:port where no Ray cluster answers included).
 """
 from __future__ import annotations
 
@@ -84,6 +86,12 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--stage2-epochs", type=int, help="--staged: the epoch budget N of stage 2's "
                    "runs, which sets the importance-update schedule (default: --max-epochs); "
                    "with --resume: before stage 2 has started")
+    p.add_argument("--plan-only", action="store_true",
+                   help="print the study's plan (runs, trials, the epoch cost probed here or, "
+                   "with --resume, the study's measured costs, what --time-budget cuts) and "
+                   "exit 0: no Ray, no trial, nothing written")
+    p.add_argument("--slots", type=int, help="--plan-only: trial slots to plan for (default: "
+                   "this machine's CPUs / --cpus-per-trial, at most --max-concurrent)")
     p.add_argument("--status-every", type=float, help="seconds between progress summaries "
                    "(default 30 on a terminal, 120 in a log)")
     args = vars(p.parse_args(argv))
@@ -91,7 +99,7 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     # ASHA's rung list endless; a bad count would fail deep inside Ray).
     at_least = {"num_samples": 1, "max_epochs": 1, "seeds": 0, "max_failures": 0, "max_concurrent": 0,
                 "checkpoint_every": 1, "concurrent_runs": 1, "grace_period": 1,
-                "stage2_epochs": 1}                                                   # integers
+                "stage2_epochs": 1, "slots": 1}                                       # integers
     above = {"cpus_per_trial": 0, "status_every": 0, "reduction_factor": 1}         # finite floats
     for key, value in args.items():
         flag = f"--{key.replace('_', '-')} {value}"
@@ -109,6 +117,9 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
         except ConfigError as exc:
             p.error(str(exc))
     resume = args.pop("resume")
+    plan_only, slots = args.pop("plan_only"), args.pop("slots")
+    if slots is not None and not plan_only:
+        p.error("--slots: only with --plan-only (a study runs on the cluster's slots)")
     concurrency = args["concurrent_runs"]
     if concurrency is None:
         args["concurrent_runs"] = D.concurrent_runs
@@ -120,12 +131,17 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     opts = StudyOptions(**args)
     opts.extend = added if resume else None       # --resume --methods / --staged (study.main)
     opts.new_concurrency = concurrency if resume else None      # --resume --concurrent-runs
+    opts.plan_only, opts.plan_slots = plan_only, slots          # --plan-only (plan.py)
     return opts, resume
 
 
 def main(argv=None, prog: str | None = None) -> int:
     """``tune/search.py`` / ``ec4srec search``: 0 done, 1 every trial of a run errored, 130
-    interrupted, 2 bad input. Ray is imported here, when a study runs, and not before."""
+    interrupted, 2 bad input. Ray is imported here, when a study runs, and not before
+    (``--plan-only`` never imports it)."""
     opts, resume = parse(argv, prog)
+    if opts.plan_only:
+        from .plan import main as print_plan
+        return print_plan(opts, resume=resume)
     from .study import main as run_study
     return run_study(opts, resume=resume)

@@ -37,10 +37,10 @@ from pathlib import Path
 import ray
 
 from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
-from ..config import Config, ConfigError, dump_config
-from ..registry import METHODS, PLAIN, is_guided
+from ..config import Config, dump_config
+from ..registry import PLAIN
 from ..report import results, tables
-from . import durable
+from . import durable, plan
 from .budget import Budget, hms
 from .forecast import announce
 # the study's options are part of its API: importable from here too (tests, benchmarks)
@@ -49,7 +49,7 @@ from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # no
                       read_manifest, run_base, run_name, write_manifest)
 from .ranges import dump_ranges, load_ranges
 from .space import apply_params
-from .resume import resumed_options, run_started
+from .resume import run_started
 from .runs import Interrupted, run_concurrently, run_search
 from .summary import cost_report, failed_runs, print_summary
 from .trainable import retrain_seed
@@ -114,19 +114,8 @@ def seed_epochs(trials, run: str, patience: int, n: int) -> int:
 
 
 def make_budget(opts: StudyOptions, started: float) -> Budget:
-    """The study's budget (or, without --time-budget, its cost bookkeeping only)."""
-    names = [run_name(k) for k in opts.runs()]
-    updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if is_guided(k[1]) else 0
-               for k in opts.runs()}
-    weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
-    clocks = {run_name(k): asha_clock(opts, k[1]) for k in opts.runs()}
-    epochs = {run_name(k): opts.epochs_of(k[1]) for k in opts.runs()}
-    asha = {run: (clock, asha_grace(opts, clock, epochs[run]), opts.reduction_factor)
-            for run, clock in clocks.items() if clock}
-    return Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
-                  opts.num_samples, cluster_slots(opts), opts.seeds, started=started,
-                  concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
-                  asha=asha)
+    """The study's budget on the connected cluster's slots (plan.make_budget)."""
+    return plan.make_budget(opts, started, cluster_slots(opts))
 
 
 def run(opts: StudyOptions) -> dict:
@@ -222,23 +211,10 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
     if problem := address_problem(opts.address or os.environ.get("RAY_ADDRESS") or None):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    manifest = opts.exp_dir / "study.json"
-    if resume:
-        if not manifest.exists():
-            print(f"error: --resume: no study at {manifest}", file=sys.stderr)
-            return 2
-        try:
-            opts = resumed_options(opts, manifest)
-        except (ConfigError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"[search] resuming {opts.exp_dir}", flush=True)
-    elif problem := input_error(opts):       # a typo is named even where a study exists
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    elif manifest.exists():
-        print(f"error: {opts.exp_dir} already holds a study; pass --resume or another --name",
-              file=sys.stderr)
+    try:
+        opts = plan.checked_options(opts, resume, log=lambda line: print(line, flush=True))
+    except plan.PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         summary = run(opts)
