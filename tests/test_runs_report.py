@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_run(folder: Path, method: str, seed: int, ndcg10: float, *, epochs=(1, 2, 3),
-             stopped=True, history=True) -> Path:
+             stopped=True, history=True, backbone="sasrec") -> Path:
     """A finished run folder as `ec4srec train` writes it (metrics.json, config.yaml,
     history.csv), every test metric equal to ``ndcg10``."""
     folder.mkdir(parents=True)
-    record = {"method": method, "backbone": "sasrec", "dataset": "beauty", "best_epoch": epochs[-2],
+    record = {"method": method, "backbone": backbone, "dataset": "beauty", "best_epoch": epochs[-2],
               "epochs_run": epochs[-1], "stopped_early": stopped, "epoch_budget": 150,
               "valid": {m: ndcg10 + 0.01 for m in METRICS}, "test": {m: ndcg10 for m in METRICS},
               "wall_time_s": 3600.0, "update_epochs": [2] if method.startswith("ec4srec") else []}
@@ -91,6 +91,29 @@ def test_table_groups_settings_with_paper_numbers_and_marks(tmp_path):
     # one line per run in runs.md, and a curves figure from the runs' histories
     assert (out / "runs.md").read_text().count("| ours |") == 9
     assert (out / "curves.png").stat().st_size > 0
+
+
+def test_runs_of_several_backbones_make_table4_with_each_backbones_paper_numbers(tmp_path):
+    # the SASRec study and a GRU4Rec study (issue 23), each with its seed re-runs
+    studies = {b: tmp_path / f"study-{b}" for b in ("gru4rec", "sasrec")}
+    for b, base in (("gru4rec", 0.02), ("sasrec", 0.04)):
+        for m in ("sasrec", "cl4srec"):
+            fake_study(studies[b], m, {1: base + 0.001, 2: base + 0.002}, backbone=b)
+    out = render_runs({"tuned": list(studies.values())}, tmp_path / "report")
+    # several backbones: the Table 4 layout, not Table 3's
+    assert (out / "table4.md").exists() and not (out / "table3.md").exists()
+    cells = pd.read_csv(out / "table4.csv")
+    nd = cells[cells["metric"] == "ndcg@10"]
+    # column groups: backbones in their registry order (SASRec first), ours before the paper's
+    assert list(dict.fromkeys(nd["group"])) == ["tuned/sasrec", "published/sasrec",
+                                                "tuned/gru4rec", "published/gru4rec"]
+    by = nd.set_index(["group", "method"])
+    # each backbone's group has its own runs (mean of seeds 1 and 2) and the paper's Table 4
+    assert by.loc[("tuned/gru4rec", "cl4srec"), "mean"] == pytest.approx(0.0215)
+    assert by.loc[("published/gru4rec", "cl4srec"), "mean"] == pytest.approx(0.0341)
+    assert by.loc[("published/gru4rec", "sasrec"), "mean"] == pytest.approx(0.0142)
+    md = (out / "table4.md").read_text()
+    assert "tuned/gru4rec: CL4SRec" in md and "published/sasrec: EC4SRec" in md
 
 
 def test_paper_rows_of_table4_include_the_base_model():
@@ -288,15 +311,15 @@ def test_unseen_protocol_reported_only_when_runs_have_it(tmp_path):
     assert (out / "comparisons_unseen.md").exists()
 
 
-def fake_study(folder: Path, method: str, seeds: dict[int, float]) -> Path:
+def fake_study(folder: Path, method: str, seeds: dict[int, float], backbone: str = "sasrec") -> Path:
     """A search study folder: study.json, the run's best config and its seed re-run records."""
-    run = f"beauty-{method}-sasrec"
-    (folder / "best").mkdir(parents=True)
+    run = f"beauty-{method}-{backbone}"
+    (folder / "best").mkdir(parents=True, exist_ok=True)
     (folder / "study.json").write_text("{}")
     (folder / "best" / f"{run}.yaml").write_text(yaml.safe_dump({"train": {"seed": 2020},
                                                                 "method": {"name": method}}))
     for seed, ndcg10 in seeds.items():
-        record = {"method": method, "backbone": "sasrec", "dataset": "beauty", "best_epoch": 5,
+        record = {"method": method, "backbone": backbone, "dataset": "beauty", "best_epoch": 5,
                   "epochs_run": 20, "stopped_early": True, "epoch_budget": 200, "seed": seed,
                   "test": {m: ndcg10 for m in METRICS}, "wall_time_s": 60.0, "update_epochs": []}
         path = folder / "seeds" / run / f"seed_{seed}.json"

@@ -17,7 +17,8 @@ With --runs LABEL DIR... (repeatable: one setting each) it reads finished `ec4sr
 folders instead (metrics.json, config.yaml, history.csv), or a search study's folder (its seed
 re-runs, e.g. `--runs tuned results/beauty-search/study --runs defaults results/beauty-ours/ours-*`) and writes table3.{md,tex,csv} with
 one column group per setting and the paper's published numbers beside them (--no-paper to
-leave them out), runs.md/runs.csv (one line per run: epochs, converged or cut, wall time) and
+leave them out; runs of several backbones give table4.{md,tex,csv}, a group per backbone and
+setting), runs.md/runs.csv (one line per run: epochs, converged or cut, wall time) and
 curves.png (validation NDCG@10 per epoch of every run) and curves_by_method.png (a panel
 per method, zoomed on convergence).
 """
@@ -95,6 +96,7 @@ def report_runs(args) -> int:
     except OSError as exc:           # an --output that is a file or not writable
         print(os_error_line(exc), file=sys.stderr)
         return 2
-    print(f"## table3.md\n\n{(out / 'table3.md').read_text()}\n## runs.md\n\n{(out / 'runs.md').read_text()}")
+    table = "table4.md" if (out / "table4.md").exists() else "table3.md"
+    print(f"## {table}\n\n{(out / table).read_text()}\n## runs.md\n\n{(out / 'runs.md').read_text()}")
     print(f"tables and curves in {out}")
     return 0

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from ..checkpoint import CheckpointError, atomic_write_text, load_torch
-from ..config import MethodConfig
+from ..config import BACKBONES, MethodConfig
 from ..registry import GUIDED, METHOD_NAMES
 from ..typed import load_yaml
 from .results import EXTRA_METRICS, METRICS, TableError
@@ -255,7 +255,10 @@ def runs_markdown(df: pd.DataFrame) -> str:
 def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: bool = True,
                 ours=None) -> Path:
     """Write the Table 3 layout of converged runs (one column group per setting, the paper's
-    numbers beside them when ``paper``), runs.md/runs.csv, curves.png and curves_by_method.png to ``out``. Every run
+    numbers beside them when ``paper``), runs.md/runs.csv, curves.png and curves_by_method.png to
+    ``out``. Runs of several backbones (e.g. the SASRec study beside a GRU4Rec/Caser one) give
+    the Table 4 layout instead, ``table4*`` (a group per backbone and setting: backbones in
+    ``config.BACKBONES`` order, each one's settings as given, the paper's last). Every run
     folder is read (and checked) before anything is written."""
     df = runs_table(groups)
     histories = run_histories(df)               # read (and checked) before anything is written
@@ -271,17 +274,25 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     table = table.assign(group=table["setting"] + (("/" + table["backbone"]) if multi_backbone else ""))
     out.mkdir(parents=True, exist_ok=True)
     groups_order = list(dict.fromkeys(table["group"]))
+    stem = "table3"
+    if multi_backbone:     # Table 4's layout: each backbone's settings side by side, the paper's last
+        stem = "table4"
+        settings = [*groups, PUBLISHED]
+        pairs = dict.fromkeys(zip(table["backbone"], table["setting"], table["group"]))
+        groups_order = [g for _, _, g in sorted(pairs, key=lambda k: (
+            BACKBONES.index(k[0]) if k[0] in BACKBONES else len(BACKBONES), k[0],
+            settings.index(k[1])))]
     cells = build_table(table, groups_order, tuple(ours or GUIDED), group_col="group",
                         metrics=PAPER_METRICS)
-    write_table(cells, out, "table3", group_col="group")
+    write_table(cells, out, stem, group_col="group")
     runs_only = table[table["setting"].isin(groups)]          # the published rows have no seeds
-    run_groups = list(dict.fromkeys(runs_only["group"]))
+    run_groups = [g for g in groups_order if g in set(runs_only["group"])]
     write_comparisons(comparisons(runs_only, run_groups, tuple(ours or GUIDED), group_col="group",
                                   metrics=PAPER_METRICS), out, group_col="group")
     if has_unseen(runs_only):         # the same under the unseen-items protocol (no paper rows)
         unseen = tuple(f"{m}_unseen" for m in PAPER_METRICS)
         write_table(build_table(runs_only, run_groups, tuple(ours or GUIDED), group_col="group",
-                                metrics=unseen), out, "table3_unseen", group_col="group")
+                                metrics=unseen), out, f"{stem}_unseen", group_col="group")
         write_comparisons(comparisons(runs_only, run_groups, tuple(ours or GUIDED),
                                       group_col="group", metrics=unseen),
                           out, group_col="group", stem="comparisons_unseen")
