@@ -34,11 +34,12 @@ class EpochCursor:
     step: int = 0                         # batches trained
     totals: dict[str, float] = field(default_factory=dict)   # loss part -> sum over them
     seconds: float = 0.0                  # spent on this epoch before the checkpoint
+    cpu_seconds: float = 0.0              # the process's CPU seconds of the same span
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "order": [torch.from_numpy(np.asarray(b)) for b in self.order],
                 "banks": self.banks, "step": self.step, "totals": dict(self.totals),
-                "seconds": self.seconds}
+                "seconds": self.seconds, "cpu_seconds": self.cpu_seconds}
 
     def covers(self, rows: int) -> bool:
         """Whether the epoch's batches are a permutation of ``rows`` training rows (a run
@@ -51,7 +52,21 @@ class EpochCursor:
         return cls(epoch=int(state["epoch"]), order=[b.numpy() for b in state["order"]],
                    banks=list(state["banks"]), step=int(state["step"]),
                    totals={k: float(v) for k, v in state["totals"].items()},
-                   seconds=float(state["seconds"]))
+                   seconds=float(state["seconds"]),
+                   cpu_seconds=float(state.get("cpu_seconds", 0.0)))   # absent before 0.2
+
+
+def clocks() -> tuple[float, float]:
+    """(wall, CPU) readings: ``time.perf_counter()`` and ``time.process_time()`` (this
+    process's CPU seconds, all threads: other programs' load does not stretch it)."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(started: tuple[float, float], before: tuple[float, float] = (0.0, 0.0)
+          ) -> tuple[float, float]:
+    """(wall, CPU) seconds from ``started`` (:func:`clocks`) to now, plus ``before``."""
+    now = clocks()
+    return now[0] - started[0] + before[0], now[1] - started[1] + before[1]
 
 
 class InterruptFlag:

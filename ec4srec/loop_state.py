@@ -14,8 +14,15 @@ class LoopState:
     best_epoch: int = 0
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0       # wall seconds of training + validation, all epochs
+    train_cpu_seconds: float = 0.0   # CPU seconds of this process (all threads) over the same
+                                     # spans: the ASHA cpu-seconds clock (search/tuner.py)
     stopped_early: bool = False
+
+    def count_seconds(self, wall: float, cpu: float) -> None:
+        """Add an epoch's wall and CPU seconds (training + validation)."""
+        self.train_seconds += wall
+        self.train_cpu_seconds += cpu
 
 
 def history_csv(history: list[dict]) -> str:

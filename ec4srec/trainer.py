@@ -24,7 +24,6 @@ Contracts:
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +40,7 @@ from .data.split import sequence_rows
 from .device import hardware, resolve_device  # noqa: F401  (importable from here too)
 from .evaluate import evaluate, select_key
 from .methods import build_method
-from .interrupt import EpochCursor, SaveClock, deferred_sigint
+from .interrupt import EpochCursor, SaveClock, clocks, deferred_sigint, since
 from .loop_state import LoopState, history_csv
 from .models import bank_origins, build_model, refresh_dropout_banks, restore_banks
 from .precision import autocast, resolve_precision
@@ -115,16 +114,17 @@ class Trainer:
         """The next epoch: importance update (unless resumed mid-epoch after it), training,
         validation, early stopping, checkpoints and callbacks."""
         epoch = self.state.epoch + 1
-        started = time.perf_counter()
+        started = clocks()                                 # (wall, CPU)
         cursor, self._cursor = self._cursor, None          # a run resumed mid-epoch
         if cursor is None:
             updated = self.method.on_epoch_start(epoch)
         else:
             updated = epoch in self.method.update_epochs   # done before the checkpoint
-        before = cursor.seconds if cursor else 0.0        # train_epoch moves it on
+        # (wall, CPU) seconds a run resumed mid-epoch spent on it (train_epoch moves them on)
+        before = (cursor.seconds, cursor.cpu_seconds) if cursor else (0.0, 0.0)
         train_stats = self.train_epoch(epoch, cursor, interrupt, started)
         valid = self.validate()
-        self.state.train_seconds += time.perf_counter() - started + before
+        self.state.count_seconds(*since(started, before))
         stop = self._end_epoch(epoch, train_stats, valid)
         if self.output_dir is not None and (self._checkpoint_due(epoch, updated) or stop):
             self.save_checkpoint()
@@ -156,13 +156,13 @@ class Trainer:
         return record
 
     def train_epoch(self, epoch: int, cursor: EpochCursor | None = None, interrupt=None,
-                    started: float | None = None) -> dict[str, float]:
+                    started: tuple[float, float] | None = None) -> dict[str, float]:
         """One pass over all training rows in length-bucketed, shuffled batches (the rest of
         ``cursor``'s when resumed mid-epoch). With ``interrupt`` (interrupt.deferred_sigint)
         a Ctrl-C, and every ``train.checkpoint_minutes``, writes a mid-epoch checkpoint
         between two steps; the Ctrl-C then raises KeyboardInterrupt."""
         tc = self.config.train
-        started = time.perf_counter() if started is None else started
+        started = clocks() if started is None else started
         self.model.train()
         if cursor is None:
             refresh_dropout_banks(self.model)
@@ -170,7 +170,7 @@ class Trainer:
             cursor = EpochCursor(epoch, order, bank_origins())
         else:
             restore_banks(cursor.banks)
-        spent_before = cursor.seconds
+        spent_before = (cursor.seconds, cursor.cpu_seconds)
         totals: dict[str, Any] = dict(cursor.totals)
         clock = self._save_clock
         for i in self._progress(range(cursor.step, len(cursor.order)), epoch, len(cursor.order)):
@@ -180,7 +180,7 @@ class Trainer:
             asked = interrupt is not None and interrupt.requested
             if (asked or clock.due()) and i + 1 < len(cursor.order):
                 cursor.step, cursor.totals = i + 1, {k: float(v) for k, v in totals.items()}
-                cursor.seconds = spent_before + time.perf_counter() - started
+                cursor.seconds, cursor.cpu_seconds = since(started, spent_before)
                 cursor.banks = bank_origins()      # a bank may have been redrawn larger
                 self.save_checkpoint(mid_epoch=cursor)
                 if asked:

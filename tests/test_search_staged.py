@@ -171,15 +171,18 @@ def test_resume_changes_the_runs_at_once_only_when_given(tmp_path):
 
 
 @pytest.mark.parametrize("clock, method", [("epochs", "sasrec"), ("seconds", "sasrec"),
-                                           ("seconds", "cl4srec"), ("seconds", "ec4srec")])
+                                           ("seconds", "cl4srec"), ("seconds", "ec4srec"),
+                                           ("cpu-seconds", "cl4srec"), ("cpu-seconds", "ec4srec")])
 def test_asha_clock(clock, method, tmp_path):
     opts = StudyOptions(dataset="synthetic", asha_clock=clock, storage_path=str(tmp_path)).finalize()
     scheduler = make_scheduler(opts, n_epochs=100, method=method)
     assert isinstance(scheduler, ASHAScheduler)
-    # seconds: rungs at 300 s of train_seconds (3x apart); epochs: guided epochs from 10; a
-    # guided method keeps the guided-epoch clock whatever --asha-clock says
-    seconds = clock == "seconds" and method != "ec4srec"
-    expected = ("train_seconds", 300) if seconds else ("guided_epoch", 10)
+    # seconds: rungs at 300 s of train_seconds (3x apart); cpu-seconds: at 300 CPU seconds
+    # (train_cpu_seconds); epochs: guided epochs from 10; a guided method keeps the
+    # guided-epoch clock whatever --asha-clock says
+    seconds = clock != "epochs" and method != "ec4srec"
+    attr = {"seconds": "train_seconds", "cpu-seconds": "train_cpu_seconds"}.get(clock)
+    expected = (attr, 300) if seconds else ("guided_epoch", 10)
     assert (scheduler._time_attr, scheduler._brackets[0]._rungs[-1][0]) == expected
     base = base_config(opts, method, "sasrec")
     space = SearchSpace(method, "sasrec", 100, load_ranges())

@@ -53,10 +53,12 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--data-dir", help="dataset directory on every node (default: $EC4SREC_DATA_DIR)")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget on synthetic data (CI)")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default=D.scheduler)
-    p.add_argument("--asha-clock", choices=["epochs", "seconds"], default=D.asha_clock,
+    p.add_argument("--asha-clock", choices=["epochs", "seconds", "cpu-seconds"], default=D.asha_clock,
                    help="what ASHA's rungs count: epochs after the first importance update, or "
                    "seconds of a trial's training and validation (fair across settings whose "
-                   "epochs cost differently, e.g. a searched train.objective)")
+                   "epochs cost differently, e.g. a searched train.objective), or the CPU "
+                   "seconds of the same (CPU trials on a shared machine: other programs' load "
+                   "does not stretch them)")
     p.add_argument("--grace-period", type=int, help="ASHA's first rung, in --asha-clock units "
                    "(default: min(10, N // 10) epochs, or 300 seconds)")
     p.add_argument("--reduction-factor", type=float, default=D.reduction_factor)

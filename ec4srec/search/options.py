@@ -21,7 +21,8 @@ from .space import SearchSpace, apply_params, narrowing_problem
 
 STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (same fields)
 SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
-SECONDS_GRACE = 300                  # --asha-clock seconds: the default first rung
+SECONDS_GRACE = 300                  # --asha-clock seconds / cpu-seconds: the default first rung
+SECONDS_CLOCKS = ("seconds", "cpu-seconds")   # the ASHA clocks that count seconds of a trial
 
 
 @dataclass
@@ -43,6 +44,7 @@ class StudyOptions:
     smoke_test: bool = False
     scheduler: str = "asha"
     asha_clock: str = "epochs"                # epochs (guided epochs) | seconds (train_seconds)
+                                              # | cpu-seconds (train_cpu_seconds)
     grace_period: int | None = None           # ASHA's first rung, in the clock's unit; default:
                                               # max(1, min(10, N // 10)) epochs | 300 seconds
     reduction_factor: float = 3.0
@@ -219,7 +221,7 @@ def asha_grace(opts: StudyOptions, clock: str | None, n_epochs: int) -> int:
     run under --asha-clock seconds)."""
     if opts.grace_period and clock == opts.asha_clock:
         return opts.grace_period
-    return SECONDS_GRACE if clock == "seconds" else max(1, min(10, n_epochs // 10))
+    return SECONDS_GRACE if clock in SECONDS_CLOCKS else max(1, min(10, n_epochs // 10))
 
 
 def run_base(opts: StudyOptions, key: tuple[str, str, str]) -> Config:

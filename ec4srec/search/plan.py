@@ -23,7 +23,8 @@ from ..config import ConfigError
 from ..registry import METHODS, is_guided
 from .budget import Budget, hms
 from .forecast import announce
-from .options import (StudyOptions, asha_clock, asha_grace, base_config, input_error, run_name)
+from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
+                      input_error, run_name)
 from .resume import resumed_options
 
 
@@ -63,7 +64,9 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
     weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
     clocks = {run_name(k): asha_clock(opts, k[1]) for k in opts.runs()}
     epochs = {run_name(k): opts.epochs_of(k[1]) for k in opts.runs()}
-    asha = {run: (clock, asha_grace(opts, clock, epochs[run]), opts.reduction_factor)
+    # the budget prices rungs in seconds or in epochs: a cpu-seconds rung as a seconds one
+    asha = {run: ("seconds" if clock in SECONDS_CLOCKS else clock,
+                  asha_grace(opts, clock, epochs[run]), opts.reduction_factor)
             for run, clock in clocks.items() if clock}
     return Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
                   opts.num_samples, slots, opts.seeds, started=started,

@@ -195,7 +195,8 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
                     "valid/select_ndcg@10": metrics[f"valid/{tr.select_metric}"],
                     "valid/best_ndcg@10": max(st.best_score, 0.0), "best_epoch": st.best_epoch,
                     "importance_update": epoch in updates, "early_stop": early,
-                    "train_seconds": round(st.train_seconds, 3), **static})
+                    "train_seconds": round(st.train_seconds, 3),
+                    "train_cpu_seconds": round(st.train_cpu_seconds, 3), **static})
         last_epoch = early or epoch == tc.epochs
         if last_epoch:
             session.write_finished(out)

@@ -26,7 +26,8 @@ from ..registry import PLAIN, is_guided, warmup_baselines
 from . import compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
-from .options import SPACE_FILE, StudyOptions, asha_clock, asha_grace, run_base, run_name
+from .options import (SECONDS_CLOCKS, SPACE_FILE, StudyOptions, asha_clock, asha_grace,
+                      run_base, run_name)
 from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
@@ -34,6 +35,7 @@ from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
 ASHA_METRIC = "valid/select_ndcg@10"   # NDCG@10 under train.select_protocol (trainable.py)
 ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
 ASHA_SECONDS = "train_seconds"       # --asha-clock seconds: a trial's training + validation time
+ASHA_CPU_SECONDS = "train_cpu_seconds"   # --asha-clock cpu-seconds: the CPU time of the same
 
 
 def connect(opts: StudyOptions) -> None:
@@ -147,14 +149,17 @@ def make_scheduler(opts: StudyOptions, n_epochs: int, method: str = PLAIN):
     ``epochs`` clock compares trials at guided epochs (the rungs :func:`asha_rungs` lists,
     where trials checkpoint); on the ``seconds`` clock at seconds of training and validation
     (``train_seconds``, restored with a checkpoint), so that settings whose epochs cost
-    differently are compared at equal cost; its rungs run up to a day per trial (``max_t``),
-    past which a trial is stopped."""
+    differently are compared at equal cost; on the ``cpu-seconds`` clock at the trial
+    process's CPU seconds of the same spans (``train_cpu_seconds``), which other programs on a
+    shared machine do not stretch; the seconds clocks' rungs run up to a day per trial
+    (``max_t``), past which a trial is stopped."""
     clock = asha_clock(opts, method)
     if clock is None:
         return FIFOScheduler()
     grace = asha_grace(opts, clock, n_epochs)
-    seconds = clock == "seconds"
-    return ASHAScheduler(time_attr=ASHA_SECONDS if seconds else ASHA_CLOCK, metric=ASHA_METRIC,
+    seconds = clock in SECONDS_CLOCKS
+    attr = {"seconds": ASHA_SECONDS, "cpu-seconds": ASHA_CPU_SECONDS}.get(clock, ASHA_CLOCK)
+    return ASHAScheduler(time_attr=attr, metric=ASHA_METRIC,
                          mode="max", max_t=max(86_400, grace + 1) if seconds else n_epochs,
                          grace_period=grace, reduction_factor=opts.reduction_factor)
 
