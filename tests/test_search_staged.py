@@ -201,6 +201,8 @@ def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_
     done = subprocess.run([sys.executable, str(ROOT / "tune" / "search.py"), "--smoke-test",
                            "--staged", "--methods", "cl4srec", "sasrec", "--search-space",
                            str(space), "--num-samples", "3", "--max-epochs", "2", "--seeds", "0",
+                           # ASHA on the CPU clock: the trials report train_cpu_seconds
+                           "--asha-clock", "cpu-seconds", "--grace-period", "1",
                            "--storage-path", str(tmp_path), "--name", "s", "--address", address],
                           capture_output=True, text=True, timeout=400)
     out = done.stdout + done.stderr
@@ -215,6 +217,9 @@ def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_
     for record in cl:
         # stage 2 searches lambda and the learning rate, nothing of stage 1's other keys
         assert set(record["params"]) == {"method.lambda_cl", "train.lr"}
+        # every epoch reports the CPU clock ASHA reads, growing
+        clock = [h["train_cpu_seconds"] for h in record["history"]]
+        assert clock[0] > 0 and clock == sorted(clock)
     import yaml
     config = yaml.safe_load((exp / "best" / "synthetic-cl4srec-sasrec.yaml").read_text())
     # its best config carries stage 1's best dropout and layers
