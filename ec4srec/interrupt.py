@@ -53,7 +53,7 @@ class EpochCursor:
                    banks=list(state["banks"]), step=int(state["step"]),
                    totals={k: float(v) for k, v in state["totals"].items()},
                    seconds=float(state["seconds"]),
-                   cpu_seconds=float(state.get("cpu_seconds", 0.0)))   # absent before 0.2
+                   cpu_seconds=float(state.get("cpu_seconds", 0.0)))   # older: none
 
 
 def clocks() -> tuple[float, float]:

@@ -114,6 +114,9 @@ def test_runs_of_several_backbones_make_table4_with_each_backbones_paper_numbers
     assert by.loc[("published/gru4rec", "sasrec"), "mean"] == pytest.approx(0.0142)
     md = (out / "table4.md").read_text()
     assert "tuned/gru4rec: CL4SRec" in md and "published/sasrec: EC4SRec" in md
+    # a later report of one backbone into the same folder leaves no stale Table 4 behind
+    render_runs({"tuned": [studies["sasrec"]]}, out)
+    assert (out / "table3.md").exists() and not list(out.glob("table4*"))
 
 
 def test_paper_rows_of_table4_include_the_base_model():

@@ -11,7 +11,8 @@ import pytest
 from ec4srec.search.budget import Budget
 from ec4srec.search.command import parse
 from ec4srec.search.options import StudyOptions, run_name, write_manifest
-from ec4srec.search.plan import local_slots, main as plan_main
+from ec4srec.search.options import input_error
+from ec4srec.search.plan import local_slots, main as plan_main, make_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ["synthetic-sasrec-sasrec", "synthetic-cl4srec-sasrec"]
@@ -106,9 +107,34 @@ def test_a_resumed_plan_refuses_a_new_search_space_and_a_missing_study(tmp_path,
 
 
 def test_local_slots_count_cpus_per_trial_capped_by_max_concurrent(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
     # 16 CPUs at 4 per trial: 4 slots; --max-concurrent 3 caps them; never fewer than 1
     assert local_slots(StudyOptions(cpus_per_trial=4.0)) == 4
     assert local_slots(StudyOptions(cpus_per_trial=4.0, max_concurrent=3)) == 3
     assert local_slots(StudyOptions(cpus_per_trial=32.0)) == 1
     assert run_name(("synthetic", "sasrec", "sasrec")) == RUNS[0]
+
+
+@pytest.mark.parametrize("clock, cpus, grace, budget_rung", [
+    ("seconds", 1.0, 300, 300.0),
+    ("cpu-seconds", 1.0, 300, 300.0),
+    ("cpu-seconds", 2.0, 600, 300.0),      # 2 threads: 600 CPU seconds are 300 s of work
+])
+def test_the_budget_prices_a_seconds_rung_in_seconds_of_work(tmp_path, clock, cpus, grace,
+                                                            budget_rung):
+    opts = StudyOptions(dataset="synthetic", methods=["cl4srec"], asha_clock=clock,
+                        cpus_per_trial=cpus, storage_path=str(tmp_path), name="s").finalize()
+    budget = make_budget(opts, 0.0, slots=2)
+    kind, rung, _ = budget.asha["synthetic-cl4srec-sasrec"]
+    # both seconds clocks are priced as seconds rungs (never as epochs), in seconds of work
+    assert (kind, rung) == ("seconds", pytest.approx(budget_rung))
+    from ec4srec.search.options import asha_grace
+    # the rung itself counts the clock's unit: CPU seconds of every thread of a trial
+    assert asha_grace(opts, clock, 100) == grace
+
+
+def test_the_cpu_clock_is_refused_for_gpu_trials(tmp_path):
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec"], asha_clock="cpu-seconds",
+                        gpus_per_trial=0.5, storage_path=str(tmp_path), name="s").finalize()
+    # a GPU trial's CPU time is not its cost: one error naming the flags
+    assert "--asha-clock cpu-seconds: for CPU trials" in input_error(opts)

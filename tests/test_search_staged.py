@@ -193,6 +193,15 @@ def test_asha_clock(clock, method, tmp_path):
     assert isinstance(make_scheduler(opts, 100, method), FIFOScheduler)
 
 
+def test_the_cpu_clock_counts_every_thread_of_a_trial(tmp_path):
+    opts = StudyOptions(dataset="synthetic", asha_clock="cpu-seconds", cpus_per_trial=4,
+                        storage_path=str(tmp_path)).finalize()
+    scheduler = make_scheduler(opts, n_epochs=100, method="cl4srec")
+    # 4 threads count 4 CPU seconds a second: the first rung is 300 s of work, and the day a
+    # trial may run is 4 days of CPU time
+    assert scheduler._brackets[0]._rungs[-1][0] == 1200 and scheduler._max_t == 4 * 86_400
+
+
 @pytest.mark.slow
 def test_a_staged_smoke_study_tunes_stage_two_on_stage_ones_best(ray_local, tmp_path):
     space = tmp_path / "space.yaml"

@@ -267,10 +267,10 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     if table.empty:
         raise TableError("every run given is an ablation run (a zeroed guided lambda); "
                          "Table 3 needs at least one run of a method as specified")
+    multi_backbone = table["backbone"].nunique() > 1     # the runs of Table 3/4 (no ablation)
     if paper:
-        extra = [paper_rows(d, b) for d, b in df[["dataset", "backbone"]].drop_duplicates().values]
+        extra = [paper_rows(d, b) for d, b in table[["dataset", "backbone"]].drop_duplicates().values]
         table = pd.concat([table, *extra], ignore_index=True)
-    multi_backbone = df["backbone"].nunique() > 1
     table = table.assign(group=table["setting"] + (("/" + table["backbone"]) if multi_backbone else ""))
     out.mkdir(parents=True, exist_ok=True)
     groups_order = list(dict.fromkeys(table["group"]))
@@ -284,6 +284,10 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
             settings.index(k[1])))]
     cells = build_table(table, groups_order, tuple(ours or GUIDED), group_col="group",
                         metrics=PAPER_METRICS)
+    other = "table3" if multi_backbone else "table4"    # an earlier report's other layout
+    for old in out.glob(f"{other}*"):
+        if old.suffix in (".md", ".tex", ".csv") and old.stem in (other, f"{other}_unseen"):
+            old.unlink()
     write_table(cells, out, stem, group_col="group")
     runs_only = table[table["setting"].isin(groups)]          # the published rows have no seeds
     run_groups = [g for g in groups_order if g in set(runs_only["group"])]

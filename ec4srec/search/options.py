@@ -199,11 +199,22 @@ def base_config(opts: StudyOptions, method: str, backbone: str) -> Config:
     raw["model"]["backbone"], raw["method"]["name"] = backbone, method
     epochs = opts.epochs_of(method)
     raw["train"].update(epochs=epochs, progress="off", tensorboard=False,
-                        threads=max(1, int(opts.cpus_per_trial)))
+                        threads=trial_threads(opts))
     # the default p must fit a small budget (the searched p is capped the same way)
     raw["method"]["updates"] = max(1, min(raw["method"]["updates"], epochs - 1))
     return Config.from_dict(raw).with_overrides(opts.overrides)
 
+
+
+def trial_threads(opts: StudyOptions) -> int:
+    """A trial's torch threads: --cpus-per-trial, at least 1."""
+    return max(1, int(opts.cpus_per_trial))
+
+
+def clock_scale(opts: StudyOptions, clock: str | None) -> int:
+    """Clock seconds per second of a trial's work: its threads on the cpu-seconds clock (t busy
+    threads count t CPU seconds a second), else 1."""
+    return trial_threads(opts) if clock == "cpu-seconds" else 1
 
 
 def asha_clock(opts: StudyOptions, method: str) -> str | None:
@@ -217,11 +228,13 @@ def asha_clock(opts: StudyOptions, method: str) -> str | None:
 
 def asha_grace(opts: StudyOptions, clock: str | None, n_epochs: int) -> int:
     """ASHA's first rung in the clock's unit: --grace-period for runs on the --asha-clock (its
-    unit), else the clock's default: 300 seconds, or max(1, min(10, N // 10)) epochs (a guided
-    run under --asha-clock seconds)."""
+    unit), else the clock's default: 300 seconds (of each of a trial's threads on the
+    cpu-seconds clock), or max(1, min(10, N // 10)) epochs (a guided run under a seconds clock)."""
     if opts.grace_period and clock == opts.asha_clock:
         return opts.grace_period
-    return SECONDS_GRACE if clock in SECONDS_CLOCKS else max(1, min(10, n_epochs // 10))
+    if clock in SECONDS_CLOCKS:
+        return SECONDS_GRACE * clock_scale(opts, clock)
+    return max(1, min(10, n_epochs // 10))
 
 
 def run_base(opts: StudyOptions, key: tuple[str, str, str]) -> Config:
@@ -277,6 +290,9 @@ def check_runs(opts: StudyOptions, ranges: dict) -> None:
                           f"must include {PLAIN}")
     if opts.stage2_epochs and not opts.staged:
         raise ConfigError("--stage2-epochs: only a --staged study has a stage 2")
+    if opts.asha_clock == "cpu-seconds" and opts.gpus_per_trial:
+        raise ConfigError("--asha-clock cpu-seconds: for CPU trials (a GPU trial's CPU time is "
+                          "not its cost); with --gpus-per-trial use --asha-clock seconds")
     if any(o.split("=", 1)[0].strip() == "train.epochs" for o in opts.overrides):
         raise ConfigError("--set train.epochs: a study's epoch budget is --max-epochs (and "
                           "--stage2-epochs for a staged study's second stage)")

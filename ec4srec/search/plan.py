@@ -24,7 +24,7 @@ from ..registry import METHODS, is_guided
 from .budget import Budget, hms
 from .forecast import announce
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
-                      input_error, run_name)
+                      clock_scale, input_error, run_name)
 from .resume import resumed_options
 
 
@@ -64,9 +64,11 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
     weights = {run_name(k): METHODS[k[1]].cost for k in opts.runs()}
     clocks = {run_name(k): asha_clock(opts, k[1]) for k in opts.runs()}
     epochs = {run_name(k): opts.epochs_of(k[1]) for k in opts.runs()}
-    # the budget prices rungs in seconds or in epochs: a cpu-seconds rung as a seconds one
+    # the budget prices rungs in (wall) seconds or in epochs: a cpu-seconds rung as the
+    # seconds of work it stands for (t threads count t CPU seconds a second)
     asha = {run: ("seconds" if clock in SECONDS_CLOCKS else clock,
-                  asha_grace(opts, clock, epochs[run]), opts.reduction_factor)
+                  asha_grace(opts, clock, epochs[run]) / clock_scale(opts, clock),
+                  opts.reduction_factor)
             for run, clock in clocks.items() if clock}
     return Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
                   opts.num_samples, slots, opts.seeds, started=started,
@@ -81,7 +83,7 @@ def local_slots(opts: StudyOptions) -> int:
         import torch
         slots = int(torch.cuda.device_count() / opts.gpus_per_trial)
     else:
-        slots = int((os.cpu_count() or 1) / max(opts.cpus_per_trial, 1e-9))
+        slots = int(len(os.sched_getaffinity(0)) / max(opts.cpus_per_trial, 1e-9))
     if opts.max_concurrent:
         slots = min(slots, opts.max_concurrent)
     return max(1, slots)

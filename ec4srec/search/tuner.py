@@ -27,7 +27,7 @@ from . import compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
 from .options import (SECONDS_CLOCKS, SPACE_FILE, StudyOptions, asha_clock, asha_grace,
-                      run_base, run_name)
+                      clock_scale, run_base, run_name)
 from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
@@ -79,7 +79,11 @@ def connect(opts: StudyOptions) -> None:
                 " (--address auto joins a cluster running on this machine, as after `ray up`)"
                 if opts.address is None else ""), flush=True)
     if opts.gpus_per_trial is None:
-        opts.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus and opts.asha_clock == "cpu-seconds":
+            print("[search] --asha-clock cpu-seconds: the trials run on CPUs (a GPU trial's CPU "
+                  "time is not its cost; --asha-clock seconds for GPU trials)", flush=True)
+        opts.gpus_per_trial = 0.25 if gpus and opts.asha_clock != "cpu-seconds" else 0.0
 
 
 def address_problem(address: str | None) -> str | None:
@@ -159,8 +163,9 @@ def make_scheduler(opts: StudyOptions, n_epochs: int, method: str = PLAIN):
     grace = asha_grace(opts, clock, n_epochs)
     seconds = clock in SECONDS_CLOCKS
     attr = {"seconds": ASHA_SECONDS, "cpu-seconds": ASHA_CPU_SECONDS}.get(clock, ASHA_CLOCK)
+    day = 86_400 * clock_scale(opts, clock)
     return ASHAScheduler(time_attr=attr, metric=ASHA_METRIC,
-                         mode="max", max_t=max(86_400, grace + 1) if seconds else n_epochs,
+                         mode="max", max_t=max(day, grace + 1) if seconds else n_epochs,
                          grace_period=grace, reduction_factor=opts.reduction_factor)
 
 
