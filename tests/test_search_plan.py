@@ -138,3 +138,15 @@ def test_the_cpu_clock_is_refused_for_gpu_trials(tmp_path):
                         gpus_per_trial=0.5, storage_path=str(tmp_path), name="s").finalize()
     # a GPU trial's CPU time is not its cost: one error naming the flags
     assert "--asha-clock cpu-seconds: for CPU trials" in input_error(opts)
+
+
+def test_a_resumed_plan_with_more_methods_prices_them_and_adds_nothing(tmp_path, capsys):
+    opts = write_study(tmp_path, used_s=100.0, epoch_s=2.0)
+    before = snapshot(opts.exp_dir)
+    parsed, resume = parse(["--resume", "--plan-only", "--storage-path", str(tmp_path),
+                            "--name", "s", "--methods", "duorec"])
+    assert plan_main(parsed, resume=resume) == 0
+    out = capsys.readouterr().out
+    # the plan covers the method the resume would add, and says it is not added
+    assert "--plan-only: would add duorec" in out and "synthetic-duorec-sasrec" in out
+    assert snapshot(opts.exp_dir) == before

@@ -36,7 +36,8 @@ def resumed_options(opts: StudyOptions, manifest: Path) -> StudyOptions:
         # runs not yet finished share the slots with more (or fewer) others from now on: a
         # run whose trials are all created no longer leaves its tail's slots idle
         saved["concurrent_runs"] = opts.new_concurrency
-    extend(saved, getattr(opts, "extend", None), opts.staged)
+    extend(saved, getattr(opts, "extend", None), opts.staged,
+           verb="--plan-only: would add" if getattr(opts, "plan_only", False) else "adding")
     if opts.stage2_epochs is not None:
         set_stage2_epochs(saved, opts.stage2_epochs)
     opts = StudyOptions(**saved)
@@ -58,14 +59,14 @@ def _is_dir(path: str) -> bool:
         return False
 
 
-def extend(saved: dict, methods: list[str] | None, staged: bool) -> None:
+def extend(saved: dict, methods: list[str] | None, staged: bool, verb: str = "adding") -> None:
     """``--resume --methods M...`` adds the methods the study lacks (new runs, after its own);
     ``--resume --staged`` makes a study whose finished runs are all the plain method's the
     first stage of a staged study. Raises ConfigError where that cannot hold."""
     added = [m for m in methods or [] if m not in saved["methods"]]
     saved["methods"] = [*saved["methods"], *added]
     if added:
-        print(f"[search] adding {', '.join(added)} to the study", flush=True)
+        print(f"[search] {verb} {', '.join(added)} to the study", flush=True)
     if not staged or saved.get("staged"):
         return
     if PLAIN not in saved["methods"]:
