@@ -103,3 +103,38 @@ def test_tunes_restore_hint_is_hidden_and_other_warnings_kept():
         log.removeHandler(handler)
     # Tune's restore hint (a single run's, not the study's) is dropped; other warnings stay
     assert seen == ["some other warning"]
+
+
+def ended(values: list[float]) -> list[dict]:
+    """A trial's reports: guided epochs 1, 2, ... with these validation NDCG@10 values."""
+    return [{"guided_epoch": e, "valid/select_ndcg@10": v} for e, v in enumerate(values, 1)]
+
+
+@pytest.mark.parametrize("replayed, action", [(True, "STOP"), (False, "CONTINUE")])
+def test_a_replayed_asha_judges_a_new_trial_against_the_ended_ones(tmp_path, replayed, action):
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from ec4srec.search.options import StudyOptions
+    from ec4srec.search.tuner import make_scheduler
+    opts = StudyOptions(dataset="synthetic", grace_period=1, storage_path=str(tmp_path)).finalize()
+    scheduler = make_scheduler(opts, n_epochs=27, method="sasrec")      # rungs at 1, 3, 9
+    histories = [("a", ended([0.50, 0.55, 0.60])), ("b", ended([0.40])), ("c", [{"epoch": 1}])]
+    if replayed:
+        # a and b reached the first rung; c reported neither the clock nor the metric
+        assert compat.replay_asha(scheduler, histories) == 2
+        rung_one = dict(scheduler._brackets[0]._rungs)[1]
+        assert rung_one == {"ended-a": 0.50, "ended-b": 0.40}
+    new = SimpleNamespace(trial_id="new")
+    scheduler.on_trial_add(None, new)
+    got = scheduler.on_trial_result(None, new, {"guided_epoch": 1, "valid/select_ndcg@10": 0.30})
+    # with the ended trials in its rung, 0.30 is below the cutoff (the 2/3 percentile of 0.40
+    # and 0.50) and stopped; a fresh ASHA lets the first trial at a rung go on
+    assert got == getattr(TrialScheduler, action)
+
+
+def test_replay_asha_leaves_other_schedulers_alone():
+    from ray.tune.schedulers import FIFOScheduler
+    # nothing to replay into: no rung is touched
+    assert compat.replay_asha(FIFOScheduler(), [("a", ended([0.5]))]) == 0

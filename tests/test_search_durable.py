@@ -188,3 +188,28 @@ def test_a_run_the_budget_closed_reopens_when_the_budget_grows(ray_local, tmp_pa
     assert len(ot) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ot)
     # the closed run's Ray folder was set aside, not replayed
     assert (exp / f"{run}.closed-1").is_dir()
+
+
+def test_a_new_tuner_over_ended_trials_starts_with_their_results_in_asha(ray_local, tmp_path):
+    from ec4srec.search import compat
+    from ec4srec.search.options import StudyOptions
+    from ec4srec.search.ranges import load_ranges
+    from ec4srec.search.tuner import make_tuner
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=4, max_epochs=9, grace_period=1, cpus_per_trial=1,
+                        gpus_per_trial=0, seeds=0).finalize()
+    run = "synthetic-sasrec-sasrec"
+    exp = opts.exp_dir
+    (exp / "trials" / run).mkdir(parents=True)
+    journal_study(exp, run)              # the run's Optuna study exists; its Ray folder does not
+    for trial_id, value in (("t1", 0.5), ("t2", 0.4)):
+        history = [{"epoch": 1, "guided_epoch": 1, "valid/select_ndcg@10": value, OBJECTIVE: value}]
+        (exp / "trials" / run / f"{trial_id}.json").write_text(json.dumps(
+            {"trial_id": trial_id, "params": {"train.lr": 1e-3}, "error": None,
+             "path": f"{run}/trial_{trial_id}", "history": history}))
+    tuner, num = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges())
+    scheduler = compat.restored_tune_config(tuner).scheduler
+    # the new Tuner (a resume from the durable state) plans the trials left, and its ASHA's
+    # first rung already holds the two ended trials' results, as an uninterrupted run's would
+    assert num == 2
+    assert dict(scheduler._brackets[0]._rungs)[1] == {"ended-t1": 0.5, "ended-t2": 0.4}

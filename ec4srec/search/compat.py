@@ -14,6 +14,10 @@ What relies on internals, and why:
   Optuna-trial map and its finished trials in private attributes; the restore of
   watch.BudgetedOptunaSearch reconciles them with the Optuna storage (Optuna's
   ``Study._storage``, ``Trial._trial_id``).
+- :func:`replay_asha`: a new ASHA scheduler's rungs (``_brackets``, ``_Bracket._rungs`` and
+  ``on_result``, ``_time_attr``, ``_metric``, ``_metric_op``) are given the results of the
+  trials a run ended before its Tuner was made (a reopened run, a resume from the durable
+  state), so its decisions are the ones an uninterrupted run's ASHA would make.
 - The result loggers (:class:`ResultJsonLogger`, :class:`ProgressCsvLogger`) override Ray's
   ``_restore_from_remote`` and use ``_trial_files``/``_setup_trial``: restart-safe, one line per
   epoch (see the mixins).
@@ -79,6 +83,28 @@ def restored_num_samples(tuner, default: int) -> int:
         return int(restored_tune_config(tuner).num_samples)
     except (AttributeError, TypeError, ValueError):
         return default
+
+
+def replay_asha(scheduler, histories: list[tuple[str, list[dict]]]) -> int:
+    """Record ended trials' results in a new ASHA ``scheduler``'s rungs as its own trials'
+    would have been: each ``(trial_id, history)`` (the trial's reports in order) is fed to the
+    bracket's ``on_result`` under the scheduler's time attribute, metric and mode (one bracket,
+    as ``make_scheduler`` builds it; a report without them is skipped). Returns how many trials
+    reached a rung; 0 for another scheduler."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+    if not isinstance(scheduler, AsyncHyperBandScheduler) or len(scheduler._brackets) != 1:
+        return 0
+    bracket, attr, metric = scheduler._brackets[0], scheduler._time_attr, scheduler._metric
+    reached = 0
+    for trial_id, history in histories:
+        trial = SimpleNamespace(trial_id=f"ended-{trial_id}")
+        for result in history:
+            if result.get(attr) is not None and result.get(metric) is not None:
+                bracket.on_result(trial, result[attr], scheduler._metric_op * result[metric])
+        reached += any(trial.trial_id in recorded for _, recorded in bracket._rungs)
+    return reached
 
 
 def attach_budget(tuner, budget) -> None:

@@ -219,6 +219,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     study_name = optuna_study_name(opts, name)
     points = space.points_to_evaluate(num) or None
     sampler_seed = opts.seed
+    records: list[dict] = []
     if study_name in existing_names:
         # its Ray folder is gone (a new machine, a fresh checkout): go on from the durable state
         records = durable.trial_records(opts.exp_dir, name)
@@ -240,6 +241,11 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                                     points_to_evaluate=points,
                                     sampler=optuna.samplers.TPESampler(seed=sampler_seed))
     scheduler = make_scheduler(opts, n_epochs, method)
+    # ASHA judges the new trials against the ended ones too, as an uninterrupted run's would
+    if records and (seeded := compat.replay_asha(
+            scheduler, [(str(r["trial_id"]), r.get("history") or []) for r in records])):
+        print(f"[search] {name}: ASHA's rungs hold the results of {seeded} ended trial(s)",
+              flush=True)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
