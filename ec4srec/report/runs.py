@@ -285,9 +285,9 @@ def render_runs(groups: dict[str, list[str | Path]], out: str | Path, paper: boo
     cells = build_table(table, groups_order, tuple(ours or GUIDED), group_col="group",
                         metrics=PAPER_METRICS)
     other = "table3" if multi_backbone else "table4"    # an earlier report's other layout
-    for old in out.glob(f"{other}*"):
-        if old.suffix in (".md", ".tex", ".csv") and old.stem in (other, f"{other}_unseen"):
-            old.unlink()
+    for name in (other, f"{other}_unseen"):
+        for suffix in (".md", ".tex", ".csv"):
+            (out / f"{name}{suffix}").unlink(missing_ok=True)
     write_table(cells, out, stem, group_col="group")
     runs_only = table[table["setting"].isin(groups)]          # the published rows have no seeds
     run_groups = [g for g in groups_order if g in set(runs_only["group"])]

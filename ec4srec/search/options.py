@@ -211,6 +211,11 @@ def trial_threads(opts: StudyOptions) -> int:
     return max(1, int(opts.cpus_per_trial))
 
 
+def capped_slots(opts: StudyOptions, slots: int) -> int:
+    """Trial slots at most --max-concurrent (when set), at least 1."""
+    return max(1, min(slots, opts.max_concurrent) if opts.max_concurrent else slots)
+
+
 def clock_scale(opts: StudyOptions, clock: str | None) -> int:
     """Clock seconds per second of a trial's work: its threads on the cpu-seconds clock (t busy
     threads count t CPU seconds a second), else 1."""

@@ -24,7 +24,7 @@ from ..registry import METHODS, is_guided
 from .budget import Budget, hms
 from .forecast import announce
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
-                      clock_scale, input_error, run_name)
+                      capped_slots, clock_scale, input_error, run_name)
 from .resume import resumed_options
 
 
@@ -84,9 +84,7 @@ def local_slots(opts: StudyOptions) -> int:
         slots = int(torch.cuda.device_count() / opts.gpus_per_trial)
     else:
         slots = int(len(os.sched_getaffinity(0)) / max(opts.cpus_per_trial, 1e-9))
-    if opts.max_concurrent:
-        slots = min(slots, opts.max_concurrent)
-    return max(1, slots)
+    return capped_slots(opts, slots)
 
 
 def main(opts: StudyOptions, resume: bool = False) -> int:

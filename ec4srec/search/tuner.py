@@ -27,7 +27,7 @@ from . import compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
 from .options import (SECONDS_CLOCKS, SPACE_FILE, StudyOptions, asha_clock, asha_grace,
-                      clock_scale, run_base, run_name)
+                      capped_slots, clock_scale, run_base, run_name)
 from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
@@ -294,9 +294,7 @@ def cluster_slots(opts: StudyOptions) -> int:
         slots = int(res.get("GPU", 0) / opts.gpus_per_trial)
     else:
         slots = int(res.get("CPU", 1) / max(opts.cpus_per_trial, 1e-9))
-    if opts.max_concurrent:
-        slots = min(slots, opts.max_concurrent)
-    return max(1, slots)
+    return capped_slots(opts, slots)
 
 
 def trial_dirname(trial) -> str:
