@@ -4,6 +4,7 @@ changing the pin in pyproject.toml."""
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 
@@ -138,3 +139,72 @@ def test_replay_asha_leaves_other_schedulers_alone():
     from ray.tune.schedulers import FIFOScheduler
     # nothing to replay into: no rung is touched
     assert compat.replay_asha(FIFOScheduler(), [("a", ended([0.5]))]) == 0
+
+
+def _trial_with_checkpoints(tmp_path, on_disk, reported, named="checkpoint_000000"):
+    """A restored trial as Tune's controller holds it: its snapshot names ``named`` as its last
+    checkpoint; ``on_disk`` checkpoint folders exist; ``result.json`` reports ``reported``."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    fs = pyarrow.fs.LocalFileSystem()
+    folder = tmp_path / "trial_a"
+    folder.mkdir()
+    for name in on_disk:
+        (folder / name).mkdir()
+        (folder / name / "trainer.pt").write_bytes(b"x")
+    (folder / "checkpoint_000009").mkdir()          # an empty folder (a copy never begun): never
+    lines = [{"epoch": i + 1, "training_iteration": i + 1, "checkpoint_dir_name": f"checkpoint_{i:06d}"}
+             for i in range(3)]
+    lines = [line for line in lines if line["checkpoint_dir_name"] in reported]
+    (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"torn')
+    manager = _CheckpointManager(tune.CheckpointConfig(num_to_keep=2))
+    manager._checkpoint_results = [_TrainingResult(
+        checkpoint=tune.Checkpoint(str(folder / named), filesystem=fs), metrics={"epoch": 1})]
+    manager._latest_checkpoint_result = manager._checkpoint_results[-1]
+    return SimpleNamespace(trial_id="a", run_metadata=SimpleNamespace(checkpoint_manager=manager),
+                           storage=SimpleNamespace(storage_filesystem=fs, trial_fs_path=str(folder)))
+
+
+ALL = ("checkpoint_000000", "checkpoint_000001", "checkpoint_000002")
+
+
+@pytest.mark.parametrize("on_disk, reported, expected, iteration", [
+    (ALL[1:], ALL, ALL[2], 3),            # the snapshot's is deleted: the newest kept one
+    (ALL[1:], ALL[:2], ALL[1], 2),        # the newest is not reported yet: the newest reported
+    (ALL[2:], ALL[:2], ALL[2], None),     # none kept is reported: the newest, without metrics
+    ((), ALL, None, None),                # none kept: the trial starts again
+])
+def test_a_restored_trial_whose_checkpoint_was_deleted_resumes_from_its_newest_kept_one(
+        tmp_path, on_disk, reported, expected, iteration):
+    trial = _trial_with_checkpoints(tmp_path, on_disk, reported)
+    changed = compat.repoint_lost_checkpoints([trial])
+    latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    # the trial is reported as repointed, from the deleted checkpoint to the expected one
+    assert changed == [("a", ALL[0], expected)]
+    if expected is None:
+        # nothing to resume from: Ray's restore is skipped and the trial starts from scratch
+        assert latest is None and trial.run_metadata.checkpoint_manager._checkpoint_results == []
+    else:
+        # the replacement, with the metrics of the result line that reported it (if any)
+        assert latest.checkpoint.path == str(tmp_path / "trial_a" / expected)
+        assert latest.metrics.get("training_iteration") == iteration
+
+
+def test_a_restored_trial_whose_checkpoint_is_kept_is_left_alone(tmp_path):
+    trial = _trial_with_checkpoints(tmp_path, ALL, ALL, named=ALL[1])
+    before = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    # the snapshot's checkpoint exists: nothing changes, even with a newer one on disk
+    assert compat.repoint_lost_checkpoints([trial]) == []
+    assert trial.run_metadata.checkpoint_manager.latest_checkpoint_result is before
+
+
+def test_tunes_restore_is_hooked_once():
+    from ray.tune.execution.tune_controller import TuneController
+    compat.keep_restores_on_kept_checkpoints()
+    hooked = TuneController._restore_trials
+    compat.keep_restores_on_kept_checkpoints()
+    # the hook wraps Tune's private _restore_trials once, however many runs a driver restores
+    assert TuneController._restore_trials is hooked and hooked._ec4srec_repoints

@@ -3,6 +3,7 @@ non-zero (printing the resume command for SIGINT) and `--resume` completes the s
 losing or repeating completed trials."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,13 @@ def test_interrupted_concurrent_runs_resume_without_repeating_trials(ray_local, 
 SNAPSHOT_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
+def snapshot_checkpoints(run_dir: Path) -> dict[str, str | None]:
+    """Trial id -> the checkpoint folder its last result in the run's newest snapshot names."""
+    data = json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
+    return {json.loads(state)["trial_id"]: (json.loads(meta).get("last_result") or {}).get("checkpoint_dir_name")
+            for state, meta in data["trial_data"]}
+
+
 def snapshot_statuses(run_dir: Path) -> dict[str, str]:
     """Trial id -> status in the run's newest experiment snapshot ({} before the first)."""
     files = sorted(run_dir.glob("experiment_state-*.json"))
@@ -251,6 +259,13 @@ def test_a_trial_that_ended_after_the_last_snapshot_is_not_retrained_on_resume(r
         (run_dir / f.name).write_bytes(f.read_bytes())
     ended = [t for t, s in snapshot_statuses(run_dir).items() if s == "RUNNING"]
     assert len(ended) == 1
+    # num_to_keep deletes checkpoints after the snapshot named one (the CI failure of stop 28,
+    # "does not exist on storage anymore"): keep only the newest, so the snapshot's is gone
+    # unless it was the newest already
+    kept = sorted((run_dir / f"trial_{ended[0]}").glob("checkpoint_*"))
+    for old_checkpoint in kept[:-1]:
+        shutil.rmtree(old_checkpoint)
+    named = snapshot_checkpoints(run_dir)[ended[0]]
     # what the storage path holds of the ended trial (its result file can be a sync behind)
     before = trial_reports(run_dir)[f"trial_{ended[0]}"]
     checkpoints = sorted(p.name for p in (run_dir / f"trial_{ended[0]}").glob("checkpoint_*"))
@@ -260,6 +275,10 @@ def test_a_trial_that_ended_after_the_last_snapshot_is_not_retrained_on_resume(r
     # the resume completes (no UpdateFinishedTrialError) and says what it found
     assert resumed.returncode == 0, out[-3000:]
     assert f"finished after the last snapshot ({ended[0]})" in out
+    # a snapshot naming a deleted checkpoint restores the trial from its newest kept one
+    if named != kept[-1].name:
+        assert f"trial {ended[0]}: its snapshot's checkpoint {named} is gone" in out
+        assert f"it resumes from {kept[-1].name}" in out
     # the ended trial did not train again (no new checkpoint); its file keeps what it had and
     # has each of its 3 epochs once (a replayed last report fills a line the sync had not copied)
     after = trial_reports(run_dir)[f"trial_{ended[0]}"]

@@ -18,6 +18,11 @@ What relies on internals, and why:
   ``on_result``, ``_time_attr``, ``_metric``, ``_metric_op``) are given the results of the
   trials a run ended before its Tuner was made (a reopened run, a resume from the durable
   state), so its decisions are the ones an uninterrupted run's ASHA would make.
+- :func:`repoint_lost_checkpoints`: a restored trial whose last checkpoint (as Ray's experiment
+  snapshot records it: ``Trial.run_metadata.checkpoint_manager``, ``_TrainingResult``) was
+  deleted after the snapshot (``CheckpointConfig.num_to_keep``) resumes from its newest kept
+  one; :func:`keep_restores_on_kept_checkpoints` hooks it into
+  ``TuneController._restore_trials``.
 - The result loggers (:class:`ResultJsonLogger`, :class:`ProgressCsvLogger`) override Ray's
   ``_restore_from_remote`` and use ``_trial_files``/``_setup_trial``: restart-safe, one line per
   epoch (see the mixins).
@@ -131,6 +136,89 @@ def optuna_storage(study):
 def optuna_trial_id(trial) -> int:
     """An Optuna trial's storage id (``Trial``, ``FrozenTrial`` or Ray's captured trial)."""
     return trial._trial_id
+
+
+# ------------------------------------------------------------------ restored checkpoints
+def repoint_lost_checkpoints(trials) -> list[tuple[str, str, str | None]]:
+    """Point each restored Ray trial whose last recorded checkpoint is gone from the storage
+    path at its newest kept one. Ray's experiment snapshot is written every few seconds, the
+    checkpoints as the trials report, and ``num_to_keep`` deletes the older ones at once: a
+    driver that dies two checkpoints after its last snapshot leaves a snapshot naming a deleted
+    checkpoint, and Ray's restore fails the trial ("Could not recover from checkpoint as it
+    does not exist on storage anymore"). The replacement is the newest ``checkpoint_*`` folder
+    that a line of the trial's ``result.json`` on the storage path names (reported, so written
+    whole), with that line's metrics (Ray's iteration count goes on from it); when that file is
+    a sync behind the newest folders, the newest non-empty folder, without metrics (Ray counts
+    iterations from 0 again; the trial's epochs come from its own checkpoint). The trial then
+    continues from a later epoch than the snapshot's, which trains nothing twice. Without any
+    the trial starts from scratch (a finished trial still ends at once: trainable.py's
+    ``FINISHED.json``). Returns ``(trial_id, lost, replacement or None)`` per repointed trial."""
+    from ray.train._internal.storage import _list_at_fs_path
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import _exists_at_fs_path
+    from ray.tune import Checkpoint
+
+    changed = []
+    for trial in trials:
+        manager = trial.run_metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result
+        if latest is None or _exists_at_fs_path(latest.checkpoint.filesystem, latest.checkpoint.path):
+            continue
+        fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+        reported = _reported_checkpoints(fs, f"{folder}/result.json")
+        on_disk = sorted((name for name in _list_at_fs_path(fs, folder)
+                          if name.startswith("checkpoint_") and _list_at_fs_path(fs, f"{folder}/{name}")),
+                         reverse=True)
+        kept = [name for name in on_disk if name in reported] + on_disk
+        lost = Path(latest.checkpoint.path).name
+        results = [r for r in manager._checkpoint_results
+                   if _exists_at_fs_path(r.checkpoint.filesystem, r.checkpoint.path)]
+        if kept:
+            result = _TrainingResult(checkpoint=Checkpoint(f"{folder}/{kept[0]}", filesystem=fs),
+                                     metrics=reported.get(kept[0], {}))
+            results = [r for r in results if Path(r.checkpoint.path).name != kept[0]] + [result]
+        manager._checkpoint_results = results
+        manager._latest_checkpoint_result = results[-1] if results else None
+        changed.append((trial.trial_id, lost, kept[0] if kept else None))
+    return changed
+
+
+def _reported_checkpoints(fs, path: str) -> dict[str, dict]:
+    """{checkpoint folder name: the metrics of the result line that reported it} of a
+    ``result.json`` on ``fs`` (empty when there is none; a torn line is skipped)."""
+    try:
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode()
+    except (FileNotFoundError, OSError):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(result, dict) and result.get("checkpoint_dir_name"):
+            out[str(result["checkpoint_dir_name"])] = result
+    return out
+
+
+def keep_restores_on_kept_checkpoints() -> None:
+    """Run :func:`repoint_lost_checkpoints` on the trials every Tune restore brings back
+    (``TuneController._restore_trials``), saying which it repointed; installed once."""
+    from ray.tune.execution.tune_controller import TuneController
+    original = TuneController._restore_trials
+    if getattr(original, "_ec4srec_repoints", False):
+        return
+
+    def restore_trials(self, experiment_state):
+        trials = original(self, experiment_state)
+        for trial_id, lost, kept in repoint_lost_checkpoints(trials):
+            then = f"resumes from {kept}" if kept else "starts again (no reported checkpoint is kept)"
+            print(f"[search] trial {trial_id}: its snapshot's checkpoint {lost} is gone (deleted "
+                  f"after the last snapshot); it {then}", flush=True)
+        return trials
+    restore_trials._ec4srec_repoints = True
+    TuneController._restore_trials = restore_trials
 
 
 # ------------------------------------------------------------------ result loggers

@@ -207,6 +207,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     path = f"{opts.storage_path}/{opts.name}/{name}"
     if tune.Tuner.can_restore(path):
         print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
+        compat.keep_restores_on_kept_checkpoints()
         try:
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         except ValueError:      # a run of an older ec4srec: its trainable was "train_trial"
