@@ -9,7 +9,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -17,6 +19,7 @@ import trial_hooks
 from test_tuning_helpers import TINY, ray_session
 
 from ec4srec.search import study as study_mod  # noqa: E402
+from ec4srec.search.watch import OBJECTIVE  # noqa: E402
 
 BUDGET_S = 60.0
 MANY = 60                      # far more trials than fit: the budget, not num_samples, binds
@@ -133,24 +136,33 @@ def test_concurrent_runs_share_the_cluster_without_mixing(tmp_path, monkeypatch)
     opts = study_mod.StudyOptions(
         dataset="synthetic", storage_path=str(tmp_path), name="together",
         methods=["sasrec", "cl4srec"], num_samples=2, max_epochs=3, scheduler="fifo", seeds=0,
-        cpus_per_trial=1, gpus_per_trial=0, warm_start=False, concurrent_runs=2, max_concurrent=1,
+        cpus_per_trial=1, gpus_per_trial=0, warm_start=False, concurrent_runs=2,
         status_every=1e9, overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
-    trial_hooks.install(monkeypatch, trial_hooks.sleep_each_epoch(0.5))
+    # cl4srec's first trial is held until its second has started: that can only happen once
+    # sasrec's run has ended and left cl4srec its slot
+    trial_hooks.install(monkeypatch, trial_hooks.hold_until_started("cl4srec", 2, str(tmp_path)))
     summary = study_mod.run(opts)
     exp = Path(summary["exp"])
-    spans = {}
+    spans, trials = {}, {}
     for method in ("sasrec", "cl4srec"):
         records = json.loads((exp / "runs" / f"synthetic-{method}-sasrec.json").read_text())
         # each run finished its trials, and every report of its trials is its own method's:
         # the runs' trainables are registered under their own names, never swapped
         assert len(records) == 2
         assert {r["method"] for rec in records for r in rec["history"]} == {method}
-        stamps = [r["timestamp"] for rec in records for r in rec["history"]]
-        spans[method] = (min(stamps), max(stamps))
-    # the two runs trained at the same time: one trial at a time each (--max-concurrent 1),
-    # which one after another would leave one of the 2 slots idle throughout
+        # each trial's (start, last report): its first report's time less its training time
+        trials[method] = sorted((rec["history"][0]["timestamp"] - rec["history"][0]["time_total_s"],
+                                 rec["history"][-1]["timestamp"]) for rec in records)
+        spans[method] = (min(s for s, _ in trials[method]), max(e for _, e in trials[method]))
+    # the two runs trained at the same time (one slot each while both ran), which one after
+    # another would leave one of the 2 slots idle throughout
     (a0, a1), (b0, b1) = spans.values()
     assert a0 <= b1 and b0 <= a1
+    # once sasrec's run ended, cl4srec took its slot at once: its second trial started while
+    # its first still ran (a cap fixed when its Tuner was made would have kept it to one, and
+    # the first would have waited out the hook's timeout alone)
+    (first_start, first_end), (second_start, _) = trials["cl4srec"]
+    assert second_start < first_end, trials
     cost = summary["cost"]
     # the cost report says how many runs shared the cluster and how busy the slots were
     assert cost["concurrent_runs"] == 2 and 0 < cost["search_utilisation"] <= 1.0
@@ -195,14 +207,14 @@ def test_restored_searcher_trusts_the_optuna_storage_over_an_older_snapshot(tmp_
     assert trials[0].intermediate_values == {1: 0.1}
 
 
-@pytest.mark.parametrize("slots, lanes, max_concurrent, expected", [
-    (2, 1, 0, 2),      # a run alone uses every slot
-    (2, 2, 0, 1),      # two runs on two slots: one each, as the budget plans them
-    (4, 3, 0, 2),      # ceil(4 / 3): together the caps cover every slot
-    (4, 2, 3, 3),      # --max-concurrent, when given, decides
+@pytest.mark.parametrize("slots, lanes, max_concurrent, tune_cap, share", [
+    (2, 1, 0, 2, 2),      # a run alone uses every slot
+    (2, 2, 0, 2, 1),      # two runs on two slots: one each, as the budget plans them
+    (4, 3, 0, 4, 2),      # ceil(4 / 3): together the caps cover every slot
+    (4, 2, 3, 3, None),   # --max-concurrent, when given, decides (Tune's cap, fixed)
 ])
 def test_a_concurrent_runs_tuner_holds_at_most_its_lanes_share_of_the_slots(
-        tmp_path, monkeypatch, slots, lanes, max_concurrent, expected):
+        tmp_path, monkeypatch, slots, lanes, max_concurrent, tune_cap, share):
     from ec4srec.search import compat, tuner as tuner_mod
     from ec4srec.search.ranges import load_ranges
     opts = study_mod.StudyOptions(
@@ -212,8 +224,69 @@ def test_a_concurrent_runs_tuner_holds_at_most_its_lanes_share_of_the_slots(
     opts.exp_dir.mkdir(parents=True)
     monkeypatch.setattr(tuner_mod, "cluster_slots", lambda o: min(slots, o.max_concurrent or slots))
     tuner, _ = tuner_mod.make_tuner(opts, opts.runs()[0], load_ranges(opts.search_space), lanes=lanes)
-    # trials at once: the run's share of the slots (one run cannot starve another)
-    assert compat.restored_tune_config(tuner).max_concurrent_trials == expected
+    config = compat.restored_tune_config(tuner)
+    # Tune may run every slot's worth (or --max-concurrent) ...
+    assert config.max_concurrent_trials == tune_cap
+    # ... and the run's searcher holds it to its share of the slots (one run cannot starve another)
+    cap = config.search_alg.lane_cap
+    assert (cap() if cap else None) == share
+
+
+def _searcher_with_lanes(tmp_path, sharing):
+    from ec4srec.search import tuner as tuner_mod
+    from ec4srec.search.watch import BudgetedOptunaSearch
+    opts = SimpleNamespace(max_concurrent=0)
+    searcher = BudgetedOptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                                    metric=OBJECTIVE, mode="max", study_name="lanes",
+                                    storage=optuna.storages.InMemoryStorage())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tuner_mod, "cluster_slots", lambda o: 2)
+        _, searcher.lane_cap = tuner_mod.lane_cap(opts, sharing)
+    return searcher
+
+
+def test_a_run_takes_the_slots_another_run_leaves_the_moment_it_ends(tmp_path):
+    sharing = [2]
+    searcher = _searcher_with_lanes(tmp_path, lambda: sharing[0])
+    # two runs share two slots: this run starts one trial, then waits (None: ask again later)
+    assert isinstance(searcher.suggest("a"), dict)
+    assert searcher.suggest("b") is None
+    sharing[0] = 1
+    # the other run ended: the next ask starts a second trial at once, and no third
+    assert isinstance(searcher.suggest("b"), dict)
+    assert searcher.suggest("c") is None
+    searcher.on_trial_complete("a", {OBJECTIVE: 0.1})
+    # a trial ended: its slot is the run's again
+    assert searcher.live_trials() == 1 and isinstance(searcher.suggest("c"), dict)
+
+
+def test_the_lane_cap_is_not_pickled_with_the_searcher(tmp_path):
+    import pickle
+    searcher = _searcher_with_lanes(tmp_path, lambda: 2)      # a share of one slot
+    searcher.suggest("a")
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    saved = pickle.loads(path.read_bytes())
+    # the driver's live cap (a closure over its threads) stays out of the run's folder ...
+    assert "lane_cap" not in saved and "lane_cap" not in searcher.__getstate__()
+    # ... and the driver keeps it after saving
+    assert searcher.lane_cap is not None and searcher.suggest("b") is None
+
+
+def test_a_restored_concurrency_limiter_keeps_the_restoring_drivers_limit():
+    from ray.tune.search import ConcurrencyLimiter
+    from ec4srec.search import compat
+    from ec4srec.search.watch import BudgetedOptunaSearch
+    inner = BudgetedOptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                                 metric=OBJECTIVE, mode="max")
+    saved = ConcurrencyLimiter(inner, max_concurrent=1)
+    saved.suggest("a")
+    state = saved.get_state()
+    compat.keep_current_concurrency_limits()
+    restored = ConcurrencyLimiter(inner, max_concurrent=2)
+    restored.set_state(state)
+    # the limit is the restoring driver's; the trials the saved limiter held live come back
+    assert restored.max_concurrent == 2 and restored.live_trials == {"a"}
 
 
 def test_a_restored_runs_status_counts_the_trials_that_ended_before_it(capsys):

@@ -20,6 +20,22 @@ def sleep_each_epoch(seconds: float):
     return hook
 
 
+def hold_until_started(method: str, n: int, folder: str, timeout: float = 90.0):
+    """In trials of ``method``: mark the trial started in ``folder`` at the end of its first
+    epoch, then hold it there until ``n`` trials of the method have started (at most
+    ``timeout`` seconds). Its trials overlap only if its run holds ``n`` slots at once
+    before the first of them ends."""
+    def hook(session, epoch, restored):
+        from ray import tune
+        if epoch != 1 or _trainer().config.method.name != method:
+            return
+        Path(folder, f"started-{tune.get_context().get_trial_id()}").touch()
+        end = time.time() + timeout
+        while len(list(Path(folder).glob("started-*"))) < n and time.time() < end:
+            time.sleep(0.2)
+    return hook
+
+
 def kill_once_after(k: int):
     """SIGKILL the trial's worker once, at the end of epoch k + 1 before reporting it (so Ray
     must restore the trial from epoch <= k); it leaves ``KILLED_BY_TEST`` in the trial folder."""

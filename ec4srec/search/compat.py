@@ -23,6 +23,8 @@ What relies on internals, and why:
   deleted after the snapshot (``CheckpointConfig.num_to_keep``) resumes from its newest kept
   one; :func:`keep_restores_on_kept_checkpoints` hooks it into
   ``TuneController._restore_trials``.
+- :func:`keep_current_concurrency_limits`: ``ConcurrencyLimiter.set_state`` (its saved
+  ``__dict__``) keeps the restoring driver's ``max_concurrent``.
 - The result loggers (:class:`ResultJsonLogger`, :class:`ProgressCsvLogger`) override Ray's
   ``_restore_from_remote`` and use ``_trial_files``/``_setup_trial``: restart-safe, one line per
   epoch (see the mixins).
@@ -219,6 +221,25 @@ def keep_restores_on_kept_checkpoints() -> None:
         return trials
     restore_trials._ec4srec_repoints = True
     TuneController._restore_trials = restore_trials
+
+
+def keep_current_concurrency_limits() -> None:
+    """A restored run's ``ConcurrencyLimiter`` (Tune wraps the searcher in one for
+    ``max_concurrent_trials``) takes its saved state, the trials it holds live, but keeps the
+    limit the restoring driver gives it: Tune's ``set_state`` would put back the one it was
+    pickled with (``__dict__.update``), so a run made when it shared the slots would hold
+    fewer for good (tuner.make_tuner). Installed once."""
+    from ray.tune.search import ConcurrencyLimiter
+    original = ConcurrencyLimiter.set_state
+    if getattr(original, "_ec4srec_keeps_limit", False):
+        return
+
+    def set_state(self, state):
+        limit = self.max_concurrent
+        original(self, state)
+        self.max_concurrent = limit
+    set_state._ec4srec_keeps_limit = True
+    ConcurrencyLimiter.set_state = set_state
 
 
 # ------------------------------------------------------------------ result loggers

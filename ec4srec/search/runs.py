@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
@@ -52,7 +53,7 @@ def grid_records(grid, run: str | None = None) -> list[dict]:
 
 
 def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
-               reopen: bool = True, lanes: int = 1) -> list[dict]:
+               reopen: bool = True, lanes: int | Callable[[], int] = 1) -> list[dict]:
     """Run (or restore) one run until complete, under ``budget`` (None: none); its records are
     saved to runs/<run>.json. A run the budget closed reopens when the budget grew
     (``Budget.reopens``), unless ``reopen`` is False."""
@@ -131,9 +132,10 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
                      reopen: bool = True) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
     ASHA brackets) in a thread of this driver, sharing the cluster's slots: each runs at most
-    ceil(slots / K) trials at once (K: the runs sharing them when it starts, ``make_tuner``), so
-    when one run's ASHA tail leaves its slots idle, the other runs keep theirs busy, and no run
-    holds every slot while another waits. Runs start in ``opts.runs()`` order
+    ceil(slots / K) trials at once (K: the runs sharing them now, running or waiting for a
+    thread, read again before each trial it starts: ``make_tuner``), so when one run's ASHA
+    tail leaves its slots idle, the other runs keep theirs busy, no run holds every slot while
+    another waits, and the last run takes every slot once the others have ended. Runs start in ``opts.runs()`` order
     as threads free up. Tune catches SIGINT only in the main thread: here Ctrl-C ends the
     driver (Interrupted, exit 130) and ``--resume`` restores each unfinished run from its last
     experiment snapshot, as after a killed driver."""
@@ -145,6 +147,11 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
     todo = list(keys)
     running = [0]
 
+    def lanes() -> int:
+        # the runs that share the slots now: running, or waiting for a thread; a run left
+        # alone (the last) gets every slot, also one that started beside others
+        return max(1, min(opts.concurrent_runs, running[0] + len(todo)))
+
     def worker() -> None:
         while True:
             with lock:
@@ -152,9 +159,6 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
                     return
                 key = todo.pop(0)
                 running[0] += 1
-                # the runs that share the slots with this one: a run that starts alone (the
-                # last) gets every slot
-                lanes = min(opts.concurrent_runs, running[0] + len(todo))
             say(f"[search] === {run_name(key)} (concurrent) ===")
             try:
                 records = run_search(opts, key, ranges, budget, reopen, lanes)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+from collections.abc import Callable
 
 import optuna
 import ray
@@ -184,15 +185,18 @@ def trial_constants(opts: StudyOptions, base, space: SearchSpace) -> dict:
 
 
 def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
-               budget: Budget | None = None, lanes: int = 1) -> tuple[tune.Tuner, int]:
+               budget: Budget | None = None,
+               lanes: int | Callable[[], int] = 1) -> tuple[tune.Tuner, int]:
     """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
     the budget's plan; a restored run keeps the number it was created with). ``budget``: the
     study's, given to the run's searcher, stopper and watcher (None: no budget). ``lanes``:
-    the runs sharing the cluster while this one runs; a new Tuner runs at most
-    ceil(slots / lanes) trials at once (``--max-concurrent``, when given, instead), the
-    budget's plan for a run of concurrent runs, so that one run cannot hold every slot while
-    another's trials wait and its share of the budget runs out (a restored Tuner keeps the
-    limit it was created with)."""
+    the runs sharing the cluster with this one, or a function giving that number now
+    (``run_concurrently``); the run holds at most ceil(slots / lanes) trials at once
+    (:func:`lane_cap`, ``--max-concurrent`` instead when given), the budget's plan for a run
+    of concurrent runs, so that one run cannot hold every slot while another's trials wait
+    and its share of the budget runs out, and a run takes the slots another leaves the
+    moment it ends. A restored Tuner gets the same (``compat.keep_current_concurrency_limits``:
+    not the limit it was pickled with)."""
     _, method, backbone = key
     name = run_name(key)
     base = run_base(opts, key)
@@ -214,6 +218,10 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             legacy = tune.with_resources(tune.with_parameters(train_trial, study=study), resources)
             tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
         compat.attach_budget(tuner, budget)
+        limit, cap = lane_cap(opts, lanes)
+        compat.keep_current_concurrency_limits()
+        compat.restored_tune_config(tuner).max_concurrent_trials = limit
+        compat.restored_tune_config(tuner).search_alg.lane_cap = cap
         return tuner, compat.restored_num_samples(tuner, num)
     storage = optuna_storage(opts)
     existing_names = {s.study_name for s in storage.get_all_studies()}
@@ -237,10 +245,12 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted from scratch); {num} trials to go", flush=True)
+    limit, cap = lane_cap(opts, lanes)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=study_name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
                                     sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+    searcher.lane_cap = cap
     scheduler = make_scheduler(opts, n_epochs, method)
     # ASHA judges the new trials against the ended ones too, as an uninterrupted run's would
     if records and (seeded := compat.replay_asha(
@@ -253,8 +263,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                                     # also the number of trials Ray may create ahead
                                     # (pending): 1 without it, which starts trials one
                                     # actor start-up at a time and leaves slots idle
-                                    max_concurrent_trials=opts.max_concurrent or
-                                    -(-cluster_slots(opts) // max(1, lanes)),
+                                    max_concurrent_trials=limit,
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=f"{opts.storage_path}/{opts.name}",
@@ -266,6 +275,17 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
+
+
+def lane_cap(opts: StudyOptions, lanes: int | Callable[[], int]) -> tuple[int, Callable[[], int] | None]:
+    """(Tune's ``max_concurrent_trials`` for a run, the searcher's live cap or None):
+    ``--max-concurrent`` when given (fixed, no live cap); else every slot for Tune and
+    ceil(slots / lanes) for the searcher, read again at each trial it would start."""
+    if opts.max_concurrent:
+        return opts.max_concurrent, None
+    slots = cluster_slots(opts)
+    sharing = lanes if callable(lanes) else (lambda: lanes)
+    return slots, lambda: -(-slots // max(1, sharing()))
 
 
 def optuna_study_name(opts: StudyOptions, run: str) -> str:

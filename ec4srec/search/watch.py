@@ -38,20 +38,25 @@ ENDED_BEFORE_RESTORE: set[str] = set()
 
 
 class BudgetBound:
-    """A Tune object that holds the driver's live budget (``self.budget``) but is pickled
-    without it: a budget belongs to one driver process (it holds a lock and a clock)."""
+    """A Tune object that holds the driver's live budget (``self.budget``) and, a searcher,
+    its run's live share of the slots (``self.lane_cap``), but is pickled without them: both
+    belong to one driver process (a lock and a clock; the runs that process is running)."""
 
     budget: Budget | None = None
+    lane_cap = None                 # () -> the trials this run may have at once now, or None
+    DRIVER_ONLY = ("budget", "lane_cap")
 
     def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("budget", None)
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in self.DRIVER_ONLY}
 
 
 class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
     """OptunaSearch whose run stops starting trials when the budget's gate says so, and whose
-    restore trusts the Optuna storage over Ray's snapshot.
+    restore trusts the Optuna storage over Ray's snapshot. With ``lane_cap`` (runs sharing the
+    cluster: ``tuner.make_tuner``) it starts no trial while the run holds its live share of the
+    slots, so that a run's share grows the moment another run ends (Tune's own
+    ``max_concurrent_trials``, fixed when the Tuner is made and pickled with it, is then the
+    cluster's slots).
 
     The storage is written at once (``tell`` when a trial ends); Ray's experiment snapshot,
     which holds this searcher's pickled state and the trials' statuses, only every few
@@ -73,12 +78,12 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         self.finished_before_restore: set[str] = set()
 
     def save(self, checkpoint_path: str) -> None:
-        budget = self.__dict__.pop("budget", None)      # Ray pickles the searcher's __dict__
+        # Ray pickles the searcher's __dict__
+        kept = {k: self.__dict__.pop(k) for k in self.DRIVER_ONLY if k in self.__dict__}
         try:
             super().save(checkpoint_path)
         finally:
-            if budget is not None:
-                self.budget = budget
+            self.__dict__.update(kept)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
@@ -113,6 +118,11 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
                    f"last snapshot (number {', '.join(str(t.number) for t in orphans)}) marked "
                    f"FAIL: Ray's snapshot does not have them, so they are not resumed")
 
+    def live_trials(self) -> int:
+        """The run's trials started and not ended (restored running ones included)."""
+        _, ot_trials, completed = compat.optuna_search_state(self)
+        return sum(1 for t in ot_trials if t not in completed)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self.finished_before_restore:
             super().on_trial_result(trial_id, result)
@@ -122,6 +132,8 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
     def suggest(self, trial_id: str):
+        if self.lane_cap is not None and self.live_trials() >= self.lane_cap():
+            return None                     # its share of the slots is full: ask again later
         budget = self.budget
         if budget is not None and self.budget_run and not budget.may_start(self.budget_run):
             if budget.plans.get(self.budget_run) and budget.plans[self.budget_run].refused == 1:
