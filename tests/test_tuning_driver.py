@@ -365,3 +365,19 @@ def test_a_ctrl_c_before_tunes_first_snapshot_resumes_to_every_trial(ray_local, 
     # Optuna was told each trial once
     assert sorted(t.user_attrs.get("ray_trial_id") for t in ot if t.state.name == "COMPLETE") \
         == sorted(trials["trial_id"].astype(str))
+
+
+def test_the_search_cli_sees_a_concurrent_runs_thread_alive():
+    import threading
+
+    from ec4srec.search.command import run_threads_alive
+    from ec4srec.search.options import RUN_THREAD_PREFIX
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name=f"{RUN_THREAD_PREFIX}0", daemon=True)
+    thread.start()
+    # while a run's thread is inside Tune, an interrupted driver ends at once (os._exit)
+    assert run_threads_alive()
+    release.set()
+    thread.join()
+    # with none left it exits normally
+    assert not run_threads_alive()

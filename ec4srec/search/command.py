@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
+import threading
 
 from ..config import BACKBONES, METHODS, ConfigError
 from .budget import parse_duration
-from .options import StudyOptions
+from .options import RUN_THREAD_PREFIX, StudyOptions
 
 D = StudyOptions()
 
@@ -146,4 +149,19 @@ def main(argv=None, prog: str | None = None) -> int:
         from .plan import main as print_plan
         return print_plan(opts, resume=resume)
     from .study import main as run_study
-    return run_study(opts, resume=resume)
+    rc = run_study(opts, resume=resume)
+    if rc == 130 and run_threads_alive():
+        # Ctrl-C with --concurrent-runs: Tune stops only the main thread's fit, so the runs'
+        # threads are still inside Tune, and interpreter shutdown with them running can crash
+        # (SIGSEGV instead of 130: seen once in CI's driver test). Nothing is left to save
+        # (those Tuners resume from their last snapshot), so end here; the processes of a
+        # private local Ray end with the driver (Ray's fate sharing).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def run_threads_alive() -> bool:
+    """Whether a concurrent run's thread (runs.run_concurrently, ``ec4srec-run-<i>``) runs."""
+    return any(t.name.startswith(RUN_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())

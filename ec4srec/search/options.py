@@ -23,6 +23,7 @@ STUDY_VERSION = 2                    # study.json format; 1 = no "version" key (
 SPACE_FILE = "search_space.yaml"     # the study's active search space, in the experiment folder
 SECONDS_GRACE = 300                  # --asha-clock seconds / cpu-seconds: the default first rung
 SECONDS_CLOCKS = ("seconds", "cpu-seconds")   # the ASHA clocks that count seconds of a trial
+RUN_THREAD_PREFIX = "ec4srec-run-"  # the threads of concurrent runs (runs.run_concurrently)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ray import tune
 from ..checkpoint import atomic_write_json
 from . import compat, durable
 from .budget import Budget, hms
-from .options import StudyOptions, run_name
+from .options import RUN_THREAD_PREFIX, StudyOptions, run_name
 from .tuner import make_tuner
 from .watch import say
 
@@ -170,7 +170,7 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
                 done[run_name(key)] = (key, records)
                 running[0] -= 1
 
-    threads = [threading.Thread(target=worker, daemon=True, name=f"ec4srec-run-{i}")
+    threads = [threading.Thread(target=worker, daemon=True, name=f"{RUN_THREAD_PREFIX}{i}")
                for i in range(min(opts.concurrent_runs, len(keys)))]
     for t in threads:
         t.start()
