@@ -155,9 +155,8 @@ def repoint_lost_checkpoints(trials) -> list[tuple[str, str, str | None]]:
     continues from a later epoch than the snapshot's, which trains nothing twice. Without any
     the trial starts from scratch (a finished trial still ends at once: trainable.py's
     ``FINISHED.json``). Returns ``(trial_id, lost, replacement or None)`` per repointed trial."""
-    from ray.train._internal.storage import _list_at_fs_path
     from ray.train._internal.session import _TrainingResult
-    from ray.train._internal.storage import _exists_at_fs_path
+    from ray.train._internal.storage import _exists_at_fs_path, _list_at_fs_path
     from ray.tune import Checkpoint
 
     changed = []
@@ -171,17 +170,16 @@ def repoint_lost_checkpoints(trials) -> list[tuple[str, str, str | None]]:
         on_disk = sorted((name for name in _list_at_fs_path(fs, folder)
                           if name.startswith("checkpoint_") and _list_at_fs_path(fs, f"{folder}/{name}")),
                          reverse=True)
-        kept = [name for name in on_disk if name in reported] + on_disk
-        lost = Path(latest.checkpoint.path).name
+        kept = next((name for name in on_disk if name in reported), on_disk[0] if on_disk else None)
         results = [r for r in manager._checkpoint_results
                    if _exists_at_fs_path(r.checkpoint.filesystem, r.checkpoint.path)]
         if kept:
-            result = _TrainingResult(checkpoint=Checkpoint(f"{folder}/{kept[0]}", filesystem=fs),
-                                     metrics=reported.get(kept[0], {}))
-            results = [r for r in results if Path(r.checkpoint.path).name != kept[0]] + [result]
+            result = _TrainingResult(checkpoint=Checkpoint(f"{folder}/{kept}", filesystem=fs),
+                                     metrics=reported.get(kept, {}))
+            results = [r for r in results if Path(r.checkpoint.path).name != kept] + [result]
         manager._checkpoint_results = results
         manager._latest_checkpoint_result = results[-1] if results else None
-        changed.append((trial.trial_id, lost, kept[0] if kept else None))
+        changed.append((trial.trial_id, Path(latest.checkpoint.path).name, kept))
     return changed
 
 

@@ -209,6 +209,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
     trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
     path = f"{opts.storage_path}/{opts.name}/{name}"
+    limit, cap = lane_cap(opts, lanes)
     if tune.Tuner.can_restore(path):
         print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
         compat.keep_restores_on_kept_checkpoints()
@@ -218,7 +219,6 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             legacy = tune.with_resources(tune.with_parameters(train_trial, study=study), resources)
             tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
         compat.attach_budget(tuner, budget)
-        limit, cap = lane_cap(opts, lanes)
         compat.keep_current_concurrency_limits()
         compat.restored_tune_config(tuner).max_concurrent_trials = limit
         compat.restored_tune_config(tuner).search_alg.lane_cap = cap
@@ -245,7 +245,6 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted from scratch); {num} trials to go", flush=True)
-    limit, cap = lane_cap(opts, lanes)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=study_name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
