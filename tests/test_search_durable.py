@@ -1,7 +1,7 @@
 """A study that loses its machine: `--resume` from a folder holding only the durable state (the
-export of tune/report.py: options, space, Optuna journal, ended trials' records; no Ray
-folders, no checkpoints) keeps every ended trial, tells Optuna each once, and restarts the
-unfinished ones from scratch."""
+export of tune/report.py: options, space, Optuna journal, ended trials' records, the carried
+checkpoints of unfinished trials; no Ray folders) keeps every ended trial, tells Optuna each
+once, continues the carried trials and restarts the other unfinished ones from scratch."""
 import json
 import shutil
 import signal
@@ -44,8 +44,8 @@ def test_reconcile_completes_recorded_trials_and_restarts_the_rest(tmp_path):
     states = {t.user_attrs[durable.RAY_TRIAL_ID]: (t.state.name, t.value) for t in study.trials}
     # the ended trial gets its recorded last objective; the finished one is not told again
     assert states["a"] == ("COMPLETE", 0.5) and states["b"] == ("COMPLETE", 0.25)
-    # the unfinished trial is failed and its params come back for a restart from scratch
-    assert states["c"][0] == "FAIL" and restarts == [lost.params]
+    # the unfinished trial is failed and comes back (its Ray id, its params) for a restart
+    assert states["c"][0] == "FAIL" and restarts == [("c", lost.params)]
     assert counts == {"completed": 1, "failed": 1}
     # a second reconcile finds nothing left running: nothing is counted twice
     assert durable.reconcile(study, [record("a", 0.5), record("b", 0.25)], OBJECTIVE) == \
@@ -87,13 +87,19 @@ def test_a_study_resumes_from_its_durable_state_alone(ray_local, tmp_path):
     run_dir = first / "s" / "synthetic-sasrec-sasrec"
     records_dir = first / "s" / "trials" / "synthetic-sasrec-sasrec"
 
-    def one_recorded_and_next_running():
+    carried_dir = first / "s" / "carried" / "synthetic-sasrec-sasrec"
+
+    def one_recorded_and_next_carried():
         reps = trial_reports(run_dir)
+        running = [t[len("trial_"):] for t, r in reps.items() if r and not finished(r)]
         return (records_dir.is_dir() and any(records_dir.glob("*.json"))
-                and any(r and not finished(r) for r in reps.values()))
-    assert interrupt_when(one_recorded_and_next_running, proc, signal.SIGKILL) == -signal.SIGKILL
+                and any((carried_dir / f"{t}.json").exists() for t in running))
+    assert interrupt_when(one_recorded_and_next_carried, proc, signal.SIGKILL) == -signal.SIGKILL
     kept = {p.stem: json.loads(p.read_text()) for p in records_dir.glob("*.json")}
     assert 1 <= len(kept) < 3
+    carried = {p.stem: json.loads(p.read_text()) for p in carried_dir.glob("*.json")}
+    # the driver carried the running trial at a checkpoint it reported, short of its last epoch
+    assert carried and all(1 <= c["epoch"] < 3 for c in carried.values())
 
     # the machine is lost: only the exported durable state reaches the next one
     second = tmp_path / "checkout" / "results"
@@ -108,6 +114,17 @@ def test_a_study_resumes_from_its_durable_state_alone(ray_local, tmp_path):
     assert "resuming from the durable state" in out
     runs = json.loads((second / "s" / "runs" / "synthetic-sasrec-sasrec.json").read_text())
     by_id = {str(r["trial_id"]): r for r in runs}
+    # the carried trial is continued by one new trial, from its carried epoch on: its record
+    # holds the carried epochs as they were, then epochs trained from the carried checkpoint
+    for old_id, c in carried.items():
+        assert f"continues trial {old_id} from its carried checkpoint (epoch {c['epoch']})" in out
+        (cont,) = [r for r in runs if r.get("carried_from") == old_id]
+        assert [row["epoch"] for row in cont["history"]] == [1, 2, 3]
+        picked = ("epoch", "valid/ndcg@10", "train/loss", "train_seconds")
+        assert [{k: pytest.approx(row[k], rel=1e-12) for k in picked} for row in c["history"]] == \
+            [{k: row[k] for k in picked} for row in cont["history"][:c["epoch"]]]
+        assert all(row["restored_from_epoch"] == c["epoch"] for row in cont["history"][c["epoch"]:])
+    assert not any((second / "s" / "carried").rglob("*.json"))   # ended: no carry is left
     # the study ends with its 3 planned trials: the ended ones kept as they were, not re-run
     assert len(runs) == 3
     for trial_id, rec in kept.items():
@@ -213,3 +230,32 @@ def test_a_new_tuner_over_ended_trials_starts_with_their_results_in_asha(ray_loc
     # first rung already holds the two ended trials' results, as an uninterrupted run's would
     assert num == 2
     assert dict(scheduler._brackets[0]._rungs)[1] == {"ended-t1": 0.5, "ended-t2": 0.4}
+
+
+def test_a_new_tuner_offers_each_carried_trial_to_its_restart(ray_local, tmp_path):
+    import torch
+
+    from ec4srec.search import carry, compat
+    from ec4srec.search.options import StudyOptions
+    from ec4srec.search.ranges import load_ranges
+    from ec4srec.search.tuner import make_tuner
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=4, max_epochs=9, grace_period=1, cpus_per_trial=1,
+                        gpus_per_trial=0, seeds=0).finalize()
+    run = "synthetic-sasrec-sasrec"
+    opts.exp_dir.mkdir(parents=True)
+    study = journal_study(opts.exp_dir, run)
+    lost = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    lost.set_user_attr(durable.RAY_TRIAL_ID, "t3")         # running when its machine was lost
+    torch.save({"model": {}, "best_weights": None}, tmp_path / "trainer.pt")
+    history = [{"epoch": e, "guided_epoch": e, "valid/select_ndcg@10": 0.1 * e} for e in (1, 2)]
+    carry.write_carry(opts.exp_dir, run, "t3", lost.params, "checkpoint_000001",
+                      (tmp_path / "trainer.pt").read_bytes(), history)
+    tuner, num = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges())
+    config = compat.restored_tune_config(tuner)
+    searcher = config.search_alg
+    # the restart of t3 is offered its carry, with the carried epoch and history
+    assert searcher.carry_points == {carry.params_key(lost.params): ("t3", 2, history)}
+    searcher.on_carry("new", history)
+    # the trial continuing it enters ASHA's rungs with its carried results, under its own id
+    assert dict(config.scheduler._brackets[0]._rungs)[1] == {"new": 0.1}

@@ -206,9 +206,11 @@ def write_seed_table(exp: Path) -> pd.DataFrame:
 
 
 # A study's durable state (ec4srec/search/durable.py): what survives losing its machine and what
-# --export copies; Ray's run folders (checkpoints, events) and warmup/ are disposable.
+# --export copies (carried/: the newest checkpoint of each unfinished trial, search/carry.py);
+# Ray's run folders (checkpoints, events) and warmup/ are disposable.
 PORTABLE = ("study.json", "search_space.yaml", "optuna.journal", "budget.json", "summary.json",
-            "trials.csv", "epochs.csv", "seeds.csv", "runs", "trials", "seeds", "best", "report")
+            "trials.csv", "epochs.csv", "seeds.csv", "runs", "trials", "seeds", "best", "report",
+            "carried")
 # written into an export: a study resumed in place (a fresh checkout) writes its disposable
 # folders there too, and git must not take them
 EXPORT_GITIGNORE = ("# ec4srec: a study resumed here writes Ray's run folders (checkpoints, "
@@ -257,8 +259,8 @@ def _portable_bytes(path: Path, exp: Path) -> bytes:
 
 
 def export_study(exp: Path, dest: Path) -> list[Path]:
-    """Copy a study's portable results (tables, best configs, paper tables, figures, options;
-    no checkpoints, Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
+    """Copy a study's portable results (tables, best configs, paper tables, figures, options,
+    the carried checkpoints of unfinished trials; no Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
     Paths in study.json, summary.json and trials.csv are made relative to the experiment folder.
     Every file is read and checked before the first one is written (a malformed table raises
     TableError and writes nothing); each write is atomic. ``dest``'s portable part then mirrors

@@ -92,12 +92,13 @@ def restored_num_samples(tuner, default: int) -> int:
         return default
 
 
-def replay_asha(scheduler, histories: list[tuple[str, list[dict]]]) -> int:
+def replay_asha(scheduler, histories: list[tuple[str, list[dict]]], prefix: str = "ended-") -> int:
     """Record ended trials' results in a new ASHA ``scheduler``'s rungs as its own trials'
     would have been: each ``(trial_id, history)`` (the trial's reports in order) is fed to the
     bracket's ``on_result`` under the scheduler's time attribute, metric and mode (one bracket,
-    as ``make_scheduler`` builds it; a report without them is skipped). Returns how many trials
-    reached a rung; 0 for another scheduler."""
+    as ``make_scheduler`` builds it; a report without them is skipped), under ``prefix`` + its
+    id (``""``: a carried trial's past, under the id of the trial that continues it). Returns
+    how many trials reached a rung; 0 for another scheduler."""
     from types import SimpleNamespace
 
     from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -106,7 +107,7 @@ def replay_asha(scheduler, histories: list[tuple[str, list[dict]]]) -> int:
     bracket, attr, metric = scheduler._brackets[0], scheduler._time_attr, scheduler._metric
     reached = 0
     for trial_id, history in histories:
-        trial = SimpleNamespace(trial_id=f"ended-{trial_id}")
+        trial = SimpleNamespace(trial_id=f"{prefix}{trial_id}")
         for result in history:
             if result.get(attr) is not None and result.get(metric) is not None:
                 bracket.on_result(trial, result[attr], scheduler._metric_op * result[metric])

@@ -2,20 +2,24 @@
 
 An experiment folder holds two kinds of files:
 - durable (``report.results.PORTABLE``, what ``tune/report.py --export`` copies): the options,
-  the active space, the Optuna journal, the budget ledger, every ended trial's record (``trials/<run>/<trial_id>.json``), finished runs
-  (``runs/``), seed re-runs (``seeds/``), best configs, tables and report; small text files
-  (a fresh checkout resumes from them);
+  the active space, the Optuna journal, the budget ledger, every ended trial's record
+  (``trials/<run>/<trial_id>.json``), finished runs (``runs/``), seed re-runs (``seeds/``),
+  best configs, tables and report (small text files), and the newest checkpoint of each
+  unfinished trial (``carried/``, carry.py; binary, about 40 MB each for the tuned Beauty
+  base): a fresh checkout resumes from them;
 - disposable: Ray's run folders (trials, checkpoints, TensorBoard events) and ``warmup/``.
 
 Contracts:
-- :class:`TrialRecorder` (a Tune callback, after the result loggers) writes a trial's record
-  when it ends or errors, atomically: ``trial_id``, ``params``, ``history`` (its result.json
+- :class:`TrialRecorder` (a Tune callback, after the result loggers) carries a trial at each
+  checkpoint it reports and writes its record, dropping its carry, when it ends or errors,
+  atomically: ``trial_id``, ``params``, ``history`` (its result.json
   rows, one per epoch), ``error``, ``path`` (relative), the same record a finished run's
   ``runs/<run>.json`` lists.
 - :func:`reconcile` runs before a run whose Ray folder is gone starts a new Tuner on its
   existing Optuna study. Every Optuna trial the lost driver left RUNNING is completed with its
   recorded objective when its record exists (it ended; the ``tell`` was lost), else marked
-  FAIL and its params returned, to be restarted from scratch (checkpoints are not durable).
+  FAIL and its params returned, to be restarted: from its carried checkpoint when the study
+  holds one (carry.py), else from scratch (Ray's checkpoints are not durable).
   A trial with a record is never re-run and never told twice; WAITING trials stay queued.
 - :func:`repair_journal` cuts a journal copied mid-write back to its last whole line.
 - :func:`drop_unsnapshotted` sets aside a Ray run folder with no experiment snapshot (a driver
@@ -32,9 +36,9 @@ import optuna
 from ray.tune import Callback
 
 from ..checkpoint import atomic_write_json
-from . import compat
+from . import carry, compat
+from .trial_files import NOT_RECORDED, RECORDS, read_history
 
-RECORDS = "trials"              # trials/<run>/<trial_id>.json
 RAY_TRIAL_ID = "ray_trial_id"   # the Optuna trial's user attribute naming its Ray trial
 
 
@@ -52,27 +56,6 @@ def merge_records(new: list[dict], recorded: list[dict]) -> list[dict]:
     return [*(r for r in recorded if str(r["trial_id"]) not in have), *new]
 
 
-# Ray's bookkeeping fields a record does not keep (the params are the record's own field)
-NOT_RECORDED = ("config", "date", "hostname", "pid", "checkpoint_dir_name", "should_checkpoint",
-                "time_since_restore", "iterations_since_restore")
-
-
-def read_history(trial_dir: Path) -> list[dict]:
-    """A trial folder's result.json rows, one per epoch (the last report of an epoch wins),
-    without the fields of :data:`NOT_RECORDED`."""
-    path = trial_dir / "result.json"
-    by_epoch: dict[int, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue                      # a torn last line of a killed driver
-            if "epoch" in row:
-                by_epoch[int(row["epoch"])] = {k: v for k, v in row.items() if k not in NOT_RECORDED}
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 class TrialRecorder(Callback):
     """Writes ``trials/<run>/<trial_id>.json`` when a trial ends (see the module contract)."""
 
@@ -80,16 +63,53 @@ class TrialRecorder(Callback):
         self.exp, self.run = Path(exp), run
 
     def _record(self, trial, error: str | None) -> None:
-        record = {"trial_id": trial.trial_id, "params": trial.config or {},
+        record = {"trial_id": trial.trial_id, **carry.record_params(trial.config),
                   "history": read_history(Path(trial.local_path)), "error": error,
                   "path": f"{self.run}/{Path(str(trial.local_path)).name}"}
         atomic_write_json(self.exp / RECORDS / self.run / f"{trial.trial_id}.json", record)
+        carry.drop_carry(self.exp, self.run, trial.trial_id)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        """Carry the trial at the checkpoint it just reported (carry.py); only from a storage
+        path on this machine's file system (a cloud bucket: ``tune/report.py --export``
+        carries from a synced copy)."""
+        path = Path(getattr(checkpoint, "path", "") or "") / carry.TRAINER_FILE
+        if not path.is_file() or not trial.last_result or "epoch" not in trial.last_result:
+            return
+        epoch = int(trial.last_result["epoch"])
+        history = [r for r in read_history(Path(trial.local_path)) if int(r["epoch"]) < epoch]
+        last = {k: v for k, v in trial.last_result.items() if k not in NOT_RECORDED}
+        carry.write_carry(self.exp, self.run, trial.trial_id, trial.config or {},
+                          path.parent.name, path.read_bytes(), [*history, last])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(trial, repr(getattr(trial, "error", None) or "error")[:500])
+
+
+class CarriedHistory(Callback):
+    """Before Ray's result loggers (first in the callbacks): a trial that continues a carried
+    one starts its ``result.json`` with the carried rows, so that its record, epochs.csv and
+    learning curves hold every epoch; the loggers then append to it. A restored trial's file
+    already exists and is left alone."""
+
+    def __init__(self, exp: Path, run: str):
+        self.exp, self.run = Path(exp), run
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        continued = (trial.config or {}).get(carry.CARRIED_KEY)
+        path = Path(trial.local_path) / "result.json"
+        if not continued or path.exists():
+            return
+        try:
+            rows = json.loads((carry.run_folder(self.exp, self.run) / f"{continued}.json")
+                              .read_text())["history"]
+        except (OSError, ValueError, KeyError):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def tag(searcher, ray_trial_id: str) -> None:
@@ -99,9 +119,10 @@ def tag(searcher, ray_trial_id: str) -> None:
         ot_trials[ray_trial_id].set_user_attr(RAY_TRIAL_ID, ray_trial_id)
 
 
-def reconcile(study: optuna.Study, records: list[dict], objective: str) -> tuple[list[dict], dict]:
-    """Settle the trials a lost driver left RUNNING (module contract). Returns the params of the
-    trials to restart and counts {"completed", "failed"}."""
+def reconcile(study: optuna.Study, records: list[dict],
+              objective: str) -> tuple[list[tuple[str | None, dict]], dict]:
+    """Settle the trials a lost driver left RUNNING (module contract). Returns the trials to
+    restart, as (their Ray trial id, their params), and counts {"completed", "failed"}."""
     by_id = {str(r["trial_id"]): r for r in records}
     restarts, counts = [], {"completed": 0, "failed": 0}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -114,7 +135,8 @@ def reconcile(study: optuna.Study, records: list[dict], objective: str) -> tuple
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             counts["failed"] += 1
             if record is None:             # it never ended: run its params again
-                restarts.append(dict(t.params))
+                rid = t.user_attrs.get(RAY_TRIAL_ID)
+                restarts.append((None if rid is None else str(rid), dict(t.params)))
     return restarts, counts
 
 

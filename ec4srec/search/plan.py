@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 import time
 
+from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..registry import METHODS, is_guided
 from .budget import Budget, hms
+from .carry import read_all_carries
 from .forecast import announce
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
                       capped_slots, clock_scale, input_error, run_name)
@@ -44,9 +46,11 @@ def checked_options(opts: StudyOptions, resume: bool, log=print) -> StudyOptions
                             "active space; plan without it")
         try:
             opts = resumed_options(opts, manifest)
-        except (ConfigError, OSError) as exc:
+            carried = read_all_carries(opts.exp_dir)     # a damaged one: before anything runs
+        except (ConfigError, OSError, CheckpointError) as exc:
             raise PlanError(str(exc)) from None
-        log(f"[search] resuming {opts.exp_dir}")
+        log(f"[search] resuming {opts.exp_dir}" + (f" ({carried} unfinished trial(s) carried)"
+                                                     if carried else ""))
         return opts
     if problem := input_error(opts):       # a typo is named even where a study exists
         raise PlanError(problem)

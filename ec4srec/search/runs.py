@@ -19,7 +19,7 @@ from pathlib import Path
 from ray import tune
 
 from ..checkpoint import atomic_write_json
-from . import compat, durable
+from . import carry, compat, durable
 from .budget import Budget, hms
 from .options import RUN_THREAD_PREFIX, StudyOptions, run_name
 from .tuner import make_tuner
@@ -44,7 +44,7 @@ def grid_records(grid, run: str | None = None) -> list[dict]:
                 and "Could not fetch metrics" in str(error):
             error = None
         records.append({"trial_id": last.get("trial_id") or Path(r.path).name,
-                        "params": r.config or {},
+                        **carry.record_params(r.config),
                         "history": history, "error": repr(error)[:500] if error else None,
                         # relative to the experiment folder (<run>/<trial folder>), never a
                         # machine's absolute path or a bucket URI

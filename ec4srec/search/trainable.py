@@ -11,7 +11,9 @@ Contracts:
   included) goes with the report at every ``checkpoint_every``-th epoch, every importance-update
   epoch, every ASHA decision epoch and the last epoch. A trial restarted by Ray (worker crash,
   driver restore) continues from ``tune.get_checkpoint()`` exactly as if never interrupted.
-- Without a Ray checkpoint, an explanation-guided trial starts from the shared warm-up cache
+- Without a Ray checkpoint, a trial whose config names a carried trial (``carry.CARRIED_KEY``)
+  continues from that trial's carried checkpoint (carry.py; the bytes come in ``study["carried"]``).
+- Without either, an explanation-guided trial starts from the shared warm-up cache
   (warmcache.py) when one fits, and reports the epochs it skipped as ``warm_start_epoch``.
 - NaN/inf loss raises :class:`NonFiniteLossError`, so the trial ends in ERROR; a marker in the
   trial folder makes Ray's retries (FailureConfig.max_failures) fail at once instead of
@@ -41,12 +43,12 @@ from ..checkpoint import atomic_write_json
 from ..config import Config
 from ..data import load_dataset
 from ..trainer import NonFiniteLossError, Trainer
+from .carry import CARRIED_KEY
 from .space import apply_params
+from .trial_files import FINISHED_MARKER, TRAINER_FILE
 from .warmcache import WarmupCache
 
-TRAINER_FILE = "trainer.pt"
 NONFINITE_MARKER = "NONFINITE"
-FINISHED_MARKER = "FINISHED.json"
 _DATASETS: dict[str, Any] = {}          # per worker process; reuse_actors keeps it warm
 
 
@@ -150,7 +152,8 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     ``decision_epochs`` (ASHA milestones, in guided epochs), ``verbose``, and optional
     ``epoch_hooks``: picklable callables ``hook(session, epoch, restored)`` run after each
     epoch, before its report, e.g. to throttle or fault-inject trials from a test)."""
-    config = apply_params(study["base"], params)
+    carried = params.get(CARRIED_KEY)             # it continues a carried trial (carry.py)
+    config = apply_params(study["base"], {k: v for k, v in params.items() if k != CARRIED_KEY})
     marker = session.trial_dir / NONFINITE_MARKER
     if marker.exists():                         # a retry of a diverged trial: fail at once
         raise NonFiniteLossError(marker.read_text())
@@ -164,7 +167,7 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
     first = updates[0] if updates else 0
     cache = (WarmupCache(study["warmup_dir"], study.get("warmup_epochs"))
              if study.get("warmup_dir") and first > 1 else None)
-    restored = session.restore(trainer)
+    restored = session.restore(trainer) or load_carried(trainer, study, carried)
     waited = cache.wait_for_producer(trainer.config, first) if cache and not restored else 0.0
     warm = cache.load_into(trainer, first) if cache and not restored else 0
     every = int(study.get("checkpoint_every", 1))
@@ -210,6 +213,24 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(exc))
         raise
+
+
+def load_carried(trainer: Trainer, study: dict[str, Any], carried: str | None) -> int:
+    """Load the carried checkpoint of trial ``carried`` (``study["carried"]``: trial id ->
+    its bytes, what the driver read and checked) into ``trainer``; returns its epoch, 0 when
+    there is none to continue (the trial then starts from scratch, and says so)."""
+    if not carried:
+        return 0
+    data = (study.get("carried") or {}).get(str(carried))
+    if data is None:
+        print(f"[trial] the checkpoint carried for trial {carried} is not in this run's study "
+              "constants: starting from scratch", flush=True)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="ec4srec-carried-") as d:
+        path = Path(d) / TRAINER_FILE
+        path.write_bytes(data)
+        trainer.load_checkpoint(path)
+    return trainer.state.epoch
 
 
 def is_replay(result: dict[str, Any]) -> bool:

@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..registry import PLAIN, is_guided, warmup_baselines
-from . import compat, durable
+from . import carry, compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
 from .options import (SECONDS_CLOCKS, SPACE_FILE, StudyOptions, asha_clock, asha_grace,
@@ -206,6 +206,9 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                         stage=opts.stage_of(method))
     num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
     study = trial_constants(opts, base, space)
+    # the run's carried trials (checked), whose continuations load them (trainable.py)
+    carries = carry.read_carries(opts.exp_dir, name)
+    study["carried"] = {rid: c.checkpoint_bytes() for rid, c in carries.items()}
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
     trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
     path = f"{opts.storage_path}/{opts.name}/{name}"
@@ -222,6 +225,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         compat.keep_current_concurrency_limits()
         compat.restored_tune_config(tuner).max_concurrent_trials = limit
         compat.restored_tune_config(tuner).search_alg.lane_cap = cap
+        compat.restored_tune_config(tuner).search_alg.on_carry = \
+            carry_replayer(compat.restored_tune_config(tuner).scheduler)
         return tuner, compat.restored_num_samples(tuner, num)
     storage = optuna_storage(opts)
     existing_names = {s.study_name for s in storage.get_all_studies()}
@@ -229,6 +234,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     points = space.points_to_evaluate(num) or None
     sampler_seed = opts.seed
     records: list[dict] = []
+    continued: dict[str, carry.Carry] = {}     # restarts that continue a carried trial
     if study_name in existing_names:
         # its Ray folder is gone (a new machine, a fresh checkout): go on from the durable state
         records = durable.trial_records(opts.exp_dir, name)
@@ -241,16 +247,21 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         # --num-samples (a budget's plan counts only trials still to start: not less again)
         left = opts.num_samples - len(records)
         num = max(0, min(left, planned if planned is not None else left))
-        points = restarts[:num] or None
+        points = [params for _, params in restarts[:num]] or None
+        continued = {rid: carries[rid] for rid, _ in restarts[:num] if rid in carries}
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
-              f"unfinished restarted from scratch); {num} trials to go", flush=True)
+              f"unfinished restarted: {len(continued)} from their carried checkpoints, "
+              f"{len(restarts) - len(continued)} from scratch); {num} trials to go", flush=True)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=study_name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
                                     sampler=optuna.samplers.TPESampler(seed=sampler_seed))
     searcher.lane_cap = cap
     scheduler = make_scheduler(opts, n_epochs, method)
+    searcher.carry_points = {carry.params_key(c.params): (rid, c.epoch, c.history)
+                             for rid, c in continued.items()}
+    searcher.on_carry = carry_replayer(scheduler)
     # ASHA judges the new trials against the ended ones too, as an uninterrupted run's would
     if records and (seeded := compat.replay_asha(
             scheduler, [(str(r["trial_id"]), r.get("history") or []) for r in records])):
@@ -268,12 +279,19 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             name=name, storage_path=f"{opts.storage_path}/{opts.name}",
             verbose=1 if opts.verbose else 0,        # our watcher's lines replace Ray's table
             stop=BudgetStopper(budget),
-            callbacks=[ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
+            callbacks=[durable.CarriedHistory(opts.exp_dir, name),     # before the loggers
+                       ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
                        durable.TrialRecorder(opts.exp_dir, name),      # after the loggers
                        StudyWatcher(name, num, n_epochs, opts.status_every, budget)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
+
+
+def carry_replayer(scheduler) -> Callable[[str, list[dict]], None]:
+    """``(trial id, history) -> None``: record a carried trial's past results in ``scheduler``'s
+    rungs under the id of the trial that continues it (``compat.replay_asha``)."""
+    return lambda trial_id, history: compat.replay_asha(scheduler, [(trial_id, history)], prefix="")
 
 
 def lane_cap(opts: StudyOptions, lanes: int | Callable[[], int]) -> tuple[int, Callable[[], int] | None]:

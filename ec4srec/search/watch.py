@@ -27,7 +27,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from . import compat, durable
+from . import carry, compat, durable
 from .budget import Budget, hms
 from .trainable import is_replay
 
@@ -44,7 +44,8 @@ class BudgetBound:
 
     budget: Budget | None = None
     lane_cap = None                 # () -> the trials this run may have at once now, or None
-    DRIVER_ONLY = ("budget", "lane_cap")
+    on_carry = None                 # (trial id, history) -> None: ASHA learns a carried past
+    DRIVER_ONLY = ("budget", "lane_cap", "on_carry")
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in self.DRIVER_ONLY}
@@ -76,6 +77,8 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         super().__init__(*args, **kwargs)
         self.budget_run, self.budget = budget_run, budget
         self.finished_before_restore: set[str] = set()
+        # params_key -> (carried trial id, its epoch, its history): restarts that continue one
+        self.carry_points: dict[str, tuple[str, int, list]] = {}
 
     def save(self, checkpoint_path: str) -> None:
         # Ray pickles the searcher's __dict__
@@ -143,7 +146,23 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         suggestion = super().suggest(trial_id)
         if isinstance(suggestion, dict):
             durable.tag(self, trial_id)
+            suggestion = self._continue_carry(trial_id, suggestion)
         return suggestion
+
+    def _continue_carry(self, trial_id: str, config: dict) -> dict:
+        """A restarted trial whose params are a carried trial's continues that carry (carry.py):
+        its config names it (once per carry), and ASHA gets the carried trial's past results
+        under the new id (``on_carry``), the rungs it passed as an uninterrupted trial would
+        have; a carried trial the scheduler's rungs already hold is judged again at none."""
+        hit = (getattr(self, "carry_points", None) or {}).pop(carry.params_key(config), None)
+        if hit is None:
+            return config
+        carried_id, epoch, history = hit
+        if self.on_carry is not None:
+            self.on_carry(trial_id, history)
+        say(f"[search] {self.budget_run}: trial {trial_id} continues trial {carried_id} from "
+            f"its carried checkpoint (epoch {epoch})")
+        return {**config, carry.CARRIED_KEY: carried_id}
 
 
 class BudgetStopper(BudgetBound, tune.Stopper):
