@@ -1,10 +1,15 @@
-"""Every method's loss, pinned bit for bit on fixed seeds.
+"""Every method's loss, pinned on fixed seeds.
 
 The values below were recorded from the loss code of main 12d0a95 (before the contrastive loss
 became a table of named terms) and must never change by a refactoring: the total, every part and
 a fingerprint of the gradients of one ``method.loss(batch, epoch)`` per case, with dropout on (so
 the order in which views are built and pooled, which fixes the RNG draws, is pinned too). Each
 case draws its own dropout banks, so a case does not depend on what ran before it.
+The values are bit-exact on the machine that recorded them (an Intel CPU with AVX-512); on
+another CPU, MKL's kernels round differently in the last bits (on an AMD EPYC: at most 1.3e-7
+relative, the gradient fingerprints mostly), so the pin holds to :data:`PIN_TOLERANCE`, a few
+float32 ulps; a change in what is computed or in the order of RNG draws moves the values by far
+more. (Same seed, same numbers on one machine, exactly: tests/test_trainer.py.)
 Regenerate (only for an intended change of numbers) with
 ``PYTHONPATH=. python tests/test_loss_pinned.py`` and paste its output over ``PINNED``.
 """
@@ -21,6 +26,7 @@ from ec4srec.trainer import Trainer
 
 from conftest import random_sequences, tiny_config, write_sequences
 
+PIN_TOLERANCE = 1e-6      # relative: float32 rounding across CPUs (module docstring)
 LAMBDAS = dict(method__lambda_cl=0.3, method__lambda_sl=0.7, method__lambda_cl_pos=0.45,
                method__lambda_cl_neg=0.25, method__lambda_sl_pos=0.6)
 
@@ -157,8 +163,8 @@ PINNED: dict[str, dict[str, float]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_loss_values_are_pinned(tmp_path, case):
     got = measure(tmp_path, case)
-    # The total, every part and the gradients equal the recorded values exactly.
-    assert got == PINNED[case]
+    # The total, every part and the gradients equal the recorded values to float32 rounding.
+    assert got == {k: pytest.approx(v, rel=PIN_TOLERANCE, abs=0.0) for k, v in PINNED[case].items()}
 
 
 if __name__ == "__main__":
