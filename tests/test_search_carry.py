@@ -233,3 +233,77 @@ def test_the_carry_command_carries_a_study_and_refuses_a_folder_without_one(tmp_
     assert done.returncode == 0, done.stderr
     assert f"{RUN}: trial a carried at epoch 1" in done.stdout
     assert sorted(carry.read_carries(exp, RUN)) == ["a"]
+
+
+def recorder_trial(exp: Path, trial_id: str, epoch: int):
+    """A Ray trial as the driver's callbacks see it, with a checkpoint reported at ``epoch``."""
+    from types import SimpleNamespace
+    folder = write_trial(exp, trial_id, [(e, f"checkpoint_00000{e - 1}") for e in range(1, epoch + 1)],
+                         [f"checkpoint_00000{epoch - 1}"])
+    last = {"epoch": epoch, "valid/ndcg@10": epoch / 10, "config": {"train.lr": 0.01}}
+    trial = SimpleNamespace(trial_id=trial_id, last_result=last, local_path=str(folder),
+                            config={"train.lr": 0.01}, error=None)
+    return trial, SimpleNamespace(path=str(folder / f"checkpoint_00000{epoch - 1}"))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_driver_carries_a_trial_at_each_checkpoint_unless_told_not_to(tmp_path, enabled):
+    from ec4srec.search.durable import TrialRecorder
+    recorder = TrialRecorder(tmp_path, RUN, carry=enabled)
+    trial, checkpoint = recorder_trial(tmp_path, "a", 2)
+    recorder.on_checkpoint(0, [], trial, checkpoint)
+    carry.flush()
+    carries = carry.read_carries(tmp_path, RUN)
+    # with carries on, the trial is carried at the checkpoint's epoch with its history; off: none
+    if enabled:
+        assert carries["a"].epoch == 2 and [r["epoch"] for r in carries["a"].history] == [1, 2]
+        assert "config" not in carries["a"].history[-1]
+    else:
+        assert carries == {}
+
+
+def test_a_trial_that_ends_leaves_no_carry_even_with_a_write_still_queued(tmp_path):
+    import threading
+
+    from ec4srec.search.durable import TrialRecorder
+    recorder = TrialRecorder(tmp_path, RUN)
+    trial, checkpoint = recorder_trial(tmp_path, "a", 1)
+    gate = threading.Event()
+    carry.submit(gate.wait, 5)                 # the writer is busy: the carry below waits
+    recorder.on_checkpoint(0, [], trial, checkpoint)
+    threading.Timer(0.2, gate.set).start()
+    recorder.on_trial_complete(0, [], trial)
+    carry.flush()
+    # the record is written after the queued carry, and the carry is dropped after it
+    assert (tmp_path / "trials" / RUN / "a.json").exists()
+    assert carry.read_carries(tmp_path, RUN) == {}
+
+
+def test_a_failed_carry_write_is_one_line_and_a_vanished_checkpoint_none(capsys):
+    def broken():
+        raise ValueError("disk says no")
+
+    def vanished():
+        raise FileNotFoundError("checkpoint_000001")
+    carry.submit(broken)
+    carry.submit(vanished)
+    carry.flush()
+    out = capsys.readouterr().out
+    # the driver goes on; a failure is named once, a checkpoint Ray deleted first is skipped
+    assert out == "[carry] not written: ValueError: disk says no\n"
+
+
+def test_no_carry_is_a_study_option_a_resume_may_turn_off(tmp_path):
+    from ec4srec.search.options import read_manifest, write_manifest
+    from ec4srec.search.resume import resumed_options
+    parsed, _ = parse(["--no-carry"])
+    # the flag turns carries off; by default they are on
+    assert parsed.carry is False and parse([])[0].carry is True
+    opts = write_study(tmp_path, used_s=10.0, epoch_s=1.0)
+    assert read_manifest(opts.exp_dir / "study.json")["carry"] is True
+    again, _ = parse(["--resume", "--no-carry", "--storage-path", str(tmp_path), "--name", "s"])
+    resumed = resumed_options(again, opts.exp_dir / "study.json")
+    # a resume with --no-carry keeps the study's other options and turns carries off
+    assert resumed.carry is False and resumed.methods == opts.methods
+    write_manifest(resumed)
+    assert read_manifest(opts.exp_dir / "study.json")["carry"] is False

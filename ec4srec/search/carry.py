@@ -16,8 +16,9 @@ Contracts:
   other .pt files and the carry of the trial it continues (:data:`CARRIED_KEY`): a reader that finds a json finds its whole .pt (a carry being replaced
   leaves the old pair readable until the new json lands). A carry never goes back to an
   earlier epoch.
-- The driver carries each trial at every checkpoint it reports and drops the carry when the
-  trial ends (durable.TrialRecorder); ``tune/report.py --export`` first carries every
+- The driver carries each trial at every checkpoint it reports, on one writer thread
+  (:func:`submit`), and drops the carry when the trial ends, after the writes queued before
+  (:func:`flush`; durable.TrialRecorder); ``--no-carry`` turns this off; ``tune/report.py --export`` first carries every
   unfinished trial of the study's Ray folders (:func:`carry_unfinished`), so an export of a
   study whose driver predates carries holds them too.
 - :func:`read_carries` reads a run's carries and checks each .pt against its size and SHA-256;
@@ -33,6 +34,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +122,47 @@ def write_carry(exp: Path, run: str, trial_id: str, params: dict[str, Any], chec
     if continued and str(continued) != trial_id:      # this trial now carries that one on
         drop_carry(exp, run, str(continued))
     return folder / f"{trial_id}.json"
+
+
+def write_carry_from(exp: Path, run: str, trial_id: str, params: dict[str, Any],
+                     trainer_file: Path, history: list[dict]) -> Path | None:
+    """:func:`write_carry` of the trainer checkpoint at ``trainer_file`` (in a Ray checkpoint
+    folder, whose name the carry records)."""
+    return write_carry(exp, run, trial_id, params, Path(trainer_file).parent.name,
+                       Path(trainer_file).read_bytes(), history)
+
+
+_writer: ThreadPoolExecutor | None = None
+_writer_lock = threading.Lock()
+
+
+def submit(fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` on the driver's one carry writer thread, in submission order (so a
+    trial's carries never go back an epoch). A checkpoint deleted before its turn (Ray keeps
+    two) is skipped: the next one is carried; any other failure is one printed line, never
+    the study's end."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ec4srec-carry")
+        _writer.submit(_logged, fn, *args)
+
+
+def flush() -> None:
+    """Wait until every carry submitted so far is written."""
+    with _writer_lock:
+        writer = _writer
+    if writer is not None:
+        writer.submit(lambda: None).result()
+
+
+def _logged(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:                     # noqa: BLE001 - a carry is never fatal
+        print(f"[carry] not written: {type(exc).__name__}: {exc}", flush=True)
 
 
 def drop_carry(exp: Path, run: str, trial_id: str) -> bool:

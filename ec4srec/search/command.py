@@ -77,6 +77,9 @@ def parse(argv=None, prog: str | None = None) -> tuple[StudyOptions, bool]:
     p.add_argument("--max-failures", type=int, default=D.max_failures, help="retries of a crashed trial")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="do not share warm-up checkpoints between trials")
+    p.add_argument("--no-carry", dest="carry", action="store_false",
+                   help="keep no checkpoint of unfinished trials in the durable state (for a "
+                   "storage path that outlives its machines; docs/search.md, carried trials)")
     p.add_argument("--checkpoint-every", type=int, default=D.checkpoint_every)
     p.add_argument("--verbose", action="store_true", help="print every trial's epoch lines")
     p.add_argument("--time-budget", help="wall clock of the whole study, seed re-runs included "

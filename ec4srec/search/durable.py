@@ -57,12 +57,14 @@ def merge_records(new: list[dict], recorded: list[dict]) -> list[dict]:
 
 
 class TrialRecorder(Callback):
-    """Writes ``trials/<run>/<trial_id>.json`` when a trial ends (see the module contract)."""
+    """Writes ``trials/<run>/<trial_id>.json`` when a trial ends and, with ``carry``, carries it
+    at each checkpoint (see the module contract)."""
 
-    def __init__(self, exp: Path, run: str):
-        self.exp, self.run = Path(exp), run
+    def __init__(self, exp: Path, run: str, carry: bool = True):
+        self.exp, self.run, self.carry = Path(exp), run, carry
 
     def _record(self, trial, error: str | None) -> None:
+        carry.flush()          # its carries still queued land first, so the drop below is last
         record = {"trial_id": trial.trial_id, **carry.record_params(trial.config),
                   "history": read_history(Path(trial.local_path)), "error": error,
                   "path": f"{self.run}/{Path(str(trial.local_path)).name}"}
@@ -70,17 +72,19 @@ class TrialRecorder(Callback):
         carry.drop_carry(self.exp, self.run, trial.trial_id)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        """Carry the trial at the checkpoint it just reported (carry.py); only from a storage
-        path on this machine's file system (a cloud bucket: ``tune/report.py --export``
-        carries from a synced copy)."""
+        """Carry the trial at the checkpoint it just reported (carry.py), on the carry writer
+        thread (``carry.submit``: the Tune loop does not wait for the 40-50 MB copy); only from
+        a storage path on this machine's file system (a cloud bucket synced here:
+        ``tune/carry.py``)."""
         path = Path(getattr(checkpoint, "path", "") or "") / carry.TRAINER_FILE
-        if not path.is_file() or not trial.last_result or "epoch" not in trial.last_result:
+        if not getattr(self, "carry", True) or not path.is_file() or not trial.last_result \
+                or "epoch" not in trial.last_result:
             return
         epoch = int(trial.last_result["epoch"])
         history = [r for r in read_history(Path(trial.local_path)) if int(r["epoch"]) < epoch]
         last = {k: v for k, v in trial.last_result.items() if k not in NOT_RECORDED}
-        carry.write_carry(self.exp, self.run, trial.trial_id, trial.config or {},
-                          path.parent.name, path.read_bytes(), [*history, last])
+        carry.submit(carry.write_carry_from, self.exp, self.run, trial.trial_id,
+                     dict(trial.config or {}), path, [*history, last])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, None)

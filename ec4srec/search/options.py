@@ -58,6 +58,7 @@ class StudyOptions:
     address: str | None = None                # None: RAY_ADDRESS if set, else private | local | auto | ray://... | host:port
     max_failures: int = 2
     warm_start: bool = True
+    carry: bool = True                        # carried trials in the durable state (carry.py)
     checkpoint_every: int = 1
     verbose: bool = False
     time_budget: float | None = None          # seconds of the whole study (budget.py)

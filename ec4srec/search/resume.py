@@ -1,6 +1,6 @@
 """``--resume``: a study's saved options read back (``study.json``), and what the command line
 may change in them: where the study lives now, the address, verbosity, status interval, total
-time budget, runs at once, data directory, a narrower search space, added methods, ``--staged``
+time budget, runs at once, carries off (``--no-carry``), data directory, a narrower search space, added methods, ``--staged``
 and stage 2's epoch budget (before it starts). Nothing here starts Ray."""
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def resumed_options(opts: StudyOptions, manifest: Path) -> StudyOptions:
         saved["data_dir"] = opts.data_dir     # else $EC4SREC_DATA_DIR
     if opts.status_every is not None:
         saved["status_every"] = opts.status_every
+    if not opts.carry:               # --resume --no-carry: no carries from now on
+        saved["carry"] = False
     if new_budget is not None:       # a resumed study may get a new total budget
         saved["time_budget"] = new_budget
     if getattr(opts, "new_concurrency", None) is not None:

@@ -281,7 +281,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             stop=BudgetStopper(budget),
             callbacks=[durable.CarriedHistory(opts.exp_dir, name),     # before the loggers
                        ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
-                       durable.TrialRecorder(opts.exp_dir, name),      # after the loggers
+                       durable.TrialRecorder(opts.exp_dir, name, carry=opts.carry),  # after the loggers
                        StudyWatcher(name, num, n_epochs, opts.status_every, budget)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
