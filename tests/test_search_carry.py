@@ -307,3 +307,13 @@ def test_no_carry_is_a_study_option_a_resume_may_turn_off(tmp_path):
     assert resumed.carry is False and resumed.methods == opts.methods
     write_manifest(resumed)
     assert read_manifest(opts.exp_dir / "study.json")["carry"] is False
+
+
+def test_each_restart_continues_its_own_carry_or_the_one_with_its_params():
+    c = {cid: carry.Carry(trial_id=cid, params={"x": x}, epoch=2) for cid, x in (("a", 1), ("b", 2))}
+    restarts = [("a", {"x": 1}),
+                ("n", {"x": 2}),      # continued b, lost before its own first checkpoint
+                ("m", {"x": 2}),      # the same params again: b is taken
+                ("z", {"x": 3})]      # no carry: from scratch
+    # a restart takes its own carry, else the one with its params, and each carry goes once
+    assert carry.match_restarts(c, restarts) == {"a": c["a"], "b": c["b"]}

@@ -78,6 +78,21 @@ def record_params(config: dict[str, Any] | None) -> dict[str, Any]:
     return {"params": params, **({"carried_from": str(continued)} if continued else {})}
 
 
+def match_restarts(carries: dict[str, Carry],
+                   restarts: list[tuple[str | None, dict[str, Any]]]) -> dict[str, Carry]:
+    """The carries the restarted trials (``(Ray trial id, params)``, durable.reconcile's)
+    continue, by carry id: a restart's own carry, else one with its params (a trial that
+    continued a carry and was lost before its own first checkpoint leaves that carry, not one
+    of its own), each carry once."""
+    by_params = {params_key(c.params): cid for cid, c in carries.items()}
+    matched: dict[str, Carry] = {}
+    for rid, params in restarts:
+        cid = rid if rid in carries else by_params.get(params_key(params))
+        if cid is not None and cid not in matched:
+            matched[cid] = carries[cid]
+    return matched
+
+
 def run_folder(exp: Path, run: str) -> Path:
     return Path(exp) / CARRIED / run
 

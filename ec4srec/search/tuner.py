@@ -248,7 +248,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         left = opts.num_samples - len(records)
         num = max(0, min(left, planned if planned is not None else left))
         points = [params for _, params in restarts[:num]] or None
-        continued = {rid: carries[rid] for rid, _ in restarts[:num] if rid in carries}
+        continued = carry.match_restarts(carries, restarts[:num])
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted: {len(continued)} from their carried checkpoints, "
