@@ -206,21 +206,27 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                         stage=opts.stage_of(method))
     num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
     study = trial_constants(opts, base, space)
-    # the run's carried trials (checked), whose continuations load them (trainable.py)
-    carries = carry.read_carries(opts.exp_dir, name)
-    study["carried"] = {rid: c.checkpoint_bytes() for rid, c in carries.items()}
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
-    trainable = tune.with_resources(tune.with_parameters(run_trainable(name), study=study), resources)
+    # the run's carried trials (checked); the trials that continue one load its bytes, which
+    # go to the trials with the study constants (trainable.py)
+    carries = carry.read_carries(opts.exp_dir, name)
+
+    def trainable_for(carried: dict[str, carry.Carry], fn=None):
+        constants = {**study, "carried": {cid: c.checkpoint_bytes() for cid, c in carried.items()}}
+        return tune.with_resources(tune.with_parameters(fn or run_trainable(name), study=constants),
+                                   resources)
     path = f"{opts.storage_path}/{opts.name}/{name}"
     limit, cap = lane_cap(opts, lanes)
     if tune.Tuner.can_restore(path):
         print(f"[search] {name}: restoring unfinished run from {path}", flush=True)
         compat.keep_restores_on_kept_checkpoints()
+        # every carry: a trial that began continuing one may have no checkpoint of its own yet
         try:
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(path, trainable_for(carries), resume_unfinished=True,
+                                       resume_errored=True)
         except ValueError:      # a run of an older ec4srec: its trainable was "train_trial"
-            legacy = tune.with_resources(tune.with_parameters(train_trial, study=study), resources)
-            tuner = tune.Tuner.restore(path, legacy, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(path, trainable_for(carries, train_trial),
+                                       resume_unfinished=True, resume_errored=True)
         compat.attach_budget(tuner, budget)
         compat.keep_current_concurrency_limits()
         compat.restored_tune_config(tuner).max_concurrent_trials = limit
@@ -268,7 +274,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         print(f"[search] {name}: ASHA's rungs hold the results of {seeded} ended trial(s)",
               flush=True)
     tuner = tune.Tuner(
-        trainable,
+        trainable_for(continued),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num,
                                     # also the number of trials Ray may create ahead
                                     # (pending): 1 without it, which starts trials one

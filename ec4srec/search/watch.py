@@ -152,8 +152,7 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
     def _continue_carry(self, trial_id: str, config: dict) -> dict:
         """A restarted trial whose params are a carried trial's continues that carry (carry.py):
         its config names it (once per carry), and ASHA gets the carried trial's past results
-        under the new id (``on_carry``), the rungs it passed as an uninterrupted trial would
-        have; a carried trial the scheduler's rungs already hold is judged again at none."""
+        under the new id (``on_carry``): the rungs it passed, as an uninterrupted trial's."""
         hit = (getattr(self, "carry_points", None) or {}).pop(carry.params_key(config), None)
         if hit is None:
             return config
