@@ -269,3 +269,40 @@ def test_a_new_tuner_offers_each_carried_trial_to_its_restart(ray_local, tmp_pat
     searcher.on_carry("new", history)
     # the trial continuing it enters ASHA's rungs with its carried results, under its own id
     assert dict(config.scheduler._brackets[0]._rungs)[1] == {"new": 0.1}
+
+
+def test_a_lost_trials_restart_runs_before_the_points_an_earlier_driver_left_queued(ray_local, tmp_path):
+    import torch
+
+    from ec4srec.search import carry, compat
+    from ec4srec.search.options import StudyOptions
+    from ec4srec.search.ranges import load_ranges
+    from ec4srec.search.tuner import make_tuner
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=4, max_epochs=9, cpus_per_trial=1, gpus_per_trial=0,
+                        seeds=0, scheduler="fifo").finalize()
+    run = "synthetic-sasrec-sasrec"
+    opts.exp_dir.mkdir(parents=True)
+    study = journal_study(opts.exp_dir, run)
+    for lr in (0.001, 0.002, 0.003):          # the first driver's queued points
+        study.enqueue_trial({"train.lr": lr})
+    lost = study.ask({"train.lr": optuna.distributions.FloatDistribution(5e-4, 5e-3, log=True)})
+    lost.set_user_attr(durable.RAY_TRIAL_ID, "t1")     # it took the first; its machine was lost
+    torch.save({"model": {}, "best_weights": None}, tmp_path / "trainer.pt")
+    carry.write_carry(opts.exp_dir, run, "t1", lost.params, "checkpoint_000000",
+                      (tmp_path / "trainer.pt").read_bytes(), [{"epoch": 1}])
+    tuner, num = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges(space))
+    searcher = compat.restored_tune_config(tuner).search_alg
+    searcher.lane_cap = None                   # (this test asks for three at once)
+    asked = [searcher.suggest(f"new{i}") for i in range(3)]
+    # the lost trial's restart comes first and continues its carry; the queued points follow,
+    # in their order, each once
+    assert asked[0] == {"train.lr": 0.001, carry.CARRIED_KEY: "t1"}
+    assert [a["train.lr"] for a in asked[1:]] == [0.002, 0.003]
+    states = sorted(t.state.name for t in study.get_trials(deepcopy=False))
+    # the stale queue entries are retired (FAIL, marked requeued); nothing is left waiting
+    assert "WAITING" not in states
+    assert sum(bool(t.user_attrs.get("requeued")) for t in study.get_trials(deepcopy=False)) == 2

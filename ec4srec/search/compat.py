@@ -136,6 +136,23 @@ def optuna_storage(study):
     return study._storage
 
 
+def requeue_waiting(study) -> list[dict]:
+    """Take an Optuna study's WAITING trials (points an earlier driver enqueued and never asked
+    for) out of its queue, in queue order: each is marked FAIL (user attribute ``requeued``)
+    and its fixed params returned, so that a resumed run enqueues them again behind its
+    restarts. Optuna's ``ask`` takes the oldest WAITING trial first: left queued, a stale
+    point would run before a lost trial's restart, and the restart's carried checkpoint
+    (carry.py) could go unused for good."""
+    from optuna.trial import TrialState
+    storage, points = study._storage, []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        storage.set_trial_user_attr(t._trial_id, "requeued", True)
+        storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        if t.system_attrs.get("fixed_params"):
+            points.append(dict(t.system_attrs["fixed_params"]))
+    return points
+
+
 def optuna_trial_id(trial) -> int:
     """An Optuna trial's storage id (``Trial``, ``FrozenTrial`` or Ray's captured trial)."""
     return trial._trial_id

@@ -20,7 +20,8 @@ Contracts:
   recorded objective when its record exists (it ended; the ``tell`` was lost), else marked
   FAIL and its params returned, to be restarted: from its carried checkpoint when the study
   holds one (carry.py), else from scratch (Ray's checkpoints are not durable).
-  A trial with a record is never re-run and never told twice; WAITING trials stay queued.
+  A trial with a record is never re-run and never told twice; WAITING trials (points an
+  earlier driver enqueued) are queued again behind the restarts (``compat.requeue_waiting``).
 - :func:`repair_journal` cuts a journal copied mid-write back to its last whole line.
 - :func:`drop_unsnapshotted` sets aside a Ray run folder with no experiment snapshot (a driver
   stopped before Tune's first one), which Tune cannot resume; the run goes on from the

@@ -253,12 +253,15 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         # --num-samples (a budget's plan counts only trials still to start: not less again)
         left = opts.num_samples - len(records)
         num = max(0, min(left, planned if planned is not None else left))
-        points = [params for _, params in restarts[:num]] or None
+        # the restarts first, then the points still queued (compat.requeue_waiting)
+        queued = compat.requeue_waiting(existing)
+        points = [params for _, params in restarts[:num]] + queued or None
         continued = carry.match_restarts(carries, restarts[:num])
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted: {len(continued)} from their carried checkpoints, "
-              f"{len(restarts) - len(continued)} from scratch); {num} trials to go", flush=True)
+              f"{len(restarts) - len(continued)} from scratch; {len(queued)} queued point(s) "
+              f"after them); {num} trials to go", flush=True)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=study_name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
