@@ -306,3 +306,47 @@ def test_a_lost_trials_restart_runs_before_the_points_an_earlier_driver_left_que
     # the stale queue entries are retired (FAIL, marked requeued); nothing is left waiting
     assert "WAITING" not in states
     assert sum(bool(t.user_attrs.get("requeued")) for t in study.get_trials(deepcopy=False)) == 2
+
+
+def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_local, tmp_path):
+    import torch
+    from ray.tune.search import Searcher
+
+    from ec4srec.search import carry, compat
+    from ec4srec.search.options import StudyOptions
+    from ec4srec.search.ranges import load_ranges
+    from ec4srec.search.tuner import make_tuner
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=4, max_epochs=9, cpus_per_trial=1, gpus_per_trial=0,
+                        seeds=0, scheduler="fifo").finalize()
+    run = "synthetic-sasrec-sasrec"
+    opts.exp_dir.mkdir(parents=True)
+    study = journal_study(opts.exp_dir, run)
+    dist = {"train.lr": optuna.distributions.FloatDistribution(5e-4, 5e-3, log=True)}
+    plain, kept = study.ask(dist), study.ask(dist)       # two lost trials, the second carried
+    plain.set_user_attr(durable.RAY_TRIAL_ID, "t0")
+    kept.set_user_attr(durable.RAY_TRIAL_ID, "t1")
+    torch.save({"model": {}, "best_weights": None}, tmp_path / "trainer.pt")
+    carry.write_carry(opts.exp_dir, run, "t1", kept.params, "checkpoint_000000",
+                      (tmp_path / "trainer.pt").read_bytes(), [{"epoch": 1}])
+
+    class Spent:                  # a budget whose gate admits no new trial
+        admitted: list = []
+
+        def may_start(self, run, count=True):
+            return False
+
+        def admit(self, run):
+            self.admitted.append(run)
+        plans: dict = {}
+    tuner, _ = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges(space))
+    searcher = compat.restored_tune_config(tuner).search_alg
+    searcher.lane_cap, searcher.budget = None, Spent()
+    first, second = searcher.suggest("new0"), searcher.suggest("new1")
+    # the carried trial continues first, admitted (and counted) without the gate; then the
+    # gate decides: the uncarried restart is a new trial and does not fit
+    assert first == {**kept.params, carry.CARRIED_KEY: "t1"}
+    assert Spent.admitted == [run] and second == Searcher.FINISHED

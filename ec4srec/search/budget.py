@@ -330,6 +330,13 @@ class Budget:
                 plan.closed_by = "budget"
         return ok
 
+    def admit(self, run: str) -> None:
+        """Count a trial of ``run`` started without the gate: a carried trial continued
+        (carry.py), which the gate admitted under the driver that started it."""
+        with self._lock:
+            if run in self.plans:
+                self.plans[run].trials_started += 1
+
     def note_busy(self, start: float, end: float) -> None:
         """A trial session held a slot from ``start`` to ``end`` (driver clock)."""
         with self._lock:

@@ -84,7 +84,9 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
               f"driver stopped before Tune wrote one); set aside as {aside.name}, going on from "
               f"the durable state")
     restorable = tune.Tuner.can_restore(f"{opts.storage_path}/{opts.name}/{run_name(key)}")
-    if plan is not None and not restorable and not budget.may_start(run_name(key), count=False):
+    carried = bool(carry.read_carries(opts.exp_dir, run_name(key)))  # continued, not gated
+    if plan is not None and not restorable and not carried \
+            and not budget.may_start(run_name(key), count=False):
         say(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "
               f"budget (resume with a larger --time-budget to run it)")
         budget.skip_run(run_name(key))

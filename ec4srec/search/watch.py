@@ -138,7 +138,12 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         if self.lane_cap is not None and self.live_trials() >= self.lane_cap():
             return None                     # its share of the slots is full: ask again later
         budget = self.budget
-        if budget is not None and self.budget_run and not budget.may_start(self.budget_run):
+        # a carried trial continues as under the driver that admitted it: the gate decides on
+        # new trials only (the carried restarts come first in the queue: tuner.make_tuner)
+        carrying = bool(getattr(self, "carry_points", None))
+        if carrying and budget is not None and self.budget_run:
+            budget.admit(self.budget_run)
+        elif budget is not None and self.budget_run and not budget.may_start(self.budget_run):
             if budget.plans.get(self.budget_run) and budget.plans[self.budget_run].refused == 1:
                 say(f"[budget] {self.budget_run}: no new trial fits in its share of the "
                        f"budget; finishing the running ones")
