@@ -336,17 +336,16 @@ def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_loca
     class Spent:                  # a budget whose gate admits no new trial
         admitted: list = []
 
-        def may_start(self, run, count=True):
-            return False
-
-        def admit(self, run):
-            self.admitted.append(run)
+        def may_start(self, run, count=True, gate=True):
+            if not gate:
+                self.admitted.append(run)
+            return not gate
         plans: dict = {}
     tuner, _ = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges(space))
     searcher = compat.restored_tune_config(tuner).search_alg
     searcher.lane_cap, searcher.budget = None, Spent()
     first, second = searcher.suggest("new0"), searcher.suggest("new1")
-    # the carried trial continues first, admitted (and counted) without the gate; then the
+    # the carried trial continues first, counted without the gate; then the
     # gate decides: the uncarried restart is a new trial and does not fit
     assert first == {**kept.params, carry.CARRIED_KEY: "t1"}
     assert Spent.admitted == [run] and second == Searcher.FINISHED

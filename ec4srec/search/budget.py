@@ -304,15 +304,15 @@ class Budget:
         first = min(full, full * (offset + grace) / n)
         return max(first, full * self.cost.trial_fraction(prior, run)), first
 
-    def may_start(self, run: str, count: bool = True) -> bool:
-        """The gate: may ``run`` start another trial now? (Counted unless ``count`` is False.)"""
+    def may_start(self, run: str, count: bool = True, gate: bool = True) -> bool:
+        """The gate: may ``run`` start another trial now? Counted unless ``count`` is False;
+        ``gate=False`` only counts (a carried trial, admitted by the driver that started it)."""
         with self._lock:
-            return self._may_start(run, count)
+            return self._may_start(run, count, gate)
 
-    def _may_start(self, run: str, count: bool) -> bool:
-        plan = self.plans.get(run)
-        ok = True
-        if plan is not None and self.deadline is not None:
+    def _may_start(self, run: str, count: bool, gate: bool = True) -> bool:
+        plan, ok = self.plans.get(run), True
+        if plan is not None and self.deadline is not None and gate:
             now = self.clock()
             full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
             if full is not None:
@@ -329,13 +329,6 @@ class Budget:
                 plan.refused += 1
                 plan.closed_by = "budget"
         return ok
-
-    def admit(self, run: str) -> None:
-        """Count a trial of ``run`` started without the gate: a carried trial continued
-        (carry.py), which the gate admitted under the driver that started it."""
-        with self._lock:
-            if run in self.plans:
-                self.plans[run].trials_started += 1
 
     def note_busy(self, start: float, end: float) -> None:
         """A trial session held a slot from ``start`` to ``end`` (driver clock)."""

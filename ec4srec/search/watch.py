@@ -142,7 +142,7 @@ class BudgetedOptunaSearch(BudgetBound, OptunaSearch):
         # new trials only (the carried restarts come first in the queue: tuner.make_tuner)
         carrying = bool(getattr(self, "carry_points", None))
         if carrying and budget is not None and self.budget_run:
-            budget.admit(self.budget_run)
+            budget.may_start(self.budget_run, gate=False)
         elif budget is not None and self.budget_run and not budget.may_start(self.budget_run):
             if budget.plans.get(self.budget_run) and budget.plans[self.budget_run].refused == 1:
                 say(f"[budget] {self.budget_run}: no new trial fits in its share of the "
