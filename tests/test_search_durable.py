@@ -185,13 +185,13 @@ def test_a_run_the_budget_closed_reopens_when_the_budget_grows(ray_local, tmp_pa
                         overrides=[o for o in TINY if not o.startswith("data.")]).finalize()
     original = budget_mod.Budget._may_start
 
-    def two_only(self, run, count):         # the gate closes the run after two trials
+    def two_only(self, run, count, gate=True):       # the gate closes the run after two trials
         plan = self.plans.get(run)
         if plan is not None and plan.trials_started >= 2:
             if count:
                 plan.refused, plan.closed_by = plan.refused + 1, "budget"
             return False
-        return original(self, run, count)
+        return original(self, run, count, gate)
     monkeypatch.setattr(budget_mod.Budget, "_may_start", two_only)
     study_mod.run(opts)
     monkeypatch.setattr(budget_mod.Budget, "_may_start", original)
