@@ -271,13 +271,11 @@ def test_a_new_tuner_offers_each_carried_trial_to_its_restart(ray_local, tmp_pat
     assert dict(config.scheduler._brackets[0]._rungs)[1] == {"new": 0.1}
 
 
-def test_a_lost_trials_restart_runs_before_the_points_an_earlier_driver_left_queued(ray_local, tmp_path):
-    import torch
-
-    from ec4srec.search import carry, compat
+def lr_study(tmp_path):
+    """(options, searched ranges, run, its Optuna study) of a smoke study searching train.lr only,
+    whose run's Ray folder is gone: make_tuner goes on from the durable state."""
     from ec4srec.search.options import StudyOptions
     from ec4srec.search.ranges import load_ranges
-    from ec4srec.search.tuner import make_tuner
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
                      "methods:\n  sasrec: [train.lr]\n")
@@ -287,6 +285,15 @@ def test_a_lost_trials_restart_runs_before_the_points_an_earlier_driver_left_que
     run = "synthetic-sasrec-sasrec"
     opts.exp_dir.mkdir(parents=True)
     study = journal_study(opts.exp_dir, run)
+    return opts, load_ranges(space), run, study
+
+
+def test_a_lost_trials_restart_runs_before_the_points_an_earlier_driver_left_queued(ray_local, tmp_path):
+    import torch
+
+    from ec4srec.search import carry, compat
+    from ec4srec.search.tuner import make_tuner
+    opts, ranges, run, study = lr_study(tmp_path)
     for lr in (0.001, 0.002, 0.003):          # the first driver's queued points
         study.enqueue_trial({"train.lr": lr})
     lost = study.ask({"train.lr": optuna.distributions.FloatDistribution(5e-4, 5e-3, log=True)})
@@ -294,7 +301,7 @@ def test_a_lost_trials_restart_runs_before_the_points_an_earlier_driver_left_que
     torch.save({"model": {}, "best_weights": None}, tmp_path / "trainer.pt")
     carry.write_carry(opts.exp_dir, run, "t1", lost.params, "checkpoint_000000",
                       (tmp_path / "trainer.pt").read_bytes(), [{"epoch": 1}])
-    tuner, num = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges(space))
+    tuner, num = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), ranges)
     searcher = compat.restored_tune_config(tuner).search_alg
     searcher.lane_cap = None                   # (this test asks for three at once)
     asked = [searcher.suggest(f"new{i}") for i in range(3)]
@@ -313,18 +320,8 @@ def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_loca
     from ray.tune.search import Searcher
 
     from ec4srec.search import carry, compat
-    from ec4srec.search.options import StudyOptions
-    from ec4srec.search.ranges import load_ranges
     from ec4srec.search.tuner import make_tuner
-    space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
-                     "methods:\n  sasrec: [train.lr]\n")
-    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
-                        num_samples=4, max_epochs=9, cpus_per_trial=1, gpus_per_trial=0,
-                        seeds=0, scheduler="fifo").finalize()
-    run = "synthetic-sasrec-sasrec"
-    opts.exp_dir.mkdir(parents=True)
-    study = journal_study(opts.exp_dir, run)
+    opts, ranges, run, study = lr_study(tmp_path)
     dist = {"train.lr": optuna.distributions.FloatDistribution(5e-4, 5e-3, log=True)}
     plain, kept = study.ask(dist), study.ask(dist)       # two lost trials, the second carried
     plain.set_user_attr(durable.RAY_TRIAL_ID, "t0")
@@ -341,7 +338,7 @@ def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_loca
                 self.admitted.append(run)
             return not gate
         plans: dict = {}
-    tuner, _ = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), load_ranges(space))
+    tuner, _ = make_tuner(opts, ("synthetic", "sasrec", "sasrec"), ranges)
     searcher = compat.restored_tune_config(tuner).search_alg
     searcher.lane_cap, searcher.budget = None, Spent()
     first, second = searcher.suggest("new0"), searcher.suggest("new1")
