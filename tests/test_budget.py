@@ -232,13 +232,16 @@ def test_ledger_carries_used_time_across_drivers(tmp_path):
     assert again.begin_run("r2").share_s == pytest.approx(3600 - 1200 - 100 - 60)
 
 
-def test_a_skipped_run_is_planned_again_by_a_resumed_driver(tmp_path):
-    runs = ["r1", "r2", "r3"]
-
+def lanes_budget(tmp_path, runs, seeds):
+    """Budgets (by clock and total) of ``runs`` on two slots, two runs at a time."""
     def budget(clock, total):
         return Budget(tmp_path, total, runs, {r: 0 for r in runs}, max_epochs=10, num_samples=20,
-                      slots=2, seeds=0, clock=clock, concurrency=2)
+                      slots=2, seeds=seeds, clock=clock, concurrency=2)
+    return budget
 
+
+def test_a_skipped_run_is_planned_again_by_a_resumed_driver(tmp_path):
+    budget = lanes_budget(tmp_path, ["r1", "r2", "r3"], seeds=0)
     clock = Clock(0.0)
     b = budget(clock, 1500.0)
     reports(b.cost, "r1", "t1", [100.0] * 3)               # a full trial: 10 x 100 s
@@ -257,6 +260,30 @@ def test_a_skipped_run_is_planned_again_by_a_resumed_driver(tmp_path):
     share = again.begin_run("r1").share_s
     assert share == pytest.approx((6000 - 900 - again.table_reserve) / 2 + 900 / 3 - 900)
     assert again.begin_run("r2").share_s > 0 and again.may_start("r2")
+
+
+def test_a_run_skipped_after_its_trials_were_lost_is_planned_again(tmp_path):
+    budget = lanes_budget(tmp_path, ["r1", "r2"], seeds=1)
+    clock = Clock(0.0)
+    b = budget(clock, 3000.0)
+    reports(b.cost, "r1", "t1", [100.0] * 3)               # a full trial: 10 x 100 s
+    b.begin_run("r1")
+    b.begin_run("r2")
+    assert b.may_start("r2")                              # its trial starts, then its driver dies
+    clock.t = 600.0
+    b.write()
+    # the next driver skips r2 (as when the gate refuses it), its started trial never finished
+    resumed = budget(Clock(5_000.0), 3000.0)
+    resumed.begin_run("r2")
+    resumed.skip_run("r2")
+    # within that driver r2 is over: it gets no seed time
+    assert "r2" not in resumed.fitting_runs()
+    resumed.write()
+    # a third driver plans it again (its used time kept): the forecast counts it as a run to
+    # plan, which fits in a larger budget, not as neither started nor pending
+    again = budget(Clock(10_000.0), 6000.0)
+    assert again.plans["r2"].trials_started == 1 and again.run_used("r2", 10_000.0) > 0
+    assert again.fitting_runs() == ["r1", "r2"]
 
 
 def test_a_run_resumed_after_part_of_its_share_gets_only_the_rest(tmp_path):
@@ -339,6 +366,22 @@ def test_the_seed_reserve_never_takes_more_than_half_the_budget(tmp_path):
     reports(b.cost, "r1", "t", [100.0] * 3)                 # a full trial: 1000 s, 3 waves
     # 3 x 1000 s of seeds would leave the search nothing: the reserve stops at half
     assert b.seed_reserve() == pytest.approx(500.0)
+
+
+@pytest.mark.parametrize("seeds_done, reserve", [
+    ({}, 2100 / 2 + 400 / 2),          # 9 jobs: greedy packing's bound, under 5 waves of 400 s
+    ({"a": 3}, 1800 / 2 + 400 / 2),    # a's three are recorded: 6 jobs, under 3 waves (1200 s)
+    ({"a": 3, "c": 3}, 2 * 400),       # b's three alone: 2 waves of 400 s, under the bound
+])
+def test_the_seed_reserve_packs_each_runs_jobs_and_leaves_out_recorded_seeds(tmp_path, seeds_done,
+                                                                              reserve):
+    runs = ["a", "b", "c"]
+    b = Budget(tmp_path, 100_000.0, runs, {r: 0 for r in runs}, max_epochs=10, num_samples=20,
+               slots=2, seeds=3, clock=Clock(), seeds_done=seeds_done)
+    for run, epoch_s in (("a", 10.0), ("b", 40.0), ("c", 20.0)):   # full trials 100, 400, 200 s
+        reports(b.cost, run, "t", [epoch_s] * 3)
+    # each job priced at its own run's seed (a full trial before any ended on its own)
+    assert b.seed_reserve(runs) == pytest.approx(reserve)
 
 
 def test_a_seed_rerun_is_priced_to_early_stopping_not_at_its_cut_trials_length():

@@ -32,6 +32,7 @@ METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")     # all i
 UNSEEN_METRICS = tuple(f"{m}_unseen" for m in METRICS)   # the user's history removed
 # read when a record has them (runs before 2026-12-06 have only METRICS)
 EXTRA_METRICS = UNSEEN_METRICS + ("last_item_top1",)
+SEED_RECORD = "seeds/{run}/seed_{seed}.json"    # a study's seed re-run, relative to its folder
 # columns the report needs from each table
 REQUIRED = {"trials.csv": ("run", "valid/ndcg@10"),
             "seeds.csv": ("dataset", "method", "backbone", "seed",
@@ -190,7 +191,7 @@ def warm_start_savings(trials: pd.DataFrame, epochs: pd.DataFrame | None = None)
 
 def write_seed_table(exp: Path) -> pd.DataFrame:
     rows = []
-    for path in sorted((exp / "seeds").glob("*/seed_*.json")):
+    for path in sorted(exp.glob(SEED_RECORD.format(run="*", seed="*"))):
         rec = json.loads(path.read_text())
         dataset = path.parent.name.rsplit("-", 2)[0]
         rows.append({"run": path.parent.name, "dataset": dataset, "method": rec["method"],

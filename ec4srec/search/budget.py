@@ -4,67 +4,50 @@ study.py feeds it reports and asks it questions.
 
 Contracts:
 - The budget is the wall clock of the whole study, seed re-runs and tables included, summed
-  over every driver run of it (``--resume`` continues the ledger ``<exp>/budget.json``; the
-  ledger is rewritten atomically every ``LEDGER_EVERY`` seconds and at each run's start/end).
+  over every driver run of it (``--resume`` continues the ledger ``<exp>/budget.json``,
+  ledger.py; it is rewritten atomically every ``LEDGER_EVERY`` seconds and at each run's
+  start/end). A run's share is charged what the run used less the training its trials lost
+  with a machine (lost.py: :meth:`Budget.credit_lost`).
 - Cost model (``cost.py``): per run, the median plain epoch, the extra seconds of an update
   epoch and the per-trial overhead, measured from the trials' reports; a run not measured yet
   borrows the measured runs' (scaled by ``MethodSpec.cost``), and a fresh study the probe's
   (``forecast.py``).
-- The plan, made when a run starts: ``search_left = budget - used - seed_reserve - TABLE_RESERVE``;
-  the run's share is ``search_left / runs_left`` (the same for every (method, backbone));
-  planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
-  ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction of N
-  the run's finished trials trained on average (the study's until one of the run's ended;
-  ASHA and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if
-  each rung kept 1/rf of the trials, :func:`~ec4srec.search.cost.asha_expected`). The seed reserve prices each seed re-run at a
-  full trial times the fraction of N that unpruned trials trained (prior 1.0), packed on the
-  slots in waves, and never holds more than ``SEED_SHARE`` of the budget.
+- The plan, made when a run starts: ``search_left = budget - used - seed_reserve -
+  TABLE_RESERVE``; the run's share is ``search_left / runs_left`` (the same for every (method,
+  backbone)); planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``,
+  where ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction
+  of N the run's finished trials trained on average (the study's until one of the run's ended;
+  ASHA and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each
+  rung kept 1/rf of the trials, :func:`~ec4srec.search.cost.asha_expected`). The seed reserve
+  prices each seed re-run still to run (``seeds_done``: the recorded ones are not re-run) at
+  its run's full trial times the fraction of N that unpruned trials trained (prior 1.0),
+  packed on the slots (the smaller of waves of the longest job and Graham's bound for greedy
+  packing, :func:`~ec4srec.search.cost.list_schedule_bound`), and never holds more than
+  ``SEED_SHARE`` of the budget.
 - Gate (:meth:`Budget.may_start`): a run starts a new trial only while ``now + expected trial
   <= its share's end`` and the trial can reach its first decision before the search deadline
-  (seed reserve kept): ASHA's first rung, or without ASHA a full trial (:meth:`trial_costs`).
-  A run the gate refuses its first trial is skipped (no Tuner; it stays incomplete, so a
-  resume with a larger budget runs it). Stop (:meth:`Budget.search_over`): past the search deadline every running trial is stopped;
-  its best validation so far still counts.
+  (seed reserve kept): ASHA's first rung, or without ASHA a full trial (:meth:`trial_costs`). A
+  run the gate refuses its first trial is skipped (no Tuner; it stays incomplete, so a resume
+  plans it again). Stop (:meth:`Budget.search_over`): past the search deadline every running
+  trial is stopped; its best validation so far still counts.
 - Seed phase (:meth:`Budget.seed_fits`): a seed job starts only if it can end before the
   study's deadline, given the slots' queue.
 """
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_json
-from ..config import ConfigError
-from .cost import CostModel, asha_expected
+from .cost import CostModel, asha_expected, list_schedule_bound, slot_utilisation
 from .durations import hms, parse_duration  # noqa: F401  (the study's modules import them from here)
+from .ledger import LEDGER, SKIPPED, RunPlan, ledger_report, load_ledger
 
-LEDGER = "budget.json"
 SEED_SHARE = 0.5        # the seed reserve's cap, as a share of the whole budget
-SKIPPED = "budget: skipped"   # RunPlan.closed_by of a run not one trial of which fit
 LEDGER_EVERY = 30.0            # seconds between ledger writes while a run is going
-TABLE_RESERVE = 60.0           # seconds kept for the tables and report: 5 % of the budget,
-TABLE_RESERVE_MIN = 15.0       # at least 15 s and at most 60 s
-# ------------------------------------------------------------------ the plan
-@dataclass
-class RunPlan:
-    run: str
-    share_s: float | None              # None: no budget or nothing measured yet
-    planned_trials: int
-    started_at: float
-    deadline: float | None             # the share's end (wall clock)
-    full_trial_s: float | None = None
-    expected_trial_s: float | None = None
-    trials_started: int = 0
-    trials_finished: int = 0
-    refused: int = 0                   # suggestions the gate refused
-    ended_at: float | None = None
-    closed_by: str | None = None       # "budget" when the gate or the deadline ended it
-    used_before_s: float = 0.0         # seconds this run used in earlier driver runs
-    done: bool = False                 # the run is complete
+TABLE_RESERVE, TABLE_RESERVE_MIN = 60.0, 15.0   # for the tables: 5 % of the budget, 15-60 s
 
 
 class Budget:
@@ -72,19 +55,21 @@ class Budget:
 
     ``runs``: every run name in order; ``updates``: importance updates of a full trial per run;
     ``slots``: trials that run at once; ``total_s``: the budget (None: no budget, the plan and
-    cost report are still kept)."""
+    cost report are still kept); ``seeds_done``: seed re-runs already recorded per run."""
 
     def __init__(self, exp: Path, total_s: float | None, runs: list[str], updates: dict[str, int],
                  max_epochs: int | dict[str, int], num_samples: int, slots: int, seeds: int,
                  clock=time.time, started: float | None = None, concurrency: int = 1,
                  weights: dict[str, float] | None = None,
-                 asha: dict[str, tuple[str, float, float]] | None = None):
+                 asha: dict[str, tuple[str, float, float]] | None = None,
+                 seeds_done: dict[str, int] | None = None):
         self.exp, self.total_s, self.runs, self.updates = Path(exp), total_s, list(runs), updates
         # N of each run (one number: every run's)
         self.epochs = (dict(max_epochs) if isinstance(max_epochs, dict)
                        else {r: max_epochs for r in self.runs})
         self.max_epochs = max(self.epochs.values(), default=1)
         self.num_samples, self.seeds = num_samples, seeds
+        self.seeds_done = dict(seeds_done or {})          # run -> seed re-runs recorded
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
         # run -> (ASHA clock "epochs"|"seconds", first rung, reduction factor); absent: no ASHA
@@ -96,29 +81,12 @@ class Budget:
         self.used_before, self.plans, self.cost = 0.0, {}, CostModel()
         self.seed_log: list[dict] = []
         self._written = 0.0
-        ledger = self.exp / LEDGER
-        if ledger.exists():
-            self._load(ledger)
+        self._replan: set[str] = set()   # loaded skipped runs whose trials were lost: to plan
+        if (self.exp / LEDGER).exists():
+            load_ledger(self, self.exp / LEDGER)
         self.cost.weights = dict(weights or {})
 
     # ---------------------------------------------------------------- ledger
-    def _load(self, path: Path) -> None:
-        try:
-            raw = json.loads(path.read_text())
-            self.used_before = float(raw["used_s"])
-            self.cost = CostModel.from_dict(raw.get("cost_model", {}))
-            for run, p in raw.get("plans", {}).items():
-                p = dict(p)
-                if p.get("closed_by") == SKIPPED and not p.get("trials_started"):
-                    continue      # never ran: still to plan, with its share of what is left
-                used = float(p.pop("used_s", 0.0))
-                # an earlier driver's plan: its clock is stopped at what it used
-                self.plans[run] = RunPlan(**{**p, "used_before_s": used, "started_at": self.started,
-                                             "ended_at": self.started})
-            self.seed_log = list(raw.get("seeds", []))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}: not a budget ledger of this ec4srec ({exc})") from None
-
     def used(self) -> float:
         return self.used_before + (self.clock() - self.started)
 
@@ -144,33 +112,35 @@ class Budget:
         runs = self.fitting_runs() if runs is None else runs
         costs = [self.cost.full_trial_seconds(r, self.n(r), self.updates.get(r, 0), cold=True)
                  for r in runs]
-        known = [c for c in costs if c is not None]
-        if not known:
+        if not any(c is not None for c in costs):
             return 0.0
         job = max(c * self.cost.seed_fraction(r) for r, c in zip(runs, costs) if c is not None)
-        waves = math.ceil(len(costs) * self.seeds / self.slots)
+        # the jobs still to run (a run's recorded seeds are not re-run), each at its run's
+        # cost (an unmeasured run at the largest), in waves or greedily packed, the smaller
+        jobs = [job if c is None else c * self.cost.seed_fraction(r)
+                for r, c in zip(runs, costs) for _ in range(self.seeds - self.seeds_done.get(r, 0))]
+        packed = min(math.ceil(len(jobs) / self.slots) * job, list_schedule_bound(jobs, self.slots))
         # never more than SEED_SHARE of the budget: until a trial ends on its own a seed is
         # priced at the full N epochs, which early stopping rarely trains; a seed that does
         # not fit when its turn comes is skipped and listed (seed_fits)
-        cap = SEED_SHARE * self.total_s if self.total_s is not None else math.inf
-        return min(waves * job, cap)
+        return min(packed, SEED_SHARE * self.total_s if self.total_s is not None else math.inf)
 
     def fitting_runs(self) -> list[str]:
         """The runs the budget keeps seed time for: runs that ended with a finished trial, the
-        runs in progress, and, in order, every run not yet started that fits: on K lanes
+        runs in progress, and, in order, every run not yet started that fits (an earlier
+        driver's skipped run whose trials were lost is one: it is planned again): on K lanes
         (``concurrency``; a running run holds its lane until its share ends, a free lane is
         free now) each such run takes what the gate needs to admit its first trial (that
-        trial's first decision: ASHA's first rung, or a full trial without ASHA) on the earliest
-        lane, and the last lane's end plus the seed re-runs of all of
-        these must come before the deadline's table reserve. A run that does not fit is
-        skipped when its turn comes (the gate refuses its first trial) and left for a resume
-        with a larger budget; without this rule the seeds of runs that never run would be
-        reserved, and a budget too small for every run would stop the study before any run
-        finished a trial."""
+        trial's first decision: ASHA's first rung, or a full trial without ASHA) on the
+        earliest lane, and the last lane's end plus the seed re-runs of all of these must come
+        before the deadline's table reserve. A run that does not fit is skipped when its turn
+        comes (the gate refuses its first trial) and left for a resume; without this rule the
+        seeds of runs that never run would be reserved, and a budget too small for every run
+        would stop the study before any run finished a trial."""
         with self._lock:
-            started = [r for r in self.runs if r in self.plans
+            started = [r for r in self.runs if r in self.plans and r not in self._replan
                        and (not self.plans[r].done or self.plans[r].trials_finished > 0)]
-            pending = [r for r in self.runs if r not in self.plans]
+            pending = [r for r in self.runs if r not in self.plans or r in self._replan]
             if self.deadline is None or not pending:
                 return started + pending
             now = self.clock()
@@ -216,6 +186,7 @@ class Budget:
     def _begin_run(self, run: str) -> RunPlan:
         now = self.clock()
         previous = self.plans.pop(run, None)          # re-planned as a run not yet started
+        self._replan.discard(run)
         fitting = self.fitting_runs()
         if previous is not None:
             self.plans[run] = previous
@@ -255,11 +226,17 @@ class Budget:
         return [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
 
     def run_used(self, run: str, now: float) -> float:
-        """Seconds ``run`` has searched so far, over every driver run of the study."""
+        """Seconds ``run`` has searched so far, over every driver run of the study, less the
+        training its trials lost with a machine (:meth:`credit_lost`)."""
         plan = self.plans.get(run)
-        if plan is None:
-            return 0.0
-        return plan.used_before_s + (plan.ended_at or now) - plan.started_at
+        return 0.0 if plan is None else max(0.0, plan.used_before_s + (plan.ended_at or now)
+                                            - plan.started_at - plan.lost_s)
+
+    def credit_lost(self, run: str, seconds: float) -> None:
+        """``run``'s trials lost ``seconds`` of training with a machine: not charged to its
+        share (the study's clock still counts them: that time was spent)."""
+        if run in self.plans:
+            self.plans[run].lost_s = float(seconds)
 
     def share_plan(self, run: str, left: list[str], expected: float | None,
                    now: float) -> tuple[float, int]:
@@ -336,21 +313,12 @@ class Budget:
             self.busy.append((start, max(start, end)))
 
     def utilisation(self) -> float | None:
-        """Busy slot-seconds / slot-seconds of the search phase (this driver run). Busy
-        slot-seconds integrate min(trials running, slots) over time, so the callbacks' latency
-        (a reused actor's next trial can start before the last one's end is seen) never counts
-        a slot twice."""
+        """Busy slot-seconds / slot-seconds of the search phase (this driver run;
+        :func:`~ec4srec.search.cost.slot_utilisation`)."""
         if self.search_started is None:
             return None
-        end = self.search_ended or self.clock()
-        span = (end - self.search_started) * self.slots
-        events = sorted([(a, 1) for a, _ in self.busy] + [(b, -1) for _, b in self.busy])
-        busy, running, last = 0.0, 0, None
-        for t, step in events:
-            if last is not None:
-                busy += min(running, self.slots) * (t - last)
-            running, last = running + step, t
-        return busy / span if span > 0 else None
+        return slot_utilisation(self.busy, self.slots, self.search_started,
+                                self.search_ended or self.clock())
 
     def trial_done(self, run: str, epochs: int, pruned: bool) -> None:
         self.cost.finished(epochs, self.n(run), pruned, run)
@@ -358,17 +326,14 @@ class Budget:
             self.plans[run].trials_finished += 1
 
     def skip_run(self, run: str) -> None:
-        """``run`` was planned but not one trial of it fits: it ends without trials. A later
-        driver (``--resume``, perhaps with a larger budget) plans it again as a run not yet
-        started (the ledger does not load a skipped plan)."""
-        plan = self.plans.get(run)
-        if plan is not None:
-            plan.closed_by = SKIPPED
+        """``run`` was planned but not one trial of it fits: it ends without trials; a later
+        driver (``--resume``) plans it again as a run not yet started."""
+        if run in self.plans:
+            self.plans[run].closed_by = SKIPPED
         self.end_run(run)
 
     def end_run(self, run: str, stopped_by_deadline: bool = False) -> None:
-        plan = self.plans.get(run)
-        self.search_ended = self.clock()
+        plan, self.search_ended = self.plans.get(run), self.clock()
         if plan is not None:
             plan.ended_at, plan.done = self.clock(), True
             if stopped_by_deadline:
@@ -386,15 +351,5 @@ class Budget:
 
     # ---------------------------------------------------------------- report
     def report(self) -> dict:
-        """The cost report (summary.json's "cost"; the ledger's content)."""
-        now = self.clock()
-        plans = {}
-        for r, p in self.plans.items():
-            end = p.ended_at or now
-            plans[r] = {**asdict(p), "used_s": round(p.used_before_s + end - p.started_at, 1)}
-        return {"budget_s": self.total_s, "used_s": round(self.used(), 1),
-                "left_s": None if self.total_s is None else round(self.total_s - self.used(), 1),
-                "slots": self.slots, "concurrent_runs": self.concurrency,
-                "search_utilisation": None if self.utilisation() is None else round(self.utilisation(), 4),
-                "seed_reserve_s": round(self.seed_reserve(), 1),
-                "plans": plans, "seeds": self.seed_log, "cost_model": self.cost.to_dict()}
+        """The cost report (summary.json's "cost"; the ledger's content: ledger.py)."""
+        return ledger_report(self)

@@ -1,6 +1,6 @@
 """The budget's cost model: seconds per epoch, per importance update and per trial start-up of
 each run, measured from the study's own reports (see budget.py's module docstring for how the
-plan uses them). No Ray here."""
+plan uses them), and the search phase's slot utilisation. No Ray here."""
 from __future__ import annotations
 
 import statistics
@@ -177,3 +177,28 @@ def asha_expected(rungs: list[float], reduction_factor: float, end: float) -> fl
     for k in range(1, len(points)):
         total += (points[k] - points[k - 1]) / reduction_factor ** k
     return total
+
+
+def slot_utilisation(busy: list[tuple[float, float]], slots: int, start: float,
+                     end: float) -> float | None:
+    """Busy slot-seconds / slot-seconds from ``start`` to ``end`` of trial sessions ``busy``
+    ((start, end) each). Busy slot-seconds integrate min(sessions running, slots) over time, so
+    the callbacks' latency (a reused actor's next trial can start before the last one's end is
+    seen) never counts a slot twice. None for an empty span."""
+    span = (end - start) * slots
+    events = sorted([(a, 1) for a, _ in busy] + [(b, -1) for _, b in busy])
+    used, running, last = 0.0, 0, None
+    for t, step in events:
+        if last is not None:
+            used += min(running, slots) * (t - last)
+        running, last = running + step, t
+    return used / span if span > 0 else None
+
+
+def list_schedule_bound(jobs: list[float], slots: int) -> float:
+    """An upper bound on the makespan of ``jobs`` (seconds) started in any order, each on the
+    slot that frees first (Graham's list scheduling): sum / slots + (1 - 1/slots) x the
+    longest; 0 without jobs."""
+    if not jobs:
+        return 0.0
+    return sum(jobs) / slots + (1 - 1 / slots) * max(jobs)

@@ -31,24 +31,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import optuna
 from ray.tune import Callback
 
 from ..checkpoint import atomic_write_json
 from . import carry, compat
-from .trial_files import NOT_RECORDED, RECORDS, read_history
-
-RAY_TRIAL_ID = "ray_trial_id"   # the Optuna trial's user attribute naming its Ray trial
-
-
-def trial_records(exp: Path, run: str) -> list[dict[str, Any]]:
-    """The recorded (ended) trials of ``run``, by trial id."""
-    folder = Path(exp) / RECORDS / run
-    if not folder.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+from .trial_files import NOT_RECORDED, RAY_TRIAL_ID, RECORDS, read_history, trial_records
 
 
 def merge_records(new: list[dict], recorded: list[dict]) -> list[dict]:

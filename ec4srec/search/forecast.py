@@ -155,7 +155,10 @@ def announce(opts, budget: Budget, log=print) -> None:
     """Print the study's plan before its first trial (``opts``: StudyOptions). A study with
     no measured epoch first probes its first pending run here (skipped, and said so, when the
     trials run on GPUs the driver may not have, or the run's config cannot be built yet)."""
+    from .lost import describe
     from .options import run_base, run_name
+    for line in describe(budget):       # training lost with a machine, not charged (lost.py)
+        log(line)
     keys = opts.runs()
     done = {run_name(k) for k in keys if (opts.exp_dir / "runs" / f"{run_name(k)}.json").exists()}
     pending = [k for k in keys if run_name(k) not in done]

@@ -335,3 +335,24 @@ def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:
     atomic_write_text(active, dump_ranges(new))
     write_manifest(opts)
     print(f"[search] search space narrowed to {new_space} for trials not yet created", flush=True)
+
+
+def optuna_study_name(opts: StudyOptions, run: str) -> str:
+    """The Optuna study of ``run``: the run's name in the study's own journal; in an RDB
+    (``--optuna-storage``), which several ec4srec studies may share, ``<prefix>/<run>`` with
+    the prefix fixed when the study began (``optuna_prefix``: a study resumed under another
+    name keeps it; a study from before prefixes has ``""`` and keeps ``<run>``), so that a
+    second study's run never joins (and resumes into) another study's."""
+    if not opts.optuna_storage or not opts.optuna_prefix:
+        return run
+    return f"{opts.optuna_prefix}/{run}"
+
+
+def optuna_storage(opts: StudyOptions):
+    """The study's Optuna storage: --optuna-storage (an RDB URL), else exp/optuna.journal
+    (which ``study.run`` repaired once, before any run could write to it)."""
+    import optuna
+    if opts.optuna_storage:
+        return optuna.storages.RDBStorage(opts.optuna_storage)
+    journal = opts.exp_dir / "optuna.journal"
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))

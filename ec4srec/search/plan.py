@@ -22,9 +22,11 @@ import time
 from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..registry import METHODS, is_guided
+from ..report.results import SEED_RECORD
 from .budget import Budget, hms
 from .carry import read_all_carries
 from .forecast import announce
+from .lost import credit_study
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
                       capped_slots, clock_scale, input_error, run_name)
 from .resume import resumed_options
@@ -61,7 +63,8 @@ def checked_options(opts: StudyOptions, resume: bool, log=print) -> StudyOptions
 
 def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
     """The study's budget on ``slots`` trial slots (or, without --time-budget, its cost
-    bookkeeping only); a resumed study's ledger (budget.json) is read, not written."""
+    bookkeeping only); a resumed study's ledger (budget.json) is read, not written, and its
+    runs are credited with the training their trials lost with a machine (lost.py)."""
     names = [run_name(k) for k in opts.runs()]
     updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if is_guided(k[1]) else 0
                for k in opts.runs()}
@@ -74,10 +77,16 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
                   asha_grace(opts, clock, epochs[run]) / clock_scale(opts, clock),
                   opts.reduction_factor)
             for run, clock in clocks.items() if clock}
-    return Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
-                  opts.num_samples, slots, opts.seeds, started=started,
-                  concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
-                  asha=asha)
+    # the seed re-runs recorded so far (study.run_seeds does not run them again)
+    seeds_done = {run: min(opts.seeds, len(list(opts.exp_dir.glob(SEED_RECORD.format(run=run,
+                                                                                  seed="*")))))
+                  for run in names}
+    budget = Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
+                    opts.num_samples, slots, opts.seeds, started=started,
+                    concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
+                    asha=asha, seeds_done=seeds_done)
+    credit_study(opts, budget)          # training lost with a machine is not a run's to pay
+    return budget
 
 
 def local_slots(opts: StudyOptions) -> int:

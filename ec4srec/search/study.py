@@ -69,7 +69,7 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
     for i in range(opts.seeds):                          # seed-major: every run gets seed 1 first
         for name, config in best.items():
             seed = config.train.seed + i
-            out = opts.exp_dir / "seeds" / name / f"seed_{seed}.json"
+            out = opts.exp_dir / results.SEED_RECORD.format(run=name, seed=seed)
             if out.exists():
                 continue
             if budget is not None:

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 TRAINER_FILE = "trainer.pt"          # in a Ray checkpoint folder: the trainer checkpoint
 FINISHED_MARKER = "FINISHED.json"    # in a trial folder: the trial ended on its own
 RECORDS = "trials"                   # <exp>/trials/<run>/<trial_id>.json: an ended trial's record
+RAY_TRIAL_ID = "ray_trial_id"        # the Optuna trial's user attribute naming its Ray trial
 
 
 # Ray's bookkeeping fields a record does not keep (the params are the record's own field)
 NOT_RECORDED = ("config", "date", "hostname", "pid", "checkpoint_dir_name", "should_checkpoint",
                 "time_since_restore", "iterations_since_restore")
+
+
+def trial_records(exp: Path, run: str) -> list[dict[str, Any]]:
+    """The recorded (ended) trials of ``run``, by trial id."""
+    folder = Path(exp) / RECORDS / run
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def read_history(trial_dir: Path) -> list[dict]:

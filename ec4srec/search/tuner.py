@@ -28,7 +28,8 @@ from . import carry, compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
 from .options import (SECONDS_CLOCKS, SPACE_FILE, StudyOptions, asha_clock, asha_grace,
-                      capped_slots, clock_scale, run_base, run_name)
+                      capped_slots, clock_scale, optuna_storage, optuna_study_name, run_base,
+                      run_name)
 from .space import SearchSpace
 from .trainable import train_trial
 from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
@@ -315,26 +316,6 @@ def lane_cap(opts: StudyOptions, lanes: int | Callable[[], int]) -> tuple[int, C
     slots = cluster_slots(opts)
     sharing = lanes if callable(lanes) else (lambda: lanes)
     return slots, lambda: -(-slots // max(1, sharing()))
-
-
-def optuna_study_name(opts: StudyOptions, run: str) -> str:
-    """The Optuna study of ``run``: the run's name in the study's own journal; in an RDB
-    (``--optuna-storage``), which several ec4srec studies may share, ``<prefix>/<run>`` with
-    the prefix fixed when the study began (``optuna_prefix``: a study resumed under another
-    name keeps it; a study from before prefixes has ``""`` and keeps ``<run>``), so that a
-    second study's run never joins (and resumes into) another study's."""
-    if not opts.optuna_storage or not opts.optuna_prefix:
-        return run
-    return f"{opts.optuna_prefix}/{run}"
-
-
-def optuna_storage(opts: StudyOptions):
-    """The study's Optuna storage: --optuna-storage (an RDB URL), else exp/optuna.journal
-    (which ``study.run`` repaired once, before any run could write to it)."""
-    if opts.optuna_storage:
-        return optuna.storages.RDBStorage(opts.optuna_storage)
-    journal = opts.exp_dir / "optuna.journal"
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
 
 def cluster_slots(opts: StudyOptions) -> int:
