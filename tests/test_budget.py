@@ -448,3 +448,41 @@ def test_a_run_with_fewer_trials_than_asked_reopens_when_the_budget_grows(tmp_pa
     # its Tuner's count was the budget's plan: with room left in its equal total (about
     # 1500 s) it reopens, unless it already ran every trial --num-samples asks for
     assert b.reopens("a") is expected
+
+
+def finished_run(b: Budget, clock: Clock, run: str, used: float, trials: int = 2) -> None:
+    """``run`` searched ``used`` seconds (from now on the clock) with ``trials`` trials, then
+    completed."""
+    b.begin_run(run)
+    clock.t += used
+    b.plans[run].trials_finished = trials
+    b.end_run(run)
+
+
+def test_complete_runs_reopen_only_as_far_as_the_search_time_left_holds_them(tmp_path):
+    # the Beauty study at session 20: five runs on two lanes, CL4SRec and DuoRec complete after
+    # about 7 h and 6.5 h, EC4SRec(SSL) and EC4SRec(SL) complete after one trial each, EC4SRec
+    # still searching; every trial's expected length 1 h
+    runs = ["cl4", "duo", "ssl", "sl", "ec4"]
+    clock = Clock(0.0)
+    b = lanes_budget(tmp_path, runs, seeds=0)(clock, 100_000.0)
+    for run in runs:
+        reports(b.cost, run, "t", [720.0] * 3)           # a full trial 2 h, expected 1 h
+    for run, used in (("cl4", 25_000.0), ("duo", 23_000.0), ("ssl", 9_000.0), ("sl", 11_000.0)):
+        finished_run(b, clock, run, used)
+    b.begin_run("ec4")
+    clock.t += 7_000.0
+    b.total_s = clock.t - 0.0 + 22_000.0 + b.table_reserve   # 22,000 s of search time left
+    assert b.search_deadline - clock.t == pytest.approx(22_000.0)
+    # judged each against EC4SRec alone, every complete run would reopen on the same 6 h
+    alone = {r: b.equal_total([r, "ec4"], clock.t) - b.run_used(r, clock.t) for r in runs[:4]}
+    assert all(share >= 3600.0 for share in alone.values())
+    # together: the two least used join EC4SRec (three runs, two waves), the others do not:
+    # their used time already exceeds that total less one trial
+    assert b.open_runs() == ["ssl", "sl", "ec4"]
+    total = b.equal_total(["ssl", "sl", "ec4"], clock.t)
+    assert total == pytest.approx(22_000.0 / 2 + (9_000.0 + 11_000.0 + 7_000.0) / 3)
+    assert [b.reopens(r) for r in runs[:4]] == [False, False, True, True]
+    # and a closed run (a staged study's stage 1) never reopens
+    b.closed.add("ssl")
+    assert not b.reopens("ssl") and b.open_runs() == ["sl", "ec4"]

@@ -82,6 +82,20 @@ def test_staged_runs_put_stage_one_first_and_need_the_plain_method(tmp_path):
     assert "must include sasrec" in input_error(no_plain)
 
 
+def test_a_resume_starts_the_runs_in_progress_first(tmp_path):
+    from ec4srec.search.options import run_name
+    from ec4srec.search.runs import start_order
+    opts = StudyOptions(dataset="synthetic", methods=["cl4srec", "duorec", "ec4srec"],
+                        storage_path=str(tmp_path), name="s").finalize()
+    keys = opts.runs()
+    complete, in_progress = run_name(keys[0]), run_name(keys[2])
+    (opts.exp_dir / "runs").mkdir(parents=True)
+    (opts.exp_dir / "runs" / f"{complete}.json").write_text("[]")       # may reopen
+    (opts.exp_dir / "trials" / in_progress).mkdir(parents=True)          # begun, not complete
+    # the run whose trials were running goes on first; the others keep their order
+    assert start_order(opts, keys) == [keys[2], keys[0], keys[1]]
+
+
 def write_run(exp: Path, run: str, trials: list[tuple[str, dict, float]]) -> None:
     records = [{"trial_id": tid, "params": params, "error": None, "path": f"{run}/trial_{tid}",
                 "history": [{"epoch": 1, "valid/ndcg@10": score / 2},

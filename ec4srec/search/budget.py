@@ -14,7 +14,7 @@ Contracts:
   (``forecast.py``).
 - The plan, made when a run starts: ``search_left = budget - used - seed_reserve -
   TABLE_RESERVE``; the run's share is ``search_left / runs_left`` (the same for every (method,
-  backbone)); planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``,
+  backbone); the runs left are :meth:`Budget.open_runs`, complete runs that reopen included); planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``,
   where ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction
   of N the run's finished trials trained on average (the study's until one of the run's ended;
   ASHA and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each
@@ -70,6 +70,7 @@ class Budget:
         self.max_epochs = max(self.epochs.values(), default=1)
         self.num_samples, self.seeds = num_samples, seeds
         self.seeds_done = dict(seeds_done or {})          # run -> seed re-runs recorded
+        self.closed: set[str] = set()      # runs that never reopen (a staged study's stage 1)
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
         # run -> (ASHA clock "epochs"|"seconds", first rung, reduction factor); absent: no ASHA
@@ -210,20 +211,64 @@ class Budget:
         return plan
 
     def reopens(self, run: str) -> bool:
-        """Whether ``run``, complete with fewer than ``num_samples`` trials, gets more now: what
-        it has not used of every run's equal total (raised by a larger budget) holds a trial."""
-        plan = self.plans.get(run)
+        """Whether ``run``, complete with fewer than ``num_samples`` trials, gets more now: it is
+        one of the open runs (:meth:`open_runs`: what it has not used of the equal total of
+        every run still searching holds one more expected trial of it)."""
+        with self._lock:
+            return run in self._reopen_candidates() and run in self.open_runs()
+
+    def _reopen_candidates(self) -> list[str]:
+        """Complete runs that may search more: fewer than ``num_samples`` trials, not
+        ``closed``, a measured trial cost, and a search deadline to share."""
+        if self.search_deadline is None:
+            return []
+        return [r for r, p in self.plans.items() if p.done and r not in self.closed
+                and r not in self._replan and p.trials_finished < self.num_samples
+                and self._expected_trial(r)]
+
+    def _expected_trial(self, run: str) -> float | None:
         full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
-        if plan is None or not plan.done or plan.trials_finished >= self.num_samples \
-                or self.search_deadline is None or not full:
-            return False
-        left = self._runs_left(run, self.fitting_runs())
-        expected = self.trial_costs(run, full)[0]
-        return self.share_plan(run, left, expected, self.clock())[0] >= expected
+        return None if not full else self.trial_costs(run, full)[0]
+
+    def open_runs(self, fitting: list[str] | None = None) -> list[str]:
+        """The runs that share the search time left, in ``fitting``'s order (default:
+        :meth:`fitting_runs`): every one not complete, and the complete runs that reopen,
+        found by water-filling: least used first, a complete run joins while its used time and
+        one expected trial fit in the equal total of the open runs with it
+        (:meth:`equal_total`); a run that no longer fits once others joined leaves again.
+        Without it each complete run would be judged against the runs still searching alone,
+        and several would reopen on the same search time (overcommitted: the last run to start
+        would find the search deadline)."""
+        fitting = self.fitting_runs() if fitting is None else fitting
+        now = self.clock()
+        open_ = [r for r in fitting if r not in self.plans or not self.plans[r].done
+                 or r in self._replan]
+        joined = []
+        for r in sorted((r for r in self._reopen_candidates() if r in fitting),
+                        key=lambda r: self.run_used(r, now)):
+            if self.run_used(r, now) + self._expected_trial(r) <= self.equal_total(
+                    open_ + joined + [r], now):
+                joined.append(r)
+        while joined:                      # each that joined still fits with all of them
+            total = self.equal_total(open_ + joined, now)
+            kept = [r for r in joined if self.run_used(r, now) + self._expected_trial(r) <= total]
+            if kept == joined:
+                break
+            joined = kept
+        return [r for r in fitting if r in open_ or r in joined]
 
     def _runs_left(self, run: str, fitting: list[str]) -> list[str]:
-        """The runs left to search that fit, ``run`` included (absent when it does not fit)."""
-        return [r for r in fitting if r == run or r not in self.plans or not self.plans[r].done]
+        """The runs left to search that fit (:meth:`open_runs`), ``run`` included (absent when
+        it does not fit)."""
+        opened = self.open_runs(fitting)
+        return [r for r in fitting if r == run or r in opened]
+
+    def equal_total(self, runs: list[str], now: float) -> float:
+        """The total each of ``runs`` gets when they share the search time left: that time
+        over ceil(len / K) waves (K runs share the slots at once) plus their mean used time."""
+        waves = math.ceil(max(1, len(runs)) / self.concurrency)
+        used = [self.run_used(r, now) for r in runs]
+        return max(0.0, self.search_deadline - now) / waves + sum(used) / max(1, len(runs))
 
     def run_used(self, run: str, now: float) -> float:
         """Seconds ``run`` has searched so far, over every driver run of the study, less the
@@ -244,10 +289,8 @@ class Budget:
         to search (itself included). Every run gets the same total: the search time left plus
         what the runs left used, split equally, less what ``run`` used. K runs share the slots
         at once: ceil(left / K) waves, each run with slots / K of the cluster."""
-        waves = math.ceil(max(1, len(left)) / self.concurrency)
-        used = {r: self.run_used(r, now) for r in left}
-        share = max(0.0, max(0.0, self.search_deadline - now) / waves
-                    + sum(used.values()) / max(1, len(left)) - used.get(run, 0.0))
+        share = max(0.0, self.equal_total(left, now) - (self.run_used(run, now) if run in left
+                                                         else 0.0))
         if not expected:
             return share, self.num_samples
         slots = self.slots / self.concurrency

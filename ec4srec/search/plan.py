@@ -29,7 +29,7 @@ from .forecast import announce
 from .lost import credit_study
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
                       capped_slots, clock_scale, input_error, run_name)
-from .resume import resumed_options
+from .resume import resumed_options, run_started
 
 
 class PlanError(Exception):
@@ -86,6 +86,9 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
                     concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
                     asha=asha, seeds_done=seeds_done)
     credit_study(opts, budget)          # training lost with a machine is not a run's to pay
+    if opts.staged and any(run_started(opts.exp_dir, run_name(k)) for k in opts.runs()
+                           if opts.stage_of(k[1]) == "methods"):
+        budget.closed.update(stage_one_runs(opts))  # stage 2's base: never reopened (study.py)
     return budget
 
 
@@ -121,3 +124,8 @@ def main(opts: StudyOptions, resume: bool = False) -> int:
               f"before), {budget.slots} trial slots", flush=True)
     announce(opts, budget, log=lambda line: print(line, flush=True))
     return 0
+
+
+def stage_one_runs(opts: StudyOptions) -> list[str]:
+    """A staged study's stage-1 runs (the plain method on each backbone)."""
+    return [run_name(k) for k in opts.runs() if opts.stage_of(k[1]) == "base"]

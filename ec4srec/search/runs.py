@@ -22,6 +22,7 @@ from ..checkpoint import atomic_write_json
 from . import carry, compat, durable
 from .budget import Budget, hms
 from .options import RUN_THREAD_PREFIX, StudyOptions, run_name
+from .resume import run_started
 from .tuner import make_tuner
 from .watch import say
 
@@ -130,6 +131,16 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
     return records
 
 
+def start_order(opts: StudyOptions, keys: list) -> list:
+    """``keys`` in the order their runs start: the runs in progress (begun, not complete: a
+    resume continues their trials) first, then the others, each group in ``keys``' order, so
+    that a resume never pauses running trials behind runs that reopen or have not begun."""
+    def in_progress(key) -> bool:
+        name = run_name(key)
+        return run_started(opts.exp_dir, name) and not (opts.exp_dir / "runs" / f"{name}.json").exists()
+    return sorted(keys, key=lambda k: not in_progress(k))
+
+
 def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | None = None,
                      reopen: bool = True) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
@@ -137,12 +148,12 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
     ceil(slots / K) trials at once (K: the runs sharing them now, running or waiting for a
     thread, read again before each trial it starts: ``make_tuner``), so when one run's ASHA
     tail leaves its slots idle, the other runs keep theirs busy, no run holds every slot while
-    another waits, and the last run takes every slot once the others have ended. Runs start in ``opts.runs()`` order
-    as threads free up. Tune catches SIGINT only in the main thread: here Ctrl-C ends the
-    driver (Interrupted, exit 130) and ``--resume`` restores each unfinished run from its last
-    experiment snapshot, as after a killed driver."""
+    another waits, and the last run takes every slot once the others have ended. Runs start
+    in :func:`start_order` as threads free up. Tune catches SIGINT only in the main thread:
+    here Ctrl-C ends the driver (Interrupted, exit 130) and ``--resume`` restores each
+    unfinished run from its last experiment snapshot, as after a killed driver."""
     compat.serialise_ray_registry()
-    keys = list(keys)
+    keys = start_order(opts, keys)
     done: dict[str, tuple] = {}
     failures: list[BaseException] = []
     lock = threading.Lock()

@@ -164,6 +164,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
                 print(f"[search] {run_name(key)}: skipped: stage 1 on {key[2]} has no finished "
                       f"trial (resume to run it once stage 1 has one)", flush=True)
             group = [k for k in group if k not in missing]
+            budget.closed.update(plan.stage_one_runs(opts))   # nor shares stage 2's time
         # stage 1 never reopens once a stage-2 run has begun: its best is their base
         reopen = not (opts.staged and stage == 0 and any(
             run_started(exp, run_name(k)) for g in groups[1:] for k in g))
