@@ -486,3 +486,27 @@ def test_complete_runs_reopen_only_as_far_as_the_search_time_left_holds_them(tmp
     # and a closed run (a staged study's stage 1) never reopens
     b.closed.add("ssl")
     assert not b.reopens("ssl") and b.open_runs() == ["sl", "ec4"]
+
+
+def test_a_reopened_run_gets_its_share_beside_a_run_that_began_first(tmp_path):
+    # the session-20 resume: EC4SRec (in progress) began first and took a lane until near the
+    # search deadline; EC4SRec(SSL), complete after one trial and credited for a lost one,
+    # reopened and was then judged as a run not yet started behind that lane: share 0, skipped
+    runs = ["ssl", "ec4"]
+    clock = Clock(0.0)
+    b = lanes_budget(tmp_path, runs, seeds=1)(clock, 60_000.0)
+    for run in runs:
+        reports(b.cost, run, "t", [720.0] * 3)           # a full trial 2 h, expected 1 h
+    finished_run(b, clock, "ssl", 9_000.0, trials=1)
+    b.credit_lost("ssl", 4_000.0)
+    b.begin_run("ec4")
+    clock.t += 3_000.0
+    b.begin_run("ec4")                                    # the resumed driver re-plans it first
+    assert b.reopens("ssl")
+    plan = b.begin_run("ssl")
+    # the reopened run keeps its credit and gets the equal total of the two open runs, as
+    # reopens() judged it: room for its expected trial, and the gate admits one
+    assert plan.lost_s == 4_000.0
+    assert plan.share_s == pytest.approx(
+        b.equal_total(runs, clock.t) - b.run_used("ssl", clock.t)) and plan.share_s >= 3600.0
+    assert b.may_start("ssl", count=False)

@@ -169,6 +169,44 @@ def test_a_record_keeps_one_row_per_epoch_without_rays_bookkeeping(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_reopened_run_the_gate_then_refuses_stays_complete_with_its_trials(tmp_path):
+    from ec4srec.search.ledger import RunPlan
+    from ec4srec.search.options import StudyOptions, run_name
+    from ec4srec.search.runs import run_search
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s",
+                        methods=["sasrec"]).finalize()
+    key = opts.runs()[0]
+    run, exp = run_name(key), opts.exp_dir
+    record = {"trial_id": "t1", "params": {"train.lr": 0.001}, "error": None, "path": f"{run}/t1",
+              "history": [{"epoch": 1, "valid/ndcg@10": 0.1}]}
+    (exp / "trials" / run).mkdir(parents=True)
+    (exp / "trials" / run / "t1.json").write_text(json.dumps(record))
+    (exp / "runs").mkdir()
+    (exp / "runs" / f"{run}.json").write_text(json.dumps([record]))
+
+    class ReopensThenRefuses:             # the budget reopens the run, then admits no trial
+        skipped = None
+
+        def reopens(self, name):
+            return True
+
+        def begin_run(self, name):
+            return RunPlan(name, None, 1, 0.0, None)
+
+        def may_start(self, name, count=True, gate=True):
+            return False
+
+        def skip_run(self, name):
+            self.skipped = name
+
+    budget = ReopensThenRefuses()
+    records = run_search(opts, key, None, budget)
+    # the run is complete again with the trials it had: its record is back, and the study's
+    # tables and seed re-runs still see its best trial
+    assert budget.skipped == run and records == [record]
+    assert json.loads((exp / "runs" / f"{run}.json").read_text()) == [record]
+
+
 def test_a_run_the_budget_closed_reopens_when_the_budget_grows(ray_local, tmp_path, monkeypatch):
     from ec4srec.search import budget as budget_mod
     from ec4srec.search import study as study_mod

@@ -186,11 +186,12 @@ class Budget:
 
     def _begin_run(self, run: str) -> RunPlan:
         now = self.clock()
-        previous = self.plans.pop(run, None)          # re-planned as a run not yet started
+        previous = self.plans.get(run)
         self._replan.discard(run)
+        if previous is not None and not previous.trials_finished:   # (one that finished a
+            del self.plans[run]              # trial keeps its seeds) judged as not yet started
         fitting = self.fitting_runs()
-        if previous is not None:
-            self.plans[run] = previous
+        self.plans.update({} if previous is None else {run: previous})
         left = self._runs_left(run, fitting)
         full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
         expected = None if full is None else self.trial_costs(run, full)[0]
@@ -206,6 +207,7 @@ class Budget:
             plan.trials_started, plan.trials_finished = previous.trials_started, previous.trials_finished
             plan.used_before_s = previous.used_before_s + (
                 (previous.ended_at or now) - previous.started_at)
+            plan.lost_s = previous.lost_s
         self.plans[run] = plan
         self.write()
         return plan

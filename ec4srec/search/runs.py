@@ -88,9 +88,14 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
     carried = bool(carry.read_carries(opts.exp_dir, run_name(key)))  # continued, not gated
     if plan is not None and not restorable and not carried \
             and not budget.may_start(run_name(key), count=False):
+        budget.skip_run(run_name(key))
+        if kept := durable.trial_records(opts.exp_dir, run_name(key)):   # it had reopened
+            atomic_write_json(done_file, kept)
+            say(f"[budget] {run_name(key)}: not one more trial fits in what is left of the "
+                f"budget; complete with its {len(kept)} trial(s)")
+            return kept
         say(f"[budget] {run_name(key)}: skipped, not one trial fits in what is left of the "
               f"budget (resume with a larger --time-budget to run it)")
-        budget.skip_run(run_name(key))
         return []
     # After SIGINT, interrupted trials may look TERMINATED: a trial counts as finished when it
     # errored, is "done", or its last report shows it ended on its own (its epoch budget or
