@@ -157,3 +157,28 @@ def test_optuna_study_names_in_a_shared_rdb_are_fixed_when_the_study_begins(tmp_
                             moved / "study.json")
     # resumed under another name, its runs keep the Optuna studies they began with
     assert again.name == "moved" and optuna_study_name(again, "r") == "first/r"
+
+
+def test_the_plan_lists_a_complete_run_the_budget_reopens_as_a_run_to_search(tmp_path):
+    from ec4srec.search.forecast import announce
+    from ec4srec.search.options import run_name
+    opts = StudyOptions(dataset="synthetic", methods=["sasrec", "cl4srec"],
+                        storage_path=str(tmp_path), name="s").finalize()
+    first, second = (run_name(k) for k in opts.runs())
+    (opts.exp_dir / "runs").mkdir(parents=True)
+    (opts.exp_dir / "runs" / f"{first}.json").write_text("[]")
+    clock = [0.0]
+    b = Budget(opts.exp_dir, 50_000.0, [first, second], {first: 0, second: 0}, max_epochs=10,
+               num_samples=20, slots=2, seeds=0, clock=lambda: clock[0], concurrency=2)
+    for run in (first, second):
+        for epoch in range(1, 4):
+            b.cost.observe(run, "t", {"epoch": epoch, "time_this_iter_s": 100.0})
+    b.begin_run(first)
+    clock[0] = 1000.0
+    b.plans[first].trials_finished = 2
+    b.end_run(first)                     # complete after 1,000 s, far below its equal total
+    lines = []
+    announce(opts, b, log=lines.append)
+    # it reopens, so the plan counts it among the runs to search
+    assert b.reopens(first)
+    assert lines[0].startswith(f"[plan] 2 run(s) to search ({first}, {second})")

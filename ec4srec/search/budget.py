@@ -192,7 +192,7 @@ class Budget:
             del self.plans[run]              # trial keeps its seeds) judged as not yet started
         fitting = self.fitting_runs()
         self.plans.update({} if previous is None else {run: previous})
-        left = self._runs_left(run, fitting)
+        left = self.runs_left(run, fitting)
         full = self.cost.full_trial_seconds(run, self.n(run), self.updates.get(run, 0))
         expected = None if full is None else self.trial_costs(run, full)[0]
         share = deadline = None
@@ -259,7 +259,7 @@ class Budget:
             joined = kept
         return [r for r in fitting if r in open_ or r in joined]
 
-    def _runs_left(self, run: str, fitting: list[str]) -> list[str]:
+    def runs_left(self, run: str, fitting: list[str]) -> list[str]:
         """The runs left to search that fit (:meth:`open_runs`), ``run`` included (absent when
         it does not fit)."""
         opened = self.open_runs(fitting)

@@ -138,9 +138,11 @@ def budget_verdict(budget: Budget, left: list[str], fc: dict) -> str:
     search time after the seed and table reserves; a run whose first trial and seeds do not
     fit is skipped): trials per run, or that it covers the study."""
     left_s = budget.total_s - budget.used()
-    fitting = [r for r in budget.fitting_runs() if r in left]
-    planned = {r: budget.share_plan(r, fitting, fc["runs"][r]["expected_trial_s"],
-                                    budget.clock())[1] for r in fitting}
+    all_fitting = budget.fitting_runs()
+    fitting = [r for r in all_fitting if r in left]
+    planned = {r: budget.share_plan(r, budget.runs_left(r, all_fitting),
+                                    fc["runs"][r]["expected_trial_s"], budget.clock())[1]
+               for r in fitting}
     skipped = [r for r in left if r not in fitting]
     head = f"[plan] --time-budget {hms(budget.total_s)} ({hms(left_s)} left)"
     if not skipped and all(n == budget.num_samples for n in planned.values()):
@@ -160,7 +162,9 @@ def announce(opts, budget: Budget, log=print) -> None:
     for line in describe(budget):       # training lost with a machine, not charged (lost.py)
         log(line)
     keys = opts.runs()
-    done = {run_name(k) for k in keys if (opts.exp_dir / "runs" / f"{run_name(k)}.json").exists()}
+    # complete runs, less those the budget reopens (Budget.open_runs): those search again
+    done = {run_name(k) for k in keys if (opts.exp_dir / "runs" / f"{run_name(k)}.json").exists()
+            and not budget.reopens(run_name(k))}
     pending = [k for k in keys if run_name(k) not in done]
     probe = probed = None
     measured = any(budget.cost.epoch.values()) or budget.cost.probe
