@@ -12,9 +12,9 @@ def sleep(session, epoch, restored):      # defined in __main__: Ray ships it by
     time.sleep(SECONDS)
 
 
-def slow_seed(config_dict, seed):          # in __main__ too: shipped by value
+def slow_seed(config_dict, seed, work_dir=None):     # in __main__ too: shipped by value
     time.sleep(20 * SECONDS)
-    return trainable.retrain_seed(config_dict, seed)
+    return trainable.retrain_seed(config_dict, seed, work_dir)
 
 
 study.retrain_seed = slow_seed

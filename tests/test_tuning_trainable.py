@@ -63,6 +63,45 @@ def test_restore_from_checkpoint_equals_uninterrupted_run(tmp_path, method):
         assert a["method"], "a guided method must checkpoint its importance state"
 
 
+class MachineLost(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["sasrec", "ec4srec"])
+def test_a_seed_job_lost_with_its_machine_continues_from_its_work_folder(tmp_path, method):
+    from ec4srec.search.trainable import dataset_for, retrain_seed
+    require_method(method)
+    config = tiny_config(method, epochs=4, extra=["method.updates=1"])      # update at epoch 2
+    whole = retrain_seed(config.to_dict(), 7)
+    lost = tiny_config(method, epochs=4, extra=["method.updates=1", "train.seed=7"])
+
+    def machine_goes(trainer, epoch, metrics):          # after epoch 2's checkpoint
+        if epoch == 2:
+            raise MachineLost
+    work = tmp_path / "seed_7"
+    with pytest.raises(MachineLost):
+        Trainer(lost, dataset_for(lost.data), output_dir=work, callbacks=[machine_goes],
+                log=lambda m: None).fit()
+    resumed = retrain_seed(config.to_dict(), 7, str(work))
+    # the job continues after epoch 2 and reports exactly what the uninterrupted one did
+    assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
+    assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+
+
+def test_a_seed_job_whose_checkpoint_is_damaged_starts_again_and_says_so(tmp_path, capsys):
+    from ec4srec.search.trainable import retrain_seed
+    config = tiny_config(epochs=2)
+    whole = retrain_seed(config.to_dict(), 3)
+    work = tmp_path / "seed_3"
+    work.mkdir()
+    (work / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    again = retrain_seed(config.to_dict(), 3, str(work))
+    # one line names the file; the job trains from scratch to the same numbers
+    assert "checkpoint.pt" in capsys.readouterr().out
+    assert again["resumed_from_epoch"] == 0 and again["test"] == whole["test"]
+
+
 def test_a_finished_trial_restored_again_repeats_its_last_report_and_trains_nothing(tmp_path):
     config = tiny_config(epochs=3)
     first = LocalSession(tmp_path)

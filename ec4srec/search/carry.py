@@ -49,6 +49,9 @@ from .trial_files import (FINISHED_MARKER, RECORDS, TRAINER_FILE, newest_reporte
 
 CARRIED = "carried"              # carried/<run>/<trial_id>.json + <trial_id>.<checkpoint>.pt
 CARRIED_KEY = "_carried_from"    # a restarted trial's config: the trial id whose carry it continues
+# a seed re-run's work folder (its trainer's output, checkpoint.pt included): carried with the
+# trials, so a resume on a new machine continues the job (study.run_seeds)
+SEED_WORK = CARRIED + "/seeds/{run}/seed_{seed}"
 
 
 @dataclass
@@ -218,8 +221,8 @@ def read_carries(exp: Path, run: str) -> dict[str, Carry]:
 
 def read_all_carries(exp: Path) -> int:
     """Check every carry of the study (:func:`read_carries`); returns how many it holds."""
-    runs = sorted(p.name for p in (Path(exp) / CARRIED).iterdir() if p.is_dir()) \
-        if (Path(exp) / CARRIED).is_dir() else []
+    runs = sorted(p.name for p in (Path(exp) / CARRIED).iterdir()
+                  if p.is_dir() and p.name != "seeds") if (Path(exp) / CARRIED).is_dir() else []
     return sum(len(read_carries(exp, run)) for run in runs)
 
 

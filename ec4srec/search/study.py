@@ -30,6 +30,7 @@ with its first error and exits 1.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,10 +39,12 @@ import ray
 
 from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
 from ..config import Config, dump_config
+from ..trainer import CHECKPOINT
 from ..registry import PLAIN
 from ..report import results, tables
 from . import durable, plan
 from .budget import Budget, hms
+from .carry import SEED_WORK
 from .forecast import announce
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # noqa: F401
@@ -59,7 +62,9 @@ from .tuner import address_problem, cluster_slots, connect
 def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int],
               budget: Budget | None = None) -> None:
     """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
-    seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Under a time budget a
+    seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Each job checkpoints in
+    its work folder under ``carried/`` (:data:`SEED_WORK`: part of the durable state, so a
+    resume on a new machine continues it), removed once its record is written. Under a time budget a
     seed job starts only if it can end before the study's deadline (``expected_epochs``: what
     the best trial trained); the ones that cannot are skipped and listed in the cost report."""
     task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
@@ -83,7 +88,11 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
                           f"time budget", flush=True)
                     continue
                 slots[slot] = end
-            pending[task.remote(config.to_dict(), seed)] = (name, seed, out)
+            work = opts.exp_dir / SEED_WORK.format(run=name, seed=seed)
+            if (work / CHECKPOINT).is_file():
+                print(f"[seeds] {name} seed {seed}: continues from its carried checkpoint",
+                      flush=True)
+            pending[task.remote(config.to_dict(), seed, str(work))] = (name, seed, out)
     total = len(pending)
     if total:
         print(f"[seeds] {total} seed re-run(s) of {len(best)} best config(s) started; each "
@@ -93,6 +102,7 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
         name, seed, out = pending.pop(ref)
         record = ray.get(ref)
         atomic_write_json(out, record)
+        shutil.rmtree(opts.exp_dir / SEED_WORK.format(run=name, seed=seed), ignore_errors=True)
         print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
               f"({total - len(pending)}/{total})", flush=True)
 

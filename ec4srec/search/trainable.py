@@ -39,10 +39,10 @@ from typing import Any
 import ray
 from ray import tune
 
-from ..checkpoint import atomic_write_json
+from ..checkpoint import CheckpointError, atomic_write_json
 from ..config import Config
 from ..data import load_dataset
-from ..trainer import NonFiniteLossError, Trainer
+from ..trainer import CHECKPOINT, NonFiniteLossError, Trainer
 from .carry import CARRIED_KEY
 from .space import apply_params
 from .trial_files import FINISHED_MARKER, TRAINER_FILE
@@ -243,12 +243,27 @@ def train_trial(params: dict[str, Any], study: dict[str, Any]) -> None:
     run_trial(params, study, TuneSession())
 
 
-def retrain_seed(config_dict: dict[str, Any], seed: int) -> dict[str, Any]:
+def retrain_seed(config_dict: dict[str, Any], seed: int,
+                 work_dir: str | None = None) -> dict[str, Any]:
     """Train a final config with ``train.seed = seed`` and test it once (Trainer.fit(run_test=True)).
-    Returns the trainer's metrics record plus where it ran; writes nothing."""
+    Returns the trainer's metrics record plus where it ran and ``resumed_from_epoch``. Without
+    ``work_dir`` it writes nothing. With it the job is the trainer's output folder there: it
+    checkpoints as a run does (``train.checkpoint_every``, ``train.checkpoint_minutes``) and
+    continues from the checkpoint it finds (a seed job its machine lost, carried in the
+    durable state: study.run_seeds), reporting exactly what the uninterrupted job would; a
+    checkpoint that cannot be loaded is named in one line and the job starts from scratch."""
     config = Config.from_dict(config_dict)
     config.train.seed = seed
-    trainer = Trainer(config, dataset_for(config.data), log=lambda m: None)
+    dataset = dataset_for(config.data)
+    trainer = Trainer(config, dataset, output_dir=work_dir, log=lambda m: None)
+    resumed = 0
+    if work_dir and (Path(work_dir) / CHECKPOINT).is_file():
+        try:
+            trainer.load_checkpoint(Path(work_dir) / CHECKPOINT)
+            resumed = trainer.state.epoch
+        except CheckpointError as exc:
+            print(f"[seeds] {exc}: seed {seed} starts from scratch", flush=True)
+            trainer = Trainer(config, dataset, output_dir=work_dir, log=lambda m: None)
     with contextlib.redirect_stdout(None):
         record = trainer.fit(run_test=True)
-    return {**record, "seed": seed, **where()}
+    return {**record, "seed": seed, "resumed_from_epoch": resumed, **where()}
