@@ -33,6 +33,7 @@ UNSEEN_METRICS = tuple(f"{m}_unseen" for m in METRICS)   # the user's history re
 # read when a record has them (runs before 2026-12-06 have only METRICS)
 EXTRA_METRICS = UNSEEN_METRICS + ("last_item_top1",)
 SEED_RECORD = "seeds/{run}/seed_{seed}.json"    # a study's seed re-run, relative to its folder
+RUN_RECORD = "runs/{run}.json"                  # a study's complete run (its trials' records)
 # columns the report needs from each table
 REQUIRED = {"trials.csv": ("run", "valid/ndcg@10"),
             "seeds.csv": ("dataset", "method", "backbone", "seed",

@@ -14,16 +14,17 @@ Contracts:
   (``forecast.py``).
 - The plan, made when a run starts: ``search_left = budget - used - seed_reserve -
   TABLE_RESERVE``; the run's share is ``search_left / runs_left`` (the same for every (method,
-  backbone); the runs left are :meth:`Budget.open_runs`, complete runs that reopen included); planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``,
-  where ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction
-  of N the run's finished trials trained on average (the study's until one of the run's ended;
-  ASHA and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each
-  rung kept 1/rf of the trials, :func:`~ec4srec.search.cost.asha_expected`). The seed reserve
-  prices each seed re-run still to run (``seeds_done``: the recorded ones are not re-run) at
-  its run's full trial times the fraction of N that unpruned trials trained (prior 1.0),
-  packed on the slots (the smaller of waves of the longest job and Graham's bound for greedy
-  packing, :func:`~ec4srec.search.cost.list_schedule_bound`), and never holds more than
-  ``SEED_SHARE`` of the budget.
+  backbone); the runs left are :meth:`Budget.open_runs`, complete runs that reopen included);
+  planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
+  ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction of N
+  the run's finished trials trained on average (the study's until one of the run's ended; ASHA
+  and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each rung
+  kept 1/rf of the trials, :func:`~ec4srec.search.cost.asha_expected`). The seed reserve prices
+  each seed re-run still to run (``seeds_done``: the recorded ones are not re-run) at its run's
+  full trial times the fraction of N that unpruned trials trained (prior 1.0), packed on the
+  slots (the smaller of waves of the longest job and Graham's bound for greedy packing,
+  :func:`~ec4srec.search.cost.list_schedule_bound`), and never holds more than ``SEED_SHARE``
+  of the budget.
 - Gate (:meth:`Budget.may_start`): a run starts a new trial only while ``now + expected trial
   <= its share's end`` and the trial can reach its first decision before the search deadline
   (seed reserve kept): ASHA's first rung, or without ASHA a full trial (:meth:`trial_costs`). A
@@ -213,9 +214,8 @@ class Budget:
         return plan
 
     def reopens(self, run: str) -> bool:
-        """Whether ``run``, complete with fewer than ``num_samples`` trials, gets more now: it is
-        one of the open runs (:meth:`open_runs`: what it has not used of the equal total of
-        every run still searching holds one more expected trial of it)."""
+        """Whether ``run``, complete with fewer than ``num_samples`` trials, gets more now: it
+        joins the open runs (:meth:`open_runs`: their equal total holds one more trial of it)."""
         with self._lock:
             return run in self._reopen_candidates() and run in self.open_runs()
 

@@ -36,8 +36,10 @@ import optuna
 from ray.tune import Callback
 
 from ..checkpoint import atomic_write_json
+from ..report.results import RUN_RECORD
 from . import carry, compat
-from .trial_files import NOT_RECORDED, RAY_TRIAL_ID, RECORDS, read_history, trial_records
+from .trial_files import (NOT_RECORDED, RAY_TRIAL_ID, RECORDS, has_snapshot, has_tuner,
+                          read_history, trial_records)
 
 
 def merge_records(new: list[dict], recorded: list[dict]) -> list[dict]:
@@ -152,7 +154,7 @@ def reopen_run(exp: Path, run: str) -> None:
     if any, is set aside as ``<run>.closed-<n>`` (a restored Tuner would only replay the
     closed run); ``make_tuner`` then continues it from the durable state."""
     exp = Path(exp)
-    (exp / "runs" / f"{run}.json").unlink(missing_ok=True)
+    (exp / RUN_RECORD.format(run=run)).unlink(missing_ok=True)
     set_aside(exp, run, "closed")
 
 
@@ -164,7 +166,7 @@ def drop_unsnapshotted(exp: Path, run: str) -> Path | None:
     trials on every resume; without it ``make_tuner`` continues from the durable state.
     Returns the new place, None when there was nothing to set aside."""
     folder = Path(exp) / run
-    if not (folder / "tuner.pkl").exists() or any(folder.glob("experiment_state-*.json")):
+    if not has_tuner(folder) or has_snapshot(folder):
         return None
     return set_aside(Path(exp), run, "unsnapshotted")
 

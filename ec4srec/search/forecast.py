@@ -27,6 +27,7 @@ import torch
 from ..config import Config
 from ..data import load_dataset
 from ..data.batches import train_order
+from ..report.results import RUN_RECORD
 from ..trainer import Trainer
 from .budget import Budget, hms
 
@@ -163,7 +164,7 @@ def announce(opts, budget: Budget, log=print) -> None:
         log(line)
     keys = opts.runs()
     # complete runs, less those the budget reopens (Budget.open_runs): those search again
-    done = {run_name(k) for k in keys if (opts.exp_dir / "runs" / f"{run_name(k)}.json").exists()
+    done = {run_name(k) for k in keys if (opts.exp_dir / RUN_RECORD.format(run=run_name(k))).exists()
             and not budget.reopens(run_name(k))}
     pending = [k for k in keys if run_name(k) not in done]
     probe = probed = None

@@ -25,7 +25,7 @@ from pathlib import Path
 from .budget import Budget, hms
 from .carry import read_carries
 from .options import StudyOptions, optuna_storage, optuna_study_name
-from .trial_files import RAY_TRIAL_ID, trial_records
+from .trial_files import RAY_TRIAL_ID, has_snapshot, has_tuner, trial_records
 
 
 def lost_epochs(trials: Iterable, records: list[dict], carried: list[list[dict]],
@@ -81,8 +81,7 @@ def credit_study(opts: StudyOptions, budget: Budget) -> None:
         if run not in budget.plans or name not in names:
             continue
         folder = opts.exp_dir / run
-        restorable = "://" in opts.storage_path or (
-            (folder / "tuner.pkl").exists() and any(folder.glob("experiment_state-*.json")))
+        restorable = "://" in opts.storage_path or (has_tuner(folder) and has_snapshot(folder))
         trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
         credit(budget, run, trials, opts.exp_dir, restorable)
 

@@ -263,7 +263,7 @@ def run_base(opts: StudyOptions, key: tuple[str, str, str]) -> Config:
 def best_params(exp: Path, key: tuple[str, str, str]) -> dict | None:
     """The params of a finished run's best trial (results.best_trial_id's rule), else None."""
     run = run_name(key)
-    path = exp / "runs" / f"{run}.json"
+    path = exp / results.RUN_RECORD.format(run=run)
     if not path.exists():
         return None
     records = json.loads(path.read_text())
@@ -324,7 +324,7 @@ def narrow_space(opts: StudyOptions, new_space: str, version: int) -> None:
     resolved = StudyOptions(search_space=new_space).finalize().search_space
     old, new = load_ranges(active), load_ranges(resolved)
     runs = [(m, b, opts.stage_of(m)) for (_, m, b) in opts.runs()
-            if not (opts.exp_dir / "runs" / f"{run_name((opts.dataset_label, m, b))}.json").exists()]
+            if not (opts.exp_dir / results.RUN_RECORD.format(run=run_name((opts.dataset_label, m, b)))).exists()]
     problem = narrowing_problem(old, new, runs, str(new_space))
     if problem:
         raise ConfigError(problem)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..paths import expand_path
 from ..registry import PLAIN
+from ..report.results import RUN_RECORD
 from .options import (SPACE_FILE, StudyOptions, check_runs, narrow_space, read_manifest,
                       run_name)
 from .ranges import load_ranges
@@ -86,7 +87,7 @@ def run_started(exp: Path, run: str) -> bool:
     """Whether ``run`` of the study in ``exp`` has begun: its Ray folder, its finished-run
     record, a trial record or its Optuna study in the study's journal (a run whose driver died
     before its first trial ended has only the last)."""
-    if any((exp / sub).exists() for sub in (run, f"runs/{run}.json", f"trials/{run}")):
+    if any((exp / sub).exists() for sub in (run, RUN_RECORD.format(run=run), f"trials/{run}")):
         return True
     journal = exp / "optuna.journal"
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from ray import tune
 
 from ..checkpoint import atomic_write_json
+from ..report.results import RUN_RECORD
 from . import carry, compat, durable
 from .budget import Budget, hms
 from .options import RUN_THREAD_PREFIX, StudyOptions, run_name
@@ -58,7 +59,7 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
     """Run (or restore) one run until complete, under ``budget`` (None: none); its records are
     saved to runs/<run>.json. A run the budget closed reopens when the budget grew
     (``Budget.reopens``), unless ``reopen`` is False."""
-    done_file = opts.exp_dir / "runs" / f"{run_name(key)}.json"
+    done_file = opts.exp_dir / RUN_RECORD.format(run=run_name(key))
     if done_file.exists():
         done = json.loads(done_file.read_text())
         # a run whose every trial errored is not reopened: more trials would fail the same way
@@ -142,7 +143,7 @@ def start_order(opts: StudyOptions, keys: list) -> list:
     that a resume never pauses running trials behind runs that reopen or have not begun."""
     def in_progress(key) -> bool:
         name = run_name(key)
-        return run_started(opts.exp_dir, name) and not (opts.exp_dir / "runs" / f"{name}.json").exists()
+        return run_started(opts.exp_dir, name) and not (opts.exp_dir / RUN_RECORD.format(run=name)).exists()
     return sorted(keys, key=lambda k: not in_progress(k))
 
 

@@ -92,17 +92,17 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
             if (work / CHECKPOINT).is_file():
                 print(f"[seeds] {name} seed {seed}: continues from its carried checkpoint",
                       flush=True)
-            pending[task.remote(config.to_dict(), seed, str(work))] = (name, seed, out)
+            pending[task.remote(config.to_dict(), seed, str(work))] = (name, seed, out, work)
     total = len(pending)
     if total:
         print(f"[seeds] {total} seed re-run(s) of {len(best)} best config(s) started; each "
               f"trains to early stopping and is tested once", flush=True)
     while pending:
         [ref], _ = ray.wait(list(pending))
-        name, seed, out = pending.pop(ref)
+        name, seed, out, work = pending.pop(ref)
         record = ray.get(ref)
         atomic_write_json(out, record)
-        shutil.rmtree(opts.exp_dir / SEED_WORK.format(run=name, seed=seed), ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
               f"({total - len(pending)}/{total})", flush=True)
 

@@ -18,6 +18,16 @@ NOT_RECORDED = ("config", "date", "hostname", "pid", "checkpoint_dir_name", "sho
                 "time_since_restore", "iterations_since_restore")
 
 
+def has_tuner(run_dir: Path) -> bool:
+    """Whether a Ray run folder holds a Tuner (``tuner.pkl``)."""
+    return (Path(run_dir) / "tuner.pkl").exists()
+
+
+def has_snapshot(run_dir: Path) -> bool:
+    """Whether a Ray run folder holds an experiment snapshot (``experiment_state-*.json``)."""
+    return any(Path(run_dir).glob("experiment_state-*.json"))
+
+
 def trial_records(exp: Path, run: str) -> list[dict[str, Any]]:
     """The recorded (ended) trials of ``run``, by trial id."""
     folder = Path(exp) / RECORDS / run

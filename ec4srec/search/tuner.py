@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..registry import PLAIN, is_guided, warmup_baselines
+from ..report.results import RUN_RECORD
 from . import carry, compat, durable
 from .budget import Budget
 from .compat import ProgressCsvLogger, ResultJsonLogger
@@ -127,7 +128,7 @@ def baseline_warmups(opts: StudyOptions, key, k: int) -> list[dict]:
         return []
     ranked = []
     for base in warmup_baselines(method):
-        path = opts.exp_dir / "runs" / f"{run_name((dataset, base, backbone))}.json"
+        path = opts.exp_dir / RUN_RECORD.format(run=run_name((dataset, base, backbone)))
         if not path.exists():
             continue
         records = json.loads(path.read_text())
