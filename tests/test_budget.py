@@ -510,3 +510,35 @@ def test_a_reopened_run_gets_its_share_beside_a_run_that_began_first(tmp_path):
     assert plan.share_s == pytest.approx(
         b.equal_total(runs, clock.t) - b.run_used("ssl", clock.t)) and plan.share_s >= 3600.0
     assert b.may_start("ssl", count=False)
+
+
+def test_a_run_whose_only_trials_are_carried_is_in_progress_when_resumed(tmp_path):
+    # the session-21 resume: EC4SRec(SSL) (one finished trial, less used) began first and its
+    # share ran past the search deadline; EC4SRec, whose three trials were all lost with the
+    # machine (two carried), was then judged as a run not yet started behind that lane and
+    # its seeds did not fit: share 0, though its carried trial continued anyway
+    runs = ["ssl", "ec4"]
+    clock = Clock(0.0)
+    b = lanes_budget(tmp_path, runs, seeds=3)(clock, 100_000.0)
+    for run in runs:
+        reports(b.cost, run, "t", [720.0] * 3)           # a full trial 2 h, expected 1 h
+    b.begin_run("ssl")
+    b.begin_run("ec4")
+    clock.t = 20_000.0
+    b.plans["ssl"].trials_finished = 1                   # ec4 finished none
+    b.plans["ssl"].trials_started = b.plans["ec4"].trials_started = 2
+    b.write()
+    clock.t = 30_000.0                                   # a new machine: a new driver
+    r = lanes_budget(tmp_path, runs, seeds=3)(clock, 100_000.0)
+    r.credit_lost("ssl", 8_000.0)
+    r.carrying.add("ec4")                                # plan.make_budget: it has a carry
+    ssl, ec4 = r.begin_run("ssl"), r.begin_run("ec4")
+    left = r.search_deadline - clock.t
+    # no share runs past the search deadline: the search stops every trial there
+    assert 0 < ssl.share_s <= left + 1e-6
+    # the run with carried trials is in progress: its seeds are kept and it gets its share
+    # of the equal total, as a run with a finished trial would
+    assert "ec4" in r.fitting_runs()
+    assert ec4.share_s == pytest.approx(min(left, r.equal_total(runs, clock.t)
+                                            - r.run_used("ec4", clock.t)))
+    assert ec4.share_s > 3600.0 and ec4.planned_trials >= 2

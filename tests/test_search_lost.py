@@ -60,9 +60,9 @@ def test_a_credit_is_left_out_of_what_the_run_used_and_recomputed_by_each_driver
     clock = [1000.0]
     runs = ["a", "b"]
 
-    def budget():
+    def budget():       # one run at a time: two waves, a share is not the whole search left
         return Budget(tmp_path, 36_000.0, runs, {r: 0 for r in runs}, max_epochs=10,
-                      num_samples=20, slots=2, seeds=0, clock=lambda: clock[0], concurrency=2)
+                      num_samples=20, slots=2, seeds=0, clock=lambda: clock[0], concurrency=1)
 
     b = budget()
     for run in runs:

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint import atomic_write_json
-from .cost import CostModel, asha_expected, list_schedule_bound, slot_utilisation
+from .cost import CostModel, list_schedule_bound, slot_utilisation, trial_costs
 from .durations import hms, parse_duration  # noqa: F401  (the study's modules import them from here)
 from .ledger import LEDGER, SKIPPED, RunPlan, ledger_report, load_ledger
 
@@ -72,6 +72,7 @@ class Budget:
         self.num_samples, self.seeds = num_samples, seeds
         self.seeds_done = dict(seeds_done or {})          # run -> seed re-runs recorded
         self.closed: set[str] = set()      # runs that never reopen (a staged study's stage 1)
+        self.carrying: set[str] = set()    # runs with a carried trial: in progress (carry.py)
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
         # run -> (ASHA clock "epochs"|"seconds", first rung, reduction factor); absent: no ASHA
@@ -129,20 +130,22 @@ class Budget:
 
     def fitting_runs(self) -> list[str]:
         """The runs the budget keeps seed time for: runs that ended with a finished trial, the
-        runs in progress, and, in order, every run not yet started that fits (an earlier
-        driver's skipped run whose trials were lost is one: it is planned again): on K lanes
-        (``concurrency``; a running run holds its lane until its share ends, a free lane is
-        free now) each such run takes what the gate needs to admit its first trial (that
-        trial's first decision: ASHA's first rung, or a full trial without ASHA) on the
-        earliest lane, and the last lane's end plus the seed re-runs of all of these must come
-        before the deadline's table reserve. A run that does not fit is skipped when its turn
-        comes (the gate refuses its first trial) and left for a resume; without this rule the
-        seeds of runs that never run would be reserved, and a budget too small for every run
-        would stop the study before any run finished a trial."""
+        runs in progress (one with a carried trial is), and, in order, every run not yet started
+        that fits (a skipped run whose trials were lost is planned again): on K lanes
+        (``concurrency``; a running run holds its lane until its share ends, a free lane is free
+        now) each such run takes what the gate needs to admit its first trial (its first
+        decision: ASHA's first rung, or a full trial without ASHA) on the earliest lane, and the
+        last lane's end plus the seed re-runs of all of these must come before the deadline's
+        table reserve. A run that does not fit is skipped when its turn comes (the gate refuses
+        its first trial) and left for a resume; without this rule the seeds of runs that never
+        run would be reserved, and a budget too small for every run would stop the study before
+        any run finished a trial."""
         with self._lock:
-            started = [r for r in self.runs if r in self.plans and r not in self._replan
-                       and (not self.plans[r].done or self.plans[r].trials_finished > 0)]
-            pending = [r for r in self.runs if r not in self.plans or r in self._replan]
+            started = [r for r in self.runs if r in self.plans and (r in self.carrying or (
+                r not in self._replan and (not self.plans[r].done
+                                           or self.plans[r].trials_finished)))]
+            pending = [r for r in self.runs
+                       if r not in started and (r not in self.plans or r in self._replan)]
             if self.deadline is None or not pending:
                 return started + pending
             now = self.clock()
@@ -189,8 +192,8 @@ class Budget:
         now = self.clock()
         previous = self.plans.get(run)
         self._replan.discard(run)
-        if previous is not None and not previous.trials_finished:   # (one that finished a
-            del self.plans[run]              # trial keeps its seeds) judged as not yet started
+        if previous is not None and not previous.trials_finished and run not in self.carrying:
+            del self.plans[run]   # judged as not yet started (finished or carried trials: is)
         fitting = self.fitting_runs()
         self.plans.update({} if previous is None else {run: previous})
         left = self.runs_left(run, fitting)
@@ -290,9 +293,10 @@ class Budget:
         """(share seconds, planned trials) of ``run`` planned ``now``, ``left`` the runs left
         to search (itself included). Every run gets the same total: the search time left plus
         what the runs left used, split equally, less what ``run`` used. K runs share the slots
-        at once: ceil(left / K) waves, each run with slots / K of the cluster."""
-        share = max(0.0, self.equal_total(left, now) - (self.run_used(run, now) if run in left
-                                                         else 0.0))
+        at once: ceil(left / K) waves, each run with slots / K of the cluster. A share never
+        runs past the search deadline (the search stops every trial there)."""
+        share = max(0.0, min(self.search_deadline - now, self.equal_total(left, now)
+                             - (self.run_used(run, now) if run in left else 0.0)))
         if not expected:
             return share, self.num_samples
         slots = self.slots / self.concurrency
@@ -303,28 +307,10 @@ class Budget:
         return self.epochs.get(run, self.max_epochs)
 
     def trial_costs(self, run: str, full: float) -> tuple[float, float]:
-        """(expected, first-decision) seconds of a new trial of ``run``, given a ``full`` one.
-        Expected: ``full`` times the fraction of N the run's ended trials trained (the
-        study's until one of its own ended), before any ended ASHA's expected length if each
-        rung kept 1/rf of the trials (without ASHA, ``PRIOR_FRACTION``); under ASHA never less
-        than the first decision, which every trial reaches (a borrowed fraction of seconds-clock
-        runs priced a guided trial below its own first rung). First decision: what a trial
-        needs to be compared with the others: ASHA's first rung (guided: after its first
-        importance update), without ASHA a full trial."""
-        if run not in self.asha:
-            return full * self.cost.trial_fraction(run=run), full
-        clock, grace, rf = self.asha[run]
-        if clock == "seconds":
-            rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
-            prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0
-            first = min(full, grace)
-            return max(first, full * self.cost.trial_fraction(prior, run)), first
-        n, p = self.n(run), self.updates.get(run, 0)
-        offset = n // (p + 1) - 1 if p else 0          # guided epochs count from the first update
-        rungs = [offset + grace * rf ** k for k in range(64) if offset + grace * rf ** k < n]
-        prior = asha_expected(rungs, rf, n) / n
-        first = min(full, full * (offset + grace) / n)
-        return max(first, full * self.cost.trial_fraction(prior, run)), first
+        """(expected, first-decision) seconds of a new trial of ``run``, given a ``full`` one
+        (:func:`~ec4srec.search.cost.trial_costs`)."""
+        return trial_costs(self.cost, run, full, self.asha.get(run), self.n(run),
+                           self.updates.get(run, 0))
 
     def may_start(self, run: str, count: bool = True, gate: bool = True) -> bool:
         """The gate: may ``run`` start another trial now? Counted unless ``count`` is False;
@@ -395,6 +381,5 @@ class Budget:
         return fits, end
 
     # ---------------------------------------------------------------- report
-    def report(self) -> dict:
-        """The cost report (summary.json's "cost"; the ledger's content: ledger.py)."""
+    def report(self) -> dict:       # the cost report (summary.json's "cost"; ledger.py)
         return ledger_report(self)

@@ -202,3 +202,29 @@ def list_schedule_bound(jobs: list[float], slots: int) -> float:
     if not jobs:
         return 0.0
     return sum(jobs) / slots + (1 - 1 / slots) * max(jobs)
+
+
+def trial_costs(cost: CostModel, run: str, full: float, asha: tuple[str, float, float] | None,
+                n: int, updates: int) -> tuple[float, float]:
+    """(expected, first-decision) seconds of a new trial of ``run`` (N ``n`` epochs, ``updates``
+    importance updates), given a ``full`` one and its ASHA (clock "epochs"|"seconds", first
+    rung, reduction factor; None: no ASHA). Expected: ``full`` times the fraction of N the
+    run's ended trials trained (the study's until one of its own ended), before any ended
+    ASHA's expected length if each rung kept 1/rf of the trials (without ASHA,
+    ``PRIOR_FRACTION``); under ASHA never less than the first decision, which every trial
+    reaches (a borrowed fraction of seconds-clock runs priced a guided trial below its own
+    first rung). First decision: what a trial needs to be compared with the others: ASHA's
+    first rung (guided: after its first importance update), without ASHA a full trial."""
+    if asha is None:
+        return full * cost.trial_fraction(run=run), full
+    clock, grace, rf = asha
+    if clock == "seconds":
+        rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < full]
+        prior = asha_expected(rungs, rf, full) / full if full > 0 else 1.0
+        first = min(full, grace)
+        return max(first, full * cost.trial_fraction(prior, run)), first
+    offset = n // (updates + 1) - 1 if updates else 0   # guided epochs count from the first update
+    rungs = [offset + grace * rf ** k for k in range(64) if offset + grace * rf ** k < n]
+    prior = asha_expected(rungs, rf, n) / n
+    first = min(full, full * (offset + grace) / n)
+    return max(first, full * cost.trial_fraction(prior, run)), first

@@ -24,7 +24,7 @@ from ..config import ConfigError
 from ..registry import METHODS, is_guided
 from ..report.results import SEED_RECORD
 from .budget import Budget, hms
-from .carry import read_all_carries
+from .carry import read_all_carries, read_carries
 from .forecast import announce
 from .lost import credit_study
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
@@ -64,7 +64,8 @@ def checked_options(opts: StudyOptions, resume: bool, log=print) -> StudyOptions
 def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
     """The study's budget on ``slots`` trial slots (or, without --time-budget, its cost
     bookkeeping only); a resumed study's ledger (budget.json) is read, not written, and its
-    runs are credited with the training their trials lost with a machine (lost.py)."""
+    runs are credited with the training their trials lost with a machine (lost.py), and a run
+    with a carried trial counts as in progress (``Budget.carrying``)."""
     names = [run_name(k) for k in opts.runs()]
     updates = {run_name(k): base_config(opts, k[1], k[2]).method.updates if is_guided(k[1]) else 0
                for k in opts.runs()}
@@ -86,6 +87,8 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
                     concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,
                     asha=asha, seeds_done=seeds_done)
     credit_study(opts, budget)          # training lost with a machine is not a run's to pay
+    # a run with a carried trial is in progress: the trial continues whatever the gate says
+    budget.carrying.update(run for run in names if read_carries(opts.exp_dir, run))
     if opts.staged and any(run_started(opts.exp_dir, run_name(k)) for k in opts.runs()
                            if opts.stage_of(k[1]) == "methods"):
         budget.closed.update(stage_one_runs(opts))  # stage 2's base: never reopened (study.py)
