@@ -19,6 +19,16 @@ class LoopState:
                                      # spans: the ASHA cpu-seconds clock (search/tuner.py)
     stopped_early: bool = False
 
+    def patience_ran_out(self, patience: int, min_epochs: int) -> bool:
+        """Early stopping's rule, after the last completed epoch."""
+        return self.epoch > 0 and self.bad_epochs >= patience and self.epoch >= min_epochs
+
+    def finished(self, epochs: int, patience: int, min_epochs: int) -> bool:
+        """Whether training is over: N epochs done, or stopped early (a checkpoint written at
+        the stopping epoch says so by its patience before the loop sets ``stopped_early``)."""
+        return self.stopped_early or self.epoch >= epochs or self.patience_ran_out(patience,
+                                                                                   min_epochs)
+
     def count_seconds(self, wall: float, cpu: float) -> None:
         """Add an epoch's wall and CPU seconds (training + validation)."""
         self.train_seconds += wall

@@ -106,7 +106,7 @@ class Trainer:
         self._write_config()
         self.log(self.plan_line())
         with deferred_sigint(enabled=self.output_dir is not None) as interrupt:
-            while self.state.epoch < tc.epochs and not self.state.stopped_early:
+            while not self.state.finished(tc.epochs, tc.patience, tc.min_epochs):
                 self._train_one_epoch(interrupt)
         return self.finish(run_test)
 
@@ -236,7 +236,7 @@ class Trainer:
                  + " ".join(f"{n} {v:.4f}" for n, v in shown if v is not None)
                  + f"  best {st.best_score:.4f}@{st.best_epoch}  ({st.train_seconds:.0f}s, "
                  f"at most {_minutes(st.train_seconds / epoch * (tc.epochs - epoch))} left)")
-        return st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
+        return st.patience_ran_out(tc.patience, tc.min_epochs)
 
     def plan_line(self) -> str:
         """What the run will do, printed before the first epoch it trains."""

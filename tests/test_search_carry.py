@@ -187,6 +187,19 @@ def test_carry_unfinished_carries_the_running_trials_at_their_newest_kept_checkp
     assert carry.carry_unfinished(exp) == []
 
 
+def test_carry_unfinished_keeps_the_final_of_a_trial_that_ended_on_its_own(tmp_path):
+    from ec4srec.search import finals
+    session = LocalSession(tmp_path / "local")
+    run_trial({}, study_of(tiny_config(epochs=2)), session)         # ended: 2 of 2 epochs
+    folder = write_trial(tmp_path, "e", [(1, None), (2, "checkpoint_000000")], [], finished=True)
+    (folder / "checkpoint_000000").mkdir()
+    (folder / "checkpoint_000000" / carry.TRAINER_FILE).write_bytes(
+        session.checkpoints[-1].read_bytes())
+    carry.carry_unfinished(tmp_path)
+    # an ended trial is offered to the run's finals, as the driver does when a trial ends
+    assert finals.read_final(tmp_path, RUN)["trial_id"] == "e"
+
+
 def test_the_searcher_hands_each_carry_to_one_trial(tmp_path):
     searcher = BudgetedOptunaSearch.__new__(BudgetedOptunaSearch)
     searcher.budget_run = RUN

@@ -110,6 +110,12 @@ def test_nan_trial_fails_cleanly_and_the_study_goes_on(ray_local, tmp_path):
     seeds = pd.read_csv(exp / "seeds.csv")
     assert sorted(seeds["seed"]) == [2020, 2021] and seeds["test/ndcg@10"].notna().all()
     assert (exp / "report" / "table3.md").exists()
+    # the best trial ended on its own (3 epochs of 3) with seed 2020: that seed is the trial,
+    # tested from its final checkpoint (finals.py); seed 2021 is re-trained
+    record = {s: json.loads((exp / "seeds" / "synthetic-sasrec-sasrec" / f"seed_{s}.json")
+                            .read_text()) for s in (2020, 2021)}
+    assert record[2020].get("from_trial") == str(good["trial_id"].iloc[0])
+    assert "from_trial" not in record[2021]
     # the exported best config loads and trains unchanged with `ec4srec train --config`
     best = exp / "best" / "synthetic-sasrec-sasrec.yaml"
     config = load_config(best)

@@ -34,6 +34,7 @@ UNSEEN_METRICS = tuple(f"{m}_unseen" for m in METRICS)   # the user's history re
 EXTRA_METRICS = UNSEEN_METRICS + ("last_item_top1",)
 SEED_RECORD = "seeds/{run}/seed_{seed}.json"    # a study's seed re-run, relative to its folder
 RUN_RECORD = "runs/{run}.json"                  # a study's complete run (its trials' records)
+FINALS_DIR = "finals"       # finals/<run>/: the final checkpoint of a run's best ended trial
 # columns the report needs from each table
 REQUIRED = {"trials.csv": ("run", "valid/ndcg@10"),
             "seeds.csv": ("dataset", "method", "backbone", "seed",
@@ -212,7 +213,7 @@ def write_seed_table(exp: Path) -> pd.DataFrame:
 # Ray's run folders (checkpoints, events) and warmup/ are disposable.
 PORTABLE = ("study.json", "search_space.yaml", "optuna.journal", "budget.json", "summary.json",
             "trials.csv", "epochs.csv", "seeds.csv", "runs", "trials", "seeds", "best", "report",
-            "carried")
+            "carried", FINALS_DIR)
 # written into an export: a study resumed in place (a fresh checkout) writes its disposable
 # folders there too, and git must not take them
 EXPORT_GITIGNORE = ("# ec4srec: a study resumed here writes Ray's run folders (checkpoints, "
@@ -262,7 +263,7 @@ def _portable_bytes(path: Path, exp: Path) -> bytes:
 
 def export_study(exp: Path, dest: Path) -> list[Path]:
     """Copy a study's portable results (tables, best configs, paper tables, figures, options,
-    the carried checkpoints of unfinished trials; no Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
+    the carried checkpoints of unfinished trials, the runs' finals; no Ray folders or caches) to ``dest``, e.g. a folder under results/ to commit.
     Paths in study.json, summary.json and trials.csv are made relative to the experiment folder.
     Every file is read and checked before the first one is written (a malformed table raises
     TableError and writes nothing); each write is atomic. ``dest``'s portable part then mirrors

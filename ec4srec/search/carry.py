@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
+from .finals import keep_final
 from .trial_files import (FINISHED_MARKER, RECORDS, TRAINER_FILE, newest_reported_checkpoint,
                           read_history)
 
@@ -228,17 +229,20 @@ def read_all_carries(exp: Path) -> int:
 
 def carry_unfinished(exp: Path) -> list[tuple[str, str, int]]:
     """Carry every unfinished trial of the study's Ray run folders at its newest reported
-    checkpoint, and drop the carries of trials that have since ended. A trial is unfinished
+    checkpoint, and drop the carries of trials that have since ended (each offered to
+    ``finals.keep_final``, as the driver does when a trial ends). A trial is unfinished
     when it has neither a record (``trials/<run>/<id>.json``) nor ``FINISHED.json``. Returns
     ``(run, trial_id, epoch)`` per carry written."""
     exp = Path(exp)
     written = []
     for trial_dir in sorted(exp.glob("*/trial_*")):
         run, trial_id = trial_dir.parent.name, trial_dir.name[len("trial_"):]
+        newest = newest_reported_checkpoint(trial_dir)
         if (exp / RECORDS / run / f"{trial_id}.json").exists() or (trial_dir / FINISHED_MARKER).exists():
             drop_carry(exp, run, trial_id)
+            if newest is not None:      # it ended: perhaps on its own, its run's best (finals.py)
+                keep_final(exp, run, trial_id, trial_dir / newest[0] / TRAINER_FILE)
             continue
-        newest = newest_reported_checkpoint(trial_dir)
         if newest is None:
             continue
         name, epoch = newest

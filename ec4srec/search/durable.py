@@ -14,7 +14,8 @@ Contracts:
   checkpoint it reports and writes its record, dropping its carry, when it ends or errors,
   atomically: ``trial_id``, ``params``, ``history`` (its result.json
   rows, one per epoch), ``error``, ``path`` (relative), the same record a finished run's
-  ``runs/<run>.json`` lists.
+  ``runs/<run>.json`` lists. A trial that ended (not errored) is then offered to
+  ``finals.keep_final`` on the carry writer thread.
 - :func:`reconcile` runs before a run whose Ray folder is gone starts a new Tuner on its
   existing Optuna study. Every Optuna trial the lost driver left RUNNING is completed with its
   recorded objective when its record exists (it ended; the ``tell`` was lost), else marked
@@ -37,7 +38,7 @@ from ray.tune import Callback
 
 from ..checkpoint import atomic_write_json
 from ..report.results import RUN_RECORD
-from . import carry, compat
+from . import carry, compat, finals
 from .trial_files import (NOT_RECORDED, RAY_TRIAL_ID, RECORDS, has_snapshot, has_tuner,
                           read_history, trial_records)
 
@@ -80,6 +81,11 @@ class TrialRecorder(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, None)
+        # a trial that ended on its own may be its run's first seed re-run (finals.py): its
+        # newest checkpoint (reported with its last epoch), when on this machine's file system
+        path = Path(getattr(getattr(trial, "checkpoint", None), "path", "") or "") / carry.TRAINER_FILE
+        if path.is_file():
+            carry.submit(finals.keep_final, self.exp, self.run, trial.trial_id, path)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(trial, repr(getattr(trial, "error", None) or "error")[:500])

@@ -25,6 +25,7 @@ from ..registry import METHODS, is_guided
 from ..report.results import SEED_RECORD
 from .budget import Budget, hms
 from .carry import read_all_carries, read_carries
+from .finals import pending_final
 from .forecast import announce
 from .lost import credit_study
 from .options import (SECONDS_CLOCKS, StudyOptions, asha_clock, asha_grace, base_config,
@@ -78,10 +79,10 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
                   asha_grace(opts, clock, epochs[run]) / clock_scale(opts, clock),
                   opts.reduction_factor)
             for run, clock in clocks.items() if clock}
-    # the seed re-runs recorded so far (study.run_seeds does not run them again)
-    seeds_done = {run: min(opts.seeds, len(list(opts.exp_dir.glob(SEED_RECORD.format(run=run,
-                                                                                  seed="*")))))
-                  for run in names}
+    # the seed re-runs recorded so far (study.run_seeds does not run them again), and a kept
+    # final's: that job is one test (finals.py)
+    seeds_done = {run: min(opts.seeds, len(list(opts.exp_dir.glob(SEED_RECORD.format(
+        run=run, seed="*")))) + pending_final(opts.exp_dir, run)) for run in names}
     budget = Budget(opts.exp_dir, opts.time_budget, names, updates, epochs,
                     opts.num_samples, slots, opts.seeds, started=started,
                     concurrency=min(max(1, opts.concurrent_runs), len(names)), weights=weights,

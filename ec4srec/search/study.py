@@ -42,7 +42,7 @@ from ..config import Config, dump_config
 from ..trainer import CHECKPOINT
 from ..registry import PLAIN
 from ..report import results, tables
-from . import durable, plan
+from . import durable, finals, plan
 from .budget import Budget, hms
 from .carry import SEED_WORK
 from .forecast import announce
@@ -60,13 +60,15 @@ from .tuner import address_problem, cluster_slots, connect
 
 
 def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int],
-              budget: Budget | None = None) -> None:
+              budget: Budget | None = None, best_ids: dict[str, str] | None = None) -> None:
     """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
     seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Each job checkpoints in
     its work folder under ``carried/`` (:data:`SEED_WORK`: part of the durable state, so a
     resume on a new machine continues it), removed once its record is written. Under a time budget a
     seed job starts only if it can end before the study's deadline (``expected_epochs``: what
-    the best trial trained); the ones that cannot are skipped and listed in the cost report."""
+    the best trial trained); the ones that cannot are skipped and listed in the cost report.
+    The first seed of a run whose best trial (``best_ids``) ended on its own with that seed is
+    that trial, tested from its final checkpoint (finals.py), never skipped for the budget."""
     task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
                                             num_gpus=opts.gpus_per_trial or 0, max_retries=2)
     slots = [0.0] * (budget.slots if budget else 1)      # when each slot is free (planning)
@@ -77,7 +79,9 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
             out = opts.exp_dir / results.SEED_RECORD.format(run=name, seed=seed)
             if out.exists():
                 continue
-            if budget is not None:
+            work = opts.exp_dir / SEED_WORK.format(run=name, seed=seed)
+            source = seed_source(opts.exp_dir, name, seed, config, (best_ids or {}).get(name), work)
+            if budget is not None and source != "final":        # a final costs one test
                 slot = min(range(len(slots)), key=slots.__getitem__)
                 fits, end = budget.seed_fits(name, expected_epochs.get(name, config.train.epochs),
                                              slots[slot])
@@ -88,10 +92,6 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
                           f"time budget", flush=True)
                     continue
                 slots[slot] = end
-            work = opts.exp_dir / SEED_WORK.format(run=name, seed=seed)
-            if (work / CHECKPOINT).is_file():
-                print(f"[seeds] {name} seed {seed}: continues from its carried checkpoint",
-                      flush=True)
             pending[task.remote(config.to_dict(), seed, str(work))] = (name, seed, out, work)
     total = len(pending)
     if total:
@@ -105,6 +105,26 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
         shutil.rmtree(work, ignore_errors=True)
         print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
               f"({total - len(pending)}/{total})", flush=True)
+
+
+def seed_source(exp: Path, name: str, seed: int, config: Config, best_id: str | None,
+                work: Path) -> str:
+    """Where the seed job of ``name`` in ``work`` starts, said in one line: "final" (its best
+    trial's final checkpoint, tested, not trained: finals.py), "carried" (its own checkpoint,
+    from a driver that lost it) or "scratch"."""
+    why = ""
+    if not (work / CHECKPOINT).is_file():
+        why = finals.seed_from_final(exp, name, best_id, config.to_dict(), seed, work)
+    if (work / finals.FROM_TRIAL).is_file():
+        print(f"[seeds] {name} seed {seed}: its best trial {best_id} ended on its own with this "
+              f"config and seed: tested from its final checkpoint, not re-trained", flush=True)
+        return "final"
+    if (work / CHECKPOINT).is_file():
+        print(f"[seeds] {name} seed {seed}: continues from its carried checkpoint", flush=True)
+        return "carried"
+    if why:
+        print(f"[seeds] {name} seed {seed}: re-trained: {why}", flush=True)
+    return "scratch"
 
 
 def seed_epochs(trials, run: str, patience: int, n: int) -> int:
@@ -186,11 +206,12 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
                 all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget, reopen))
     budgets = {name: opts.epochs_of(key[1]) for name, (key, _) in all_records.items()}
     trials, epochs = results.write_trial_tables(exp, all_records, budgets)
-    best = {}
+    best, best_ids = {}, {}
     for name, (key, records) in all_records.items():
         best_id = results.best_trial_id(trials, name)
         if best_id is None:
             continue
+        best_ids[name] = best_id
         params = next(r["params"] for r in records if str(r["trial_id"]) == best_id)
         config = apply_params(run_base(opts, key), params)
         config.train.progress, config.train.tensorboard = "auto", True
@@ -199,7 +220,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     if opts.seeds > 0:
         expected = {name: seed_epochs(trials, name, config.train.patience, budgets[name])
                     for name, config in best.items()}
-        run_seeds(opts, best, expected, budget)
+        run_seeds(opts, best, expected, budget, best_ids)
     seeds = results.write_seed_table(exp)
     report_dir = tables.render(exp) if len(seeds) else None
     summary = {"exp": str(exp), "trials": len(trials),

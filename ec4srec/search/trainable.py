@@ -43,6 +43,7 @@ from ..checkpoint import CheckpointError, atomic_write_json
 from ..config import Config
 from ..data import load_dataset
 from ..trainer import CHECKPOINT, NonFiniteLossError, Trainer
+from . import finals
 from .carry import CARRIED_KEY
 from .space import apply_params
 from .trial_files import FINISHED_MARKER, TRAINER_FILE
@@ -190,7 +191,7 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
             hook(session, epoch, restored)
         st = tr.state
         guided = epoch - first + 1 if first else epoch
-        early = st.bad_epochs >= tc.patience and epoch >= tc.min_epochs
+        early = st.patience_ran_out(tc.patience, tc.min_epochs)
         out = {k: v for k, v in metrics.items() if k.startswith(("valid/", "train/"))}
         out.update({"epoch": epoch, "guided_epoch": max(guided, 0),
                     # the protocol train.select_protocol names (evaluate.py): what ASHA compares
@@ -251,19 +252,26 @@ def retrain_seed(config_dict: dict[str, Any], seed: int,
     checkpoints as a run does (``train.checkpoint_every``, ``train.checkpoint_minutes``) and
     continues from the checkpoint it finds (a seed job its machine lost, carried in the
     durable state: study.run_seeds), reporting exactly what the uninterrupted job would; a
-    checkpoint that cannot be loaded is named in one line and the job starts from scratch."""
+    checkpoint that cannot be loaded is named in one line and the job starts from scratch. A
+    search trial's final placed there (finals.py) is tested without training; the record then
+    names the trial (``from_trial``)."""
     config = Config.from_dict(config_dict)
     config.train.seed = seed
     dataset = dataset_for(config.data)
     trainer = Trainer(config, dataset, output_dir=work_dir, log=lambda m: None)
-    resumed = 0
+    resumed, from_trial = 0, None
     if work_dir and (Path(work_dir) / CHECKPOINT).is_file():
-        try:
-            trainer.load_checkpoint(Path(work_dir) / CHECKPOINT)
+        try:     # a search trial's final (finals.py: tested, not trained) or the job's own
+            from_trial = finals.load_final(trainer, work_dir)
+            if from_trial is None:
+                trainer.load_checkpoint(Path(work_dir) / CHECKPOINT)
             resumed = trainer.state.epoch
         except CheckpointError as exc:
             print(f"[seeds] {exc}: seed {seed} starts from scratch", flush=True)
+            (Path(work_dir) / finals.FROM_TRIAL).unlink(missing_ok=True)
             trainer = Trainer(config, dataset, output_dir=work_dir, log=lambda m: None)
+            from_trial = None
     with contextlib.redirect_stdout(None):
         record = trainer.fit(run_test=True)
-    return {**record, "seed": seed, "resumed_from_epoch": resumed, **where()}
+    return {**record, "seed": seed, "resumed_from_epoch": resumed,
+            **({"from_trial": from_trial} if from_trial else {}), **where()}

@@ -1,0 +1,119 @@
+"""Finals (search/finals.py): the best trial that ended on its own stands in for the first seed
+re-run of its config, tested from its final checkpoint, with exactly the re-run's numbers."""
+import pytest
+import torch
+
+from ec4srec.search import finals
+from ec4srec.search.space import apply_params
+from ec4srec.search.trainable import LocalSession, retrain_seed, run_trial
+from ec4srec.trainer import CHECKPOINT
+from test_tuning_helpers import require_method, tiny_config
+
+PARAMS = {"train.lr": 0.002}
+
+
+def trial_end(folder, config, params=PARAMS, stop_after=None):
+    """Run a trial (LocalSession); returns its newest checkpoint (the one Ray hands the
+    driver's TrialRecorder as the trial ends) and its best validation."""
+    session = LocalSession(folder, stop_after=stop_after)
+    try:
+        run_trial(params, {"base": config.to_dict(), "checkpoint_every": 1}, session)
+    except KeyboardInterrupt:
+        pass
+    return session.checkpoints[-1], session.reports[-1]["valid/best_ndcg@10"]
+
+
+@pytest.mark.parametrize("method", ["sasrec", "ec4srec"])
+def test_a_final_stands_in_for_the_first_seed_re_run_exactly(tmp_path, method):
+    require_method(method)
+    config = tiny_config(method, epochs=3, extra=["method.updates=1"])
+    last, _ = trial_end(tmp_path / "trial_a", config)
+    assert finals.keep_final(tmp_path, "run", "a", last) is not None
+    best = apply_params(config.to_dict(), PARAMS)
+    best.train.progress = "auto"                     # as study.py exports it: not numeric
+    work = tmp_path / "seed_2020"
+    why = finals.seed_from_final(tmp_path, "run", "a", best.to_dict(), best.train.seed, work)
+    assert why is None and (work / CHECKPOINT).is_file()
+    tested = retrain_seed(best.to_dict(), best.train.seed, str(work))
+    retrained = retrain_seed(best.to_dict(), best.train.seed)
+    # the final trains no epoch and reports what re-training the config reports
+    assert tested["from_trial"] == "a" and "from_trial" not in retrained
+    assert tested["test"] == retrained["test"] and tested["valid"] == retrained["valid"]
+    assert tested["best_epoch"] == retrained["best_epoch"]
+    assert tested["epochs_run"] == retrained["epochs_run"] == 3
+
+
+def test_only_a_trial_that_ended_on_its_own_with_its_best_weights_is_kept(tmp_path):
+    config = tiny_config(epochs=4)
+    cut, _ = trial_end(tmp_path / "trial_cut", config, stop_after=2)
+    # pruned or stopped by the deadline (newest checkpoint at epoch 2 of 4): no final
+    assert finals.keep_final(tmp_path, "run", "cut", cut) is None
+    last, _ = trial_end(tmp_path / "trial_whole", config)
+    ckpt = torch.load(last, weights_only=False)
+    torch.save({**ckpt, "best_weights": None}, last)
+    # continued from a carry made before its best epoch: no best weights to test, no final
+    assert finals.keep_final(tmp_path, "run", "whole", last) is None
+    assert finals.read_final(tmp_path, "run") is None
+
+
+def test_the_run_keeps_one_final_its_best(tmp_path):
+    config = tiny_config(epochs=3)
+    a = ("a", *trial_end(tmp_path / "trial_a", config, {"train.lr": 0.002}))
+    b = ("b", *trial_end(tmp_path / "trial_b", config, {"train.lr": 0.0001}))
+    assert a[2] != b[2]
+    (worse, worse_pt, _), (better, better_pt, _) = sorted([a, b], key=lambda t: t[2])
+    finals.keep_final(tmp_path, "run", worse, worse_pt)
+    finals.keep_final(tmp_path, "run", better, better_pt)
+    # the better trial replaces the worse one; the worse one never replaces the better
+    assert finals.read_final(tmp_path, "run")["trial_id"] == better
+    assert finals.keep_final(tmp_path, "run", worse, worse_pt) is None
+    assert sorted(p.name for p in (tmp_path / "finals" / "run").iterdir()) == [
+        f"{better}.json", f"{better}.pt"]
+
+
+def test_a_final_that_cannot_stand_in_says_why_and_places_nothing(tmp_path):
+    config = tiny_config(epochs=3)
+    finals.keep_final(tmp_path, "run", "a", trial_end(tmp_path / "trial_a", config)[0])
+    best = apply_params(config.to_dict(), PARAMS)
+    work = tmp_path / "work"
+    # another best trial, or another seed: not this final's job, nothing to say
+    assert finals.seed_from_final(tmp_path, "run", "b", best.to_dict(), 2020, work) == ""
+    assert finals.seed_from_final(tmp_path, "run", "a", best.to_dict(), 2021, work) == ""
+    # a config that differs in a key that changes numbers: named
+    other = apply_params(config.to_dict(), {"train.lr": 0.003}).to_dict()
+    assert "train.lr" in finals.seed_from_final(tmp_path, "run", "a", other, 2020, work)
+    # a damaged final: named, and the job re-trains
+    pt = tmp_path / "finals" / "run" / "a.pt"
+    pt.write_bytes(pt.read_bytes()[:-10])
+    assert "damaged" in finals.seed_from_final(tmp_path, "run", "a", best.to_dict(), 2020, work)
+    assert not work.exists()
+
+
+def test_a_final_counts_as_a_seed_done_until_its_record_lands(tmp_path):
+    config = tiny_config(epochs=3)
+    assert not finals.pending_final(tmp_path, "run")
+    finals.keep_final(tmp_path, "run", "a", trial_end(tmp_path / "trial_a", config)[0])
+    # the budget prices that seed job as one test, until its record exists
+    assert finals.pending_final(tmp_path, "run")
+    (tmp_path / "seeds" / "run").mkdir(parents=True)
+    (tmp_path / "seeds" / "run" / f"seed_{config.train.seed}.json").write_text("{}")
+    assert not finals.pending_final(tmp_path, "run")
+
+
+def test_a_checkpoint_written_at_the_stopping_epoch_trains_no_more(tmp_path):
+    from ec4srec.search.trainable import dataset_for
+    from ec4srec.trainer import Trainer
+    config = tiny_config(epochs=8, extra=["train.patience=1"])
+    whole = Trainer(config, dataset_for(config.data), log=lambda m: None)
+    record = whole.fit(run_test=False)
+    assert record["epochs_run"] < 8, "the tiny run must stop early for this test"
+    stopping = tmp_path / "stopping.pt"
+    seen = Trainer(config, dataset_for(config.data), log=lambda m: None,
+                   callbacks=[lambda tr, epoch, m: epoch == record["epochs_run"]
+                              and tr.save_checkpoint(stopping) and False])
+    seen.fit(run_test=False)
+    again = Trainer(config, dataset_for(config.data), log=lambda m: None)
+    again.load_checkpoint(stopping)
+    # saved before the loop sets its flag, the checkpoint's patience says the run is over
+    assert not again.state.stopped_early and again.fit(run_test=False)["epochs_run"] == \
+        record["epochs_run"]
