@@ -384,3 +384,31 @@ def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_loca
     # gate decides: the uncarried restart is a new trial and does not fit
     assert first == {**kept.params, carry.CARRIED_KEY: "t1"}
     assert Spent.admitted == [run] and second == Searcher.FINISHED
+
+
+def test_a_restored_run_whose_plan_grew_goes_on_with_a_fresh_tuner(ray_local, tmp_path):
+    from ec4srec.search.budget import Budget
+    from ec4srec.search.options import StudyOptions, run_name
+    from ec4srec.search.ranges import load_ranges
+    from ec4srec.search.runs import run_search
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=4, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
+                        seeds=0, scheduler="fifo").finalize()
+    key = opts.runs()[0]
+    run, exp = run_name(key), opts.exp_dir
+
+    def planning(n):              # no time budget: a run plans num_samples trials
+        return Budget(exp, None, [run], {run: 0}, max_epochs=2, num_samples=n, slots=1, seeds=0)
+    first = run_search(opts, key, load_ranges(space), planning(1))
+    # the driver that made the Ray run planned one trial; its run record is lost with it
+    assert len(first) == 1
+    (exp / "runs" / f"{run}.json").unlink()
+    records = run_search(opts, key, load_ranges(space), planning(2))
+    # this driver's plan gives the run two: the restored Tuner (one trial) is set aside and a
+    # fresh one adds the second; the first trial is kept once
+    assert (exp / f"{run}.grown-1").is_dir()
+    assert len(records) == 2 and len({r["trial_id"] for r in records}) == 2
+    assert first[0]["trial_id"] in {r["trial_id"] for r in records}

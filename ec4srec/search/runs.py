@@ -104,9 +104,9 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
     # result can arrive without Ray's "done" flag although it trained to its budget.
     def ended(m: dict) -> bool:
         return bool(m.get("done") or m.get("early_stop") or m.get("epoch", 0) >= opts.epochs_of(key[1]))
+    planned = plan.planned_trials if plan else None
     while True:
-        tuner, num = make_tuner(opts, key, ranges, plan.planned_trials if plan else None, budget,
-                                lanes)
+        tuner, num = make_tuner(opts, key, ranges, planned, budget, lanes)
         # 0 trials: every planned trial ended under a lost driver (durable.py)
         grid, signalled = compat.tune_fit(tuner) if num > 0 else ([], False)
         deadline_passed = budget is not None and budget.search_over()
@@ -122,6 +122,18 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
                   f"{num} trials and creates no more; set aside as {aside.name}, going on from "
                   f"the durable state")
             restorable = False
+            continue
+        # a restored Tuner holds the trial count of the driver that made it: when this driver's
+        # plan gives the run more and the gate admits one, the durable state goes on with a
+        # fresh Tuner for the rest (its carried trials first)
+        if restorable and not short and finished == len(grid) and not signalled \
+                and not deadline_passed and plan is not None and plan.planned_trials > num \
+                and budget.may_start(run_name(key), count=False):
+            aside = durable.set_aside(opts.exp_dir, run_name(key), "grown")
+            say(f"[search] {run_name(key)}: the restored Ray run ended its {num} trial(s); the "
+                f"plan now gives the run {plan.planned_trials}: set aside as {aside.name}, going "
+                f"on from the durable state")
+            restorable, planned = False, plan.planned_trials - finished
             continue
         break
     # a run is complete when all its trials ended, or the budget ended it: the gate refused
