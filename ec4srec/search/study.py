@@ -81,7 +81,10 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
                 continue
             work = opts.exp_dir / SEED_WORK.format(run=name, seed=seed)
             source = seed_source(opts.exp_dir, name, seed, config, (best_ids or {}).get(name), work)
-            if budget is not None and source != "final":        # a final costs one test
+            if budget is not None and source == "final":        # a final costs one test
+                budget.seed_log.append({"run": name, "seed": seed, "state": "started",
+                                        "from_trial": (best_ids or {}).get(name)})
+            elif budget is not None:
                 slot = min(range(len(slots)), key=slots.__getitem__)
                 fits, end = budget.seed_fits(name, expected_epochs.get(name, config.train.epochs),
                                              slots[slot])
