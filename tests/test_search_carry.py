@@ -330,3 +330,16 @@ def test_each_restart_continues_its_own_carry_or_the_one_with_its_params():
                 ("z", {"x": 3})]      # no carry: from scratch
     # a restart takes its own carry, else the one with its params, and each carry goes once
     assert carry.match_restarts(c, restarts) == {"a": c["a"], "b": c["b"]}
+
+
+def test_the_most_promising_carried_restart_goes_first():
+    def carried(cid, x, best):
+        return carry.Carry(trial_id=cid, params={"x": x}, epoch=2,
+                           history=[{"epoch": 1, "valid/best_ndcg@10": best / 2},
+                                    {"epoch": 2, "valid/best_ndcg@10": best}])
+    c = {"a": carried("a", 1, 0.05), "b": carried("b", 2, 0.06)}
+    restarts = [("z", {"x": 3}), ("a", {"x": 1}), ("y", {"x": 4}), ("b", {"x": 2})]
+    # the carried restarts first, by the best validation their carries reached; the others
+    # after them in their order (a lane of one slot continues b, the better, first)
+    assert carry.order_restarts(c, restarts, "valid/best_ndcg@10") == [
+        ("b", {"x": 2}), ("a", {"x": 1}), ("z", {"x": 3}), ("y", {"x": 4})]

@@ -97,6 +97,21 @@ def match_restarts(carries: dict[str, Carry],
     return matched
 
 
+def order_restarts(carries: dict[str, Carry], restarts: list[tuple[str | None, dict[str, Any]]],
+                   objective: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """``restarts`` with those that continue a carry (:func:`match_restarts`) first, the most
+    promising first (the highest ``objective`` in its carried history), the others after them
+    in their order: when a run's lane holds fewer trials than it has carries, its best carried
+    trial goes on first."""
+    def best(restart) -> float | None:           # None: it continues no carry
+        matched = match_restarts(carries, [restart])
+        rows = [row[objective] for c in matched.values() for row in c.history if objective in row]
+        return max(rows, default=float("-inf")) if matched else None
+    scored = [(best(r), r) for r in restarts]
+    carried = sorted(((b, r) for b, r in scored if b is not None), key=lambda x: -x[0])
+    return [r for _, r in carried] + [r for b, r in scored if b is None]
+
+
 def run_folder(exp: Path, run: str) -> Path:
     return Path(exp) / CARRIED / run
 

@@ -257,11 +257,11 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         num = max(0, min(left, planned if planned is not None else left))
         # the restarts first, then the points still queued (compat.requeue_waiting)
         queued = compat.requeue_waiting(existing)
+        # the restarts that continue a carry first, the most promising first (the gate admits
+        # them: watch.py; a lane cap of one runs them one at a time)
+        restarts = carry.order_restarts(carries, restarts, OBJECTIVE)
         continued = carry.match_restarts(carries, restarts[:num])
-        # the restarts that continue a carry first (the gate admits them: watch.py)
-        carried_keys = {carry.params_key(c.params) for c in continued.values()}
-        ordered = sorted(restarts[:num], key=lambda r: carry.params_key(r[1]) not in carried_keys)
-        points = [params for _, params in ordered] + queued or None
+        points = [params for _, params in restarts[:num]] + queued or None
         print(f"[search] {name}: resuming from the durable state ({len(records)} ended trials "
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted: {len(continued)} from their carried checkpoints, "
