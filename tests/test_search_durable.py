@@ -386,7 +386,9 @@ def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_loca
     assert Spent.admitted == [run] and second == Searcher.FINISHED
 
 
-def test_a_restored_run_whose_plan_grew_goes_on_with_a_fresh_tuner(ray_local, tmp_path):
+def test_a_restored_tuner_that_ended_its_trials_goes_on_while_the_gate_admits_more(ray_local, tmp_path):
+    import dataclasses
+
     from ec4srec.search.budget import Budget
     from ec4srec.search.options import StudyOptions, run_name
     from ec4srec.search.ranges import load_ranges
@@ -395,20 +397,53 @@ def test_a_restored_run_whose_plan_grew_goes_on_with_a_fresh_tuner(ray_local, tm
     space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
                      "methods:\n  sasrec: [train.lr]\n")
     opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
-                        num_samples=4, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
+                        num_samples=1, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
                         seeds=0, scheduler="fifo").finalize()
     key = opts.runs()[0]
     run, exp = run_name(key), opts.exp_dir
 
-    def planning(n):              # no time budget: a run plans num_samples trials
-        return Budget(exp, None, [run], {run: 0}, max_epochs=2, num_samples=n, slots=1, seeds=0)
-    first = run_search(opts, key, load_ranges(space), planning(1))
-    # the driver that made the Ray run planned one trial; its run record is lost with it
+    def gate_open():              # no time budget: the gate admits every trial
+        return Budget(exp, None, [run], {run: 0}, max_epochs=2, num_samples=2, slots=1, seeds=0)
+    first = run_search(opts, key, load_ranges(space), gate_open())
+    # a Tuner made for one trial (an older ec4srec made it the budget's plan); its run record
+    # is lost with its driver
     assert len(first) == 1
     (exp / "runs" / f"{run}.json").unlink()
-    records = run_search(opts, key, load_ranges(space), planning(2))
-    # this driver's plan gives the run two: the restored Tuner (one trial) is set aside and a
-    # fresh one adds the second; the first trial is kept once
+    records = run_search(dataclasses.replace(opts, num_samples=2), key, load_ranges(space),
+                         gate_open())
+    # restored, it ends its one trial; the gate admits more, so it is set aside and a fresh
+    # Tuner adds the second; the first trial is kept once
     assert (exp / f"{run}.grown-1").is_dir()
     assert len(records) == 2 and len({r["trial_id"] for r in records}) == 2
     assert first[0]["trial_id"] in {r["trial_id"] for r in records}
+
+
+def test_the_budgets_estimate_of_a_runs_trials_does_not_cap_it_the_gate_does(ray_local, tmp_path,
+                                                                           monkeypatch):
+    from ec4srec.search.budget import Budget
+    from ec4srec.search.options import StudyOptions, run_name
+    from ec4srec.search.ranges import load_ranges
+    from ec4srec.search.runs import run_search
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=3, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
+                        seeds=0, scheduler="fifo").finalize()
+    key = opts.runs()[0]
+    run = run_name(key)
+    budget = Budget(opts.exp_dir, None, [run], {run: 0}, max_epochs=2, num_samples=3, slots=1,
+                    seeds=0)
+    # the plan expects one trial (its trials priced long: ASHA then stopped them early), and
+    # the gate still admits every one
+    original = budget.begin_run
+
+    def one_expected(name):
+        plan = original(name)
+        plan.planned_trials = 1
+        return plan
+    monkeypatch.setattr(budget, "begin_run", one_expected)
+    records = run_search(opts, key, load_ranges(space), budget)
+    # the run goes on while its gate admits trials, up to --num-samples: a run whose trials
+    # ended early no longer leaves its share, and its slot, unused (session 21, Beauty)
+    assert len(records) == 3

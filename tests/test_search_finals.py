@@ -117,3 +117,19 @@ def test_a_checkpoint_written_at_the_stopping_epoch_trains_no_more(tmp_path):
     # saved before the loop sets its flag, the checkpoint's patience says the run is over
     assert not again.state.stopped_early and again.fit(run_test=False)["epochs_run"] == \
         record["epochs_run"]
+
+
+def test_a_seed_work_folder_of_another_config_is_started_again(tmp_path, capsys):
+    from ec4srec.search.study import seed_source
+    from ec4srec.search.trainable import dataset_for
+    from ec4srec.trainer import Trainer
+    config = tiny_config(epochs=3)
+    work = tmp_path / "seed_2020"
+    Trainer(config, dataset_for(config.data), output_dir=work, log=lambda m: None).save_checkpoint()
+    # the job's own checkpoint (its config, this seed): continued
+    assert seed_source(tmp_path, "run", config.train.seed, config, None, work) == "carried"
+    # the run's best changed since the folder was written: another config's checkpoint is
+    # never continued; the folder goes and the job starts again, said in one line
+    other = apply_params(config.to_dict(), {"train.lr": 0.003})
+    assert seed_source(tmp_path, "run", config.train.seed, other, None, work) == "scratch"
+    assert not work.exists() and "another config's (train.lr differ" in capsys.readouterr().out

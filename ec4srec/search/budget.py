@@ -15,7 +15,8 @@ Contracts:
 - The plan, made when a run starts: ``search_left = budget - used - seed_reserve -
   TABLE_RESERVE``; the run's share is ``search_left / runs_left`` (the same for every (method,
   backbone); the runs left are :meth:`Budget.open_runs`, complete runs that reopen included);
-  planned trials ``= clamp(share * slots / expected_trial_s, 1, num_samples)``, where
+  planned trials (an estimate: the gate ends a run) ``= clamp(share * slots / expected_trial_s,
+  1, num_samples)``, where
   ``expected_trial_s`` is a full trial (N epochs, p updates, start-up) times the fraction of N
   the run's finished trials trained on average (the study's until one of the run's ended; ASHA
   and early stopping; prior ``PRIOR_FRACTION``; under ASHA, ASHA's expected length if each rung

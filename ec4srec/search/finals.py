@@ -31,13 +31,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import shutil
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
+from ..checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_torch
 from ..loop_state import LoopState
 from ..report.results import FINALS_DIR, SEED_RECORD
 from ..trainer import CHECKPOINT
@@ -66,10 +65,10 @@ def keep_final(exp: Path, run: str, trial_id: str, trainer_file: Path) -> Path |
     contract); returns its json, None when it does not qualify (cut short, no best weights, or
     not better than the run's kept final)."""
     try:
-        ckpt = torch.load(trainer_file, map_location="cpu", weights_only=False)
+        ckpt = load_torch(trainer_file)
         loop, train = LoopState(**ckpt["loop"]), ckpt["config"]["train"]
         ended = loop.finished(train["epochs"], train["patience"], train["min_epochs"])
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError):
+    except (CheckpointError, KeyError, TypeError):
         return None                       # not a whole trainer checkpoint: nothing to keep
     if not ended or ckpt.get("best_weights") is None:
         return None

@@ -123,17 +123,18 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
                   f"the durable state")
             restorable = False
             continue
-        # a restored Tuner holds the trial count of the driver that made it: when this driver's
-        # plan gives the run more and the gate admits one, the durable state goes on with a
-        # fresh Tuner for the rest (its carried trials first)
+        # a restored Tuner holds the trial count of the driver that made it (an older ec4srec
+        # made it the budget's plan): when it ended them all and the gate still admits a trial,
+        # the durable state goes on with a fresh Tuner (its carried trials first)
         if restorable and not short and finished == len(grid) and not signalled \
-                and not deadline_passed and plan is not None and plan.planned_trials > num \
+                and not deadline_passed and plan is not None \
+                and len(durable.trial_records(opts.exp_dir, run_name(key))) < opts.num_samples \
                 and budget.may_start(run_name(key), count=False):
             aside = durable.set_aside(opts.exp_dir, run_name(key), "grown")
-            say(f"[search] {run_name(key)}: the restored Ray run ended its {num} trial(s); the "
-                f"plan now gives the run {plan.planned_trials}: set aside as {aside.name}, going "
-                f"on from the durable state")
-            restorable, planned = False, plan.planned_trials - finished
+            say(f"[search] {run_name(key)}: the restored Ray run ended its {num} trial(s) and "
+                f"its share holds more: set aside as {aside.name}, going on from the durable "
+                f"state")
+            restorable, planned = False, max(1, plan.planned_trials - finished)
             continue
         break
     # a run is complete when all its trials ended, or the budget ended it: the gate refused

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import ray
 
-from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
+from ..checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, load_torch,
+                          os_error_line)
 from ..config import Config, dump_config
 from ..trainer import CHECKPOINT
 from ..registry import PLAIN
@@ -115,7 +116,12 @@ def seed_source(exp: Path, name: str, seed: int, config: Config, best_id: str | 
     """Where the seed job of ``name`` in ``work`` starts, said in one line: "final" (its best
     trial's final checkpoint, tested, not trained: finals.py), "carried" (its own checkpoint,
     from a driver that lost it) or "scratch"."""
-    why = ""
+    why, job = "", config.to_dict()
+    job["train"]["seed"] = seed
+    if (work / CHECKPOINT).is_file() and (stale := stale_work(work, job)):
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"[seeds] {name} seed {seed}: its work folder is another config's ({stale}: the "
+              f"run's best changed since): started again", flush=True)
     if not (work / CHECKPOINT).is_file():
         why = finals.seed_from_final(exp, name, best_id, config.to_dict(), seed, work)
     if (work / finals.FROM_TRIAL).is_file():
@@ -128,6 +134,18 @@ def seed_source(exp: Path, name: str, seed: int, config: Config, best_id: str | 
     if why:
         print(f"[seeds] {name} seed {seed}: re-trained: {why}", flush=True)
     return "scratch"
+
+
+def stale_work(work: Path, job: dict) -> str | None:
+    """Why the checkpoint in a seed job's work folder is not this job's (its config differs from
+    ``job`` in a key that changes numbers, finals.NOT_NUMERIC aside; or it cannot be read),
+    None when it is."""
+    try:
+        saved = load_torch(work / CHECKPOINT)["config"]
+    except (CheckpointError, KeyError, TypeError):
+        return "unreadable"
+    differ = finals.config_mismatch(saved, job)
+    return f"{', '.join(differ[:4])} differ" if differ else None
 
 
 def seed_epochs(trials, run: str, patience: int, n: int) -> int:

@@ -189,8 +189,10 @@ def trial_constants(opts: StudyOptions, base, space: SearchSpace) -> dict:
 def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
                budget: Budget | None = None,
                lanes: int | Callable[[], int] = 1) -> tuple[tune.Tuner, int]:
-    """A new or restored Tuner for one run, and its number of trials (at most ``planned``,
-    the budget's plan; a restored run keeps the number it was created with). ``budget``: the
+    """A new or restored Tuner for one run, and its number of trials: what ``--num-samples``
+    leaves the run (a restored run keeps the number it was created with); the budget's gate,
+    not this number, ends a budgeted run (``planned``, the budget's estimate of the trials its
+    share holds, sizes the warm-up points and the watcher's count only). ``budget``: the
     study's, given to the run's searcher, stopper and watcher (None: no budget). ``lanes``:
     the runs sharing the cluster with this one, or a function giving that number now
     (``run_concurrently``); the run holds at most ceil(slots / lanes) trials at once
@@ -206,7 +208,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     space = SearchSpace(method, backbone, n_epochs, ranges, active=opts.exp_dir / SPACE_FILE,
                         warmup_configs=baseline_warmups(opts, key, ranges.get("warmup_keys") or 0),
                         stage=opts.stage_of(method))
-    num = 1 if space.empty else min(opts.num_samples, planned or opts.num_samples)
+    num = 1 if space.empty else opts.num_samples
     study = trial_constants(opts, base, space)
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial or 0}
     # the run's carried trials (checked); the trials that continue one load its bytes, which
@@ -239,7 +241,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     storage = optuna_storage(opts)
     existing_names = {s.study_name for s in storage.get_all_studies()}
     study_name = optuna_study_name(opts, name)
-    points = space.points_to_evaluate(num) or None
+    points = space.points_to_evaluate(min(num, planned or num)) or None
     sampler_seed = opts.seed
     records: list[dict] = []
     continued: dict[str, carry.Carry] = {}     # restarts that continue a carried trial
@@ -251,10 +253,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         # a fresh sampler with the study's seed would draw its first (random) suggestions
         # again, repeating the first trials; seeded on from the trials it already holds
         sampler_seed = opts.seed + len(existing.trials)
-        # the trials the run still lacks: its planned number less the ended ones, within
-        # --num-samples (a budget's plan counts only trials still to start: not less again)
-        left = opts.num_samples - len(records)
-        num = max(0, min(left, planned if planned is not None else left))
+        # the trials the run still lacks: --num-samples less the ended ones
+        num = max(0, opts.num_samples - len(records))
         # the restarts first, then the points still queued (compat.requeue_waiting)
         queued = compat.requeue_waiting(existing)
         # the restarts that continue a carry first, the most promising first (the gate admits
@@ -266,7 +266,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
               f"kept, {counts['completed']} of them told to Optuna now; {len(restarts)} "
               f"unfinished restarted: {len(continued)} from their carried checkpoints, "
               f"{len(restarts) - len(continued)} from scratch; {len(queued)} queued point(s) "
-              f"after them); {num} trials to go", flush=True)
+              f"after them); up to {num} more trial(s)", flush=True)
     searcher = BudgetedOptunaSearch(space=space, metric=OBJECTIVE, mode="max", storage=storage,
                                     study_name=study_name, budget_run=name, budget=budget,
                                     points_to_evaluate=points,
@@ -296,7 +296,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             callbacks=[durable.CarriedHistory(opts.exp_dir, name),     # before the loggers
                        ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
                        durable.TrialRecorder(opts.exp_dir, name, carry=opts.carry),  # after the loggers
-                       StudyWatcher(name, num, n_epochs, opts.status_every, budget)],
+                       StudyWatcher(name, min(num, planned or num), n_epochs,
+                                    opts.status_every, budget)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
