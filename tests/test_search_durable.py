@@ -386,19 +386,25 @@ def test_a_carried_trial_continues_where_the_budget_admits_no_new_trial(ray_loca
     assert Spent.admitted == [run] and second == Searcher.FINISHED
 
 
+def lr_run(tmp_path, num_samples):
+    """(options, space file) of a smoke study searching train.lr only, 2 epochs a trial."""
+    from ec4srec.search.options import StudyOptions
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
+                     "methods:\n  sasrec: [train.lr]\n")
+    return StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
+                        num_samples=num_samples, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
+                        seeds=0, scheduler="fifo").finalize(), space
+
+
 def test_a_restored_tuner_that_ended_its_trials_goes_on_while_the_gate_admits_more(ray_local, tmp_path):
     import dataclasses
 
     from ec4srec.search.budget import Budget
-    from ec4srec.search.options import StudyOptions, run_name
+    from ec4srec.search.options import run_name
     from ec4srec.search.ranges import load_ranges
     from ec4srec.search.runs import run_search
-    space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
-                     "methods:\n  sasrec: [train.lr]\n")
-    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
-                        num_samples=1, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
-                        seeds=0, scheduler="fifo").finalize()
+    opts, space = lr_run(tmp_path, num_samples=1)
     key = opts.runs()[0]
     run, exp = run_name(key), opts.exp_dir
 
@@ -421,15 +427,10 @@ def test_a_restored_tuner_that_ended_its_trials_goes_on_while_the_gate_admits_mo
 def test_the_budgets_estimate_of_a_runs_trials_does_not_cap_it_the_gate_does(ray_local, tmp_path,
                                                                            monkeypatch):
     from ec4srec.search.budget import Budget
-    from ec4srec.search.options import StudyOptions, run_name
+    from ec4srec.search.options import run_name
     from ec4srec.search.ranges import load_ranges
     from ec4srec.search.runs import run_search
-    space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {low: 0.0005, high: 0.005, log: true}\n"
-                     "methods:\n  sasrec: [train.lr]\n")
-    opts = StudyOptions(smoke_test=True, storage_path=str(tmp_path), name="s", methods=["sasrec"],
-                        num_samples=3, max_epochs=2, cpus_per_trial=1, gpus_per_trial=0,
-                        seeds=0, scheduler="fifo").finalize()
+    opts, space = lr_run(tmp_path, num_samples=3)
     key = opts.runs()[0]
     run = run_name(key)
     budget = Budget(opts.exp_dir, None, [run], {run: 0}, max_epochs=2, num_samples=3, slots=1,
