@@ -309,3 +309,14 @@ def test_a_restored_runs_status_counts_the_trials_that_ended_before_it(capsys):
     assert "(6/6)" in out and "6/6 trials done" in out
     # this driver's pace counts only the trial it saw end
     assert watcher.done == 1 and watcher.earlier == 5
+
+
+def test_the_status_never_shows_fewer_planned_trials_than_the_gate_admitted(capsys):
+    from types import SimpleNamespace
+    from ec4srec.search.watch import StudyWatcher
+    watcher = StudyWatcher("r", planned=1, max_epochs=3, status_every=0)
+    watcher.running.update({"t0": 0.0, "t1": 0.0})      # two trials started (on_trial_start)
+    watcher.on_step_end(0, [SimpleNamespace(trial_id=t, status="RUNNING", last_result={})
+                            for t in watcher.running])
+    # the budget estimated one trial; the gate admitted two: "0/2", never "0/1, 2 running"
+    assert "0/2 trials done, 2 running" in capsys.readouterr().out

@@ -270,7 +270,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
         best = last.get(OBJECTIVE)
         best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
         say(f"[trial] {self.run} {trial.trial_id}: {how} after {epochs} epochs, best valid "
-               f"ndcg@10 {best_text} ({self.earlier + self.done}/{self.planned})")
+               f"ndcg@10 {best_text} ({self.earlier + self.done}/{self.shown_planned()})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended(trial)
@@ -308,6 +308,11 @@ class StudyWatcher(BudgetBound, tune.Callback):
             if isinstance(value, (int, float)) and (self.best is None or value > self.best):
                 self.best = value
 
+    def shown_planned(self, running: int = 0) -> int:
+        """The planned count the lines show: the budget's estimate, or the trials seen so far
+        when the gate admitted more (the estimate does not cap a run: tuner.make_tuner)."""
+        return max(self.planned, self.earlier + self.done + running)
+
     @property
     def earlier(self) -> int:
         """Trials that ended before this driver (their ids less those it saw end)."""
@@ -329,7 +334,8 @@ class StudyWatcher(BudgetBound, tune.Callback):
                     max(0.0, plan.deadline - now)
             used = f", study {hms(budget.used())} of {hms(budget.total_s)}"
         best = f"{self.best:.4f}" if self.best is not None else "-"
-        return (f"[study] {self.run}: {self.earlier + self.done}/{self.planned} trials done, "
+        return (f"[study] {self.run}: {self.earlier + self.done}/{self.shown_planned(running)} "
+                f"trials done, "
                 f"{running} running, "
                 f"best valid ndcg@10 {best}, run elapsed {hms(elapsed)}{used}, "
                 f"ETA of this run {hms(eta)}")
