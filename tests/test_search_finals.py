@@ -1,5 +1,7 @@
 """Finals (search/finals.py): the best trial that ended on its own stands in for the first seed
 re-run of its config, tested from its final checkpoint, with exactly the re-run's numbers."""
+import json
+
 import pytest
 import torch
 
@@ -23,10 +25,11 @@ def trial_end(folder, config, params=PARAMS, stop_after=None):
     return session.checkpoints[-1], session.reports[-1]["valid/best_ndcg@10"]
 
 
-@pytest.mark.parametrize("method", ["sasrec", "ec4srec"])
-def test_a_final_stands_in_for_the_first_seed_re_run_exactly(tmp_path, method):
+@pytest.mark.parametrize("method, extra", [("sasrec", []), ("ec4srec", []),
+                                           ("sasrec", ["train.epochs=8", "train.patience=1"])])
+def test_a_final_stands_in_for_the_first_seed_re_run_exactly(tmp_path, method, extra):
     require_method(method)
-    config = tiny_config(method, epochs=3, extra=["method.updates=1"])
+    config = tiny_config(method, epochs=3, extra=["method.updates=1", *extra])
     last, _ = trial_end(tmp_path / "trial_a", config)
     assert finals.keep_final(tmp_path, "run", "a", last) is not None
     best = apply_params(config.to_dict(), PARAMS)
@@ -40,7 +43,9 @@ def test_a_final_stands_in_for_the_first_seed_re_run_exactly(tmp_path, method):
     assert tested["from_trial"] == "a" and "from_trial" not in retrained
     assert tested["test"] == retrained["test"] and tested["valid"] == retrained["valid"]
     assert tested["best_epoch"] == retrained["best_epoch"]
-    assert tested["epochs_run"] == retrained["epochs_run"] == 3
+    assert tested["epochs_run"] == retrained["epochs_run"] <= config.train.epochs
+    # an early-stopped trial's final says so, as the re-run's record does
+    assert tested["stopped_early"] == retrained["stopped_early"] == bool(extra)
 
 
 def test_only_a_trial_that_ended_on_its_own_with_its_best_weights_is_kept(tmp_path):
@@ -95,6 +100,13 @@ def test_a_final_counts_as_a_seed_done_until_its_record_lands(tmp_path):
     finals.keep_final(tmp_path, "run", "a", trial_end(tmp_path / "trial_a", config)[0])
     # the budget prices that seed job as one test, until its record exists
     assert finals.pending_final(tmp_path, "run")
+    # a recorded trial better than the final's (pruned or cut: it has none) is the run's best:
+    # the seed job re-trains, and the budget prices it so
+    (tmp_path / "trials" / "run").mkdir(parents=True)
+    better = {"trial_id": "b", "history": [{"epoch": 1, "valid/best_ndcg@10": 1.0}]}
+    (tmp_path / "trials" / "run" / "b.json").write_text(json.dumps(better))
+    assert not finals.pending_final(tmp_path, "run")
+    (tmp_path / "trials" / "run" / "b.json").unlink()
     (tmp_path / "seeds" / "run").mkdir(parents=True)
     (tmp_path / "seeds" / "run" / f"seed_{config.train.seed}.json").write_text("{}")
     assert not finals.pending_final(tmp_path, "run")
@@ -133,3 +145,17 @@ def test_a_seed_work_folder_of_another_config_is_started_again(tmp_path, capsys)
     other = apply_params(config.to_dict(), {"train.lr": 0.003})
     assert seed_source(tmp_path, "run", config.train.seed, other, None, work) == "scratch"
     assert not work.exists() and "another config's (train.lr differ" in capsys.readouterr().out
+
+
+def test_configs_are_compared_as_configs_the_non_numeric_keys_aside():
+    config = tiny_config(epochs=3).to_dict()
+    older = {**config, "train": {k: v for k, v in config["train"].items() if k != "logq_correction"}}
+    # a key a later ec4srec added (its default on both sides) is no difference; nor is where
+    # the data lives or how often a run checkpoints; a searched key is
+    assert finals.config_mismatch(older, config) == []
+    moved = {**config, "data": {**config["data"], "data_dir": "/elsewhere"},
+             "train": {**config["train"], "checkpoint_every": 7}}
+    assert finals.config_mismatch(moved, config) == []
+    assert finals.config_mismatch({**config, "train": {**config["train"], "lr": 0.5}},
+                                  config) == ["train.lr"]
+    assert finals.config_mismatch({"not": "a config"}, config) == ["config"]

@@ -63,6 +63,19 @@ def test_restore_from_checkpoint_equals_uninterrupted_run(tmp_path, method):
         assert a["method"], "a guided method must checkpoint its importance state"
 
 
+def test_a_trial_continued_from_its_last_epochs_checkpoint_reports_that_epoch_again(tmp_path):
+    config = tiny_config(epochs=3)
+    full = LocalSession(tmp_path / "full")
+    run_trial({}, study_of(config), full)
+    # its end was lost before its record landed: the carry (or Ray) holds its last epoch
+    again = LocalSession(tmp_path / "again", restore_from=full.checkpoints[-1])
+    run_trial({}, study_of(config), again)
+    # it trains nothing and reports its last epoch again, and says it ended
+    assert [r["epoch"] for r in again.reports] == [3]
+    assert _history(again.reports) == _history(full.reports[-1:])
+    assert (tmp_path / "again" / FINISHED_MARKER).exists()
+
+
 class MachineLost(Exception):
     pass
 

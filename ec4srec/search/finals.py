@@ -37,9 +37,11 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_torch
+from ..config import Config, ConfigError
 from ..loop_state import LoopState
 from ..report.results import FINALS_DIR, SEED_RECORD
 from ..trainer import CHECKPOINT
+from .trial_files import trial_records
 
 FROM_TRIAL = "from_trial.json"   # in a seed job's work folder: its checkpoint is a trial's final
 # keys that change no number a run reports (where data lives: its files are checksummed)
@@ -52,12 +54,15 @@ def final_folder(exp: Path, run: str) -> Path:
 
 
 def read_final(exp: Path, run: str) -> dict | None:
-    """The json of ``run``'s kept final, None without one (or an unreadable one: no final)."""
-    metas = sorted(final_folder(exp, run).glob("*.json"))
-    try:
-        return json.loads(metas[-1].read_text()) if metas else None
-    except (OSError, ValueError):
-        return None
+    """The json of ``run``'s kept final (the best, should a crash have left two), None without
+    one; an unreadable json is no final."""
+    metas = []
+    for path in final_folder(exp, run).glob("*.json"):
+        try:
+            metas.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return max(metas, key=lambda m: m.get("best", float("-inf")), default=None)
 
 
 def keep_final(exp: Path, run: str, trial_id: str, trainer_file: Path) -> Path | None:
@@ -88,15 +93,21 @@ def keep_final(exp: Path, run: str, trial_id: str, trainer_file: Path) -> Path |
                              "best_epoch": loop.best_epoch, "epoch": loop.epoch,
                              "config": ckpt["config"], "bytes": len(data),
                              "sha256": hashlib.sha256(data).hexdigest()})
-    for old in folder.iterdir():
-        if old.stem != trial_id:
+    for old in folder.glob("*.json"):        # each json before its .pt (a reader never finds
+        if old.stem != trial_id:                # a json without its .pt)
             old.unlink(missing_ok=True)
+            old.with_suffix(".pt").unlink(missing_ok=True)
     return meta
 
 
 def config_mismatch(a: dict, b: dict) -> list[str]:
     """The dotted keys in which configs ``a`` and ``b`` (``Config.to_dict()``) differ, the
-    ``NOT_NUMERIC`` ones aside."""
+    ``NOT_NUMERIC`` ones aside; each is read as a Config first (a key a later ec4srec added
+    takes its default on both sides). A dict that is not a config differs in ``config``."""
+    try:
+        a, b = Config.from_dict(a).to_dict(), Config.from_dict(b).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return ["config"]
     return sorted(f"{sec}.{key}" for sec in set(a) | set(b)
                   for key in set(a.get(sec) or {}) | set(b.get(sec) or {})
                   if key not in NOT_NUMERIC.get(sec, ())
@@ -122,16 +133,22 @@ def seed_from_final(exp: Path, run: str, best_trial: str | None, config: dict, s
     if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
         return f"{path}: damaged (its size or SHA-256 differs from {path.with_suffix('.json').name})"
     shutil.rmtree(work, ignore_errors=True)
-    atomic_write_bytes(Path(work) / CHECKPOINT, data)
+    # the marker first: a folder with a checkpoint and no marker is a job's own (carried)
     atomic_write_json(Path(work) / FROM_TRIAL, {"trial_id": best_trial})
+    atomic_write_bytes(Path(work) / CHECKPOINT, data)
     return None
 
 
-def pending_final(exp: Path, run: str) -> bool:
-    """Whether ``run`` has a kept final whose seed has no record yet."""
+def pending_final(exp: Path, run: str, objective: str = "valid/best_ndcg@10") -> bool:
+    """Whether ``run`` has a kept final that is its best trial so far (no recorded trial's
+    ``objective`` above it) and whose seed has no record yet."""
     meta = read_final(exp, run)
-    return meta is not None and not (Path(exp) / SEED_RECORD.format(
-        run=run, seed=meta["config"]["train"]["seed"])).exists()
+    if meta is None or (Path(exp) / SEED_RECORD.format(
+            run=run, seed=meta["config"]["train"]["seed"])).exists():
+        return False
+    best = max((row[objective] for record in trial_records(exp, run)
+                for row in record.get("history") or [] if objective in row), default=None)
+    return best is None or meta["best"] >= best
 
 
 def load_final(trainer, work: Path) -> str | None:
@@ -142,7 +159,9 @@ def load_final(trainer, work: Path) -> str | None:
         return None
     trial_id = json.loads((Path(work) / FROM_TRIAL).read_text())["trial_id"]
     trainer.load_checkpoint(Path(work) / CHECKPOINT, method_state=False)
-    tc = trainer.config.train
-    if not trainer.state.finished(tc.epochs, tc.patience, tc.min_epochs):
+    tc, st = trainer.config.train, trainer.state
+    if not st.finished(tc.epochs, tc.patience, tc.min_epochs):
         raise CheckpointError(f"{work}: the final of trial {trial_id} has not finished training")
+    # saved at the stopping epoch before the loop set its flag: the record says what it was
+    st.stopped_early = st.stopped_early or st.patience_ran_out(tc.patience, tc.min_epochs)
     return trial_id

@@ -109,6 +109,7 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
         tuner, num = make_tuner(opts, key, ranges, planned, budget, lanes)
         # 0 trials: every planned trial ended under a lost driver (durable.py)
         grid, signalled = compat.tune_fit(tuner) if num > 0 else ([], False)
+        carry.flush()        # its trials' carries and finals land before the folder may move
         deadline_passed = budget is not None and budget.search_over()
         closed = deadline_passed or (plan is not None and plan.closed_by == "budget")
         finished = sum(1 for r in grid if r.error is not None or ended(r.metrics or {}))
@@ -127,13 +128,13 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
         # made it the budget's plan): when it ended them all and the gate still admits a trial,
         # the durable state goes on with a fresh Tuner (its carried trials first)
         if restorable and not short and finished == len(grid) and not signalled \
-                and not deadline_passed and plan is not None \
+                and not deadline_passed and plan is not None and plan.closed_by != "budget" \
                 and len(durable.trial_records(opts.exp_dir, run_name(key))) < opts.num_samples \
                 and budget.may_start(run_name(key), count=False):
             aside = durable.set_aside(opts.exp_dir, run_name(key), "grown")
             say(f"[search] {run_name(key)}: the restored Ray run ended its {num} trial(s) and "
-                f"its share holds more: set aside as {aside.name}, going on from the durable "
-                f"state")
+                f"its share holds more: set aside as {aside.name if aside else '(not local)'}, "
+                f"going on from the durable state")
             restorable, planned = False, max(1, plan.planned_trials - finished)
             continue
         break

@@ -43,7 +43,7 @@ from ..config import Config, dump_config
 from ..trainer import CHECKPOINT
 from ..registry import PLAIN
 from ..report import results, tables
-from . import durable, finals, plan
+from . import carry, durable, finals, plan
 from .budget import Budget, hms
 from .carry import SEED_WORK
 from .forecast import announce
@@ -239,6 +239,7 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         best[name] = config
         atomic_write_text(exp / "best" / f"{name}.yaml", dump_config(config))
     if opts.seeds > 0:
+        carry.flush()                  # the finals the last trials left are written
         expected = {name: seed_epochs(trials, name, config.train.patience, budgets[name])
                     for name, config in best.items()}
         run_seeds(opts, best, expected, budget, best_ids)

@@ -201,13 +201,18 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
                     "importance_update": epoch in updates, "early_stop": early,
                     "train_seconds": round(st.train_seconds, 3),
                     "train_cpu_seconds": round(st.train_cpu_seconds, 3), **static})
-        last_epoch = early or epoch == tc.epochs
+        last_epoch = st.finished(tc.epochs, tc.patience, tc.min_epochs)
         if last_epoch:
             session.write_finished(out)
         save = epoch % every == 0 or epoch in updates or guided in decisions or last_epoch
         session.report(out, tr if save else None)
 
     trainer.callbacks.append(on_epoch)
+    if restored and trainer.state.finished(tc.epochs, tc.patience, tc.min_epochs):
+        # continued from a checkpoint of its last epoch (its end lost before its record
+        # landed): that epoch's report again, as the uninterrupted trial's last one
+        on_epoch(trainer, trainer.state.epoch, trainer.state.history[-1])
+        return
     try:
         trainer.fit(run_test=False)
     except NonFiniteLossError as exc:

@@ -241,7 +241,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     storage = optuna_storage(opts)
     existing_names = {s.study_name for s in storage.get_all_studies()}
     study_name = optuna_study_name(opts, name)
-    points = space.points_to_evaluate(min(num, planned or num)) or None
+    shown = min(num, planned or num)      # the budget's estimate (module docstring)
+    points = space.points_to_evaluate(shown) or None
     sampler_seed = opts.seed
     records: list[dict] = []
     continued: dict[str, carry.Carry] = {}     # restarts that continue a carried trial
@@ -296,8 +297,8 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
             callbacks=[durable.CarriedHistory(opts.exp_dir, name),     # before the loggers
                        ResultJsonLogger(), ProgressCsvLogger(),      # replace Ray's defaults
                        durable.TrialRecorder(opts.exp_dir, name, carry=opts.carry),  # after the loggers
-                       StudyWatcher(name, min(num, planned or num), n_epochs,
-                                    opts.status_every, budget)],
+                       StudyWatcher(name, min(num, shown), n_epochs, opts.status_every,
+                                    budget)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner, num
