@@ -488,15 +488,20 @@ def test_complete_runs_reopen_only_as_far_as_the_search_time_left_holds_them(tmp
     assert not b.reopens("ssl") and b.open_runs() == ["sl", "ec4"]
 
 
+def ssl_and_ec4(tmp_path, seeds, total):
+    """(runs, clock, budget): two runs on two lanes, each trial priced 2 h full, 1 h expected."""
+    runs, clock = ["ssl", "ec4"], Clock(0.0)
+    b = lanes_budget(tmp_path, runs, seeds=seeds)(clock, total)
+    for run in runs:
+        reports(b.cost, run, "t", [720.0] * 3)
+    return runs, clock, b
+
+
 def test_a_reopened_run_gets_its_share_beside_a_run_that_began_first(tmp_path):
     # the session-20 resume: EC4SRec (in progress) began first and took a lane until near the
     # search deadline; EC4SRec(SSL), complete after one trial and credited for a lost one,
     # reopened and was then judged as a run not yet started behind that lane: share 0, skipped
-    runs = ["ssl", "ec4"]
-    clock = Clock(0.0)
-    b = lanes_budget(tmp_path, runs, seeds=1)(clock, 60_000.0)
-    for run in runs:
-        reports(b.cost, run, "t", [720.0] * 3)           # a full trial 2 h, expected 1 h
+    runs, clock, b = ssl_and_ec4(tmp_path, seeds=1, total=60_000.0)
     finished_run(b, clock, "ssl", 9_000.0, trials=1)
     b.credit_lost("ssl", 4_000.0)
     b.begin_run("ec4")
@@ -517,11 +522,7 @@ def test_a_run_whose_only_trials_are_carried_is_in_progress_when_resumed(tmp_pat
     # share ran past the search deadline; EC4SRec, whose three trials were all lost with the
     # machine (two carried), was then judged as a run not yet started behind that lane and
     # its seeds did not fit: share 0, though its carried trial continued anyway
-    runs = ["ssl", "ec4"]
-    clock = Clock(0.0)
-    b = lanes_budget(tmp_path, runs, seeds=3)(clock, 100_000.0)
-    for run in runs:
-        reports(b.cost, run, "t", [720.0] * 3)           # a full trial 2 h, expected 1 h
+    runs, clock, b = ssl_and_ec4(tmp_path, seeds=3, total=100_000.0)
     b.begin_run("ssl")
     b.begin_run("ec4")
     clock.t = 20_000.0

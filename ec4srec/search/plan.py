@@ -24,7 +24,7 @@ from ..config import ConfigError
 from ..registry import METHODS, is_guided
 from ..report.results import SEED_RECORD
 from .budget import Budget, hms
-from .carry import read_all_carries, read_carries
+from .carry import read_all_carries, run_folder
 from .finals import pending_final
 from .forecast import announce
 from .lost import credit_study
@@ -89,7 +89,9 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
                     asha=asha, seeds_done=seeds_done)
     credit_study(opts, budget)          # training lost with a machine is not a run's to pay
     # a run with a carried trial is in progress: the trial continues whatever the gate says
-    budget.carrying.update(run for run in names if read_carries(opts.exp_dir, run))
+    # (checked once already by checked_options: read_all_carries)
+    budget.carrying.update(run for run in names
+                           if any(run_folder(opts.exp_dir, run).glob("*.json")))
     if opts.staged and any(run_started(opts.exp_dir, run_name(k)) for k in opts.runs()
                            if opts.stage_of(k[1]) == "methods"):
         budget.closed.update(stage_one_runs(opts))  # stage 2's base: never reopened (study.py)
