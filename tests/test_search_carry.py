@@ -343,3 +343,27 @@ def test_the_most_promising_carried_restart_goes_first():
     # after them in their order (a lane of one slot continues b, the better, first)
     assert carry.order_restarts(c, restarts, "valid/best_ndcg@10") == [
         ("b", {"x": 2}), ("a", {"x": 1}), ("z", {"x": 3}), ("y", {"x": 4})]
+
+
+def test_a_carry_keeps_the_best_weights_while_its_trial_contends_for_the_run_best(tmp_path):
+    ckpt = fake_checkpoint(tmp_path / "trainer.pt")
+    best = "valid/best_ndcg@10"
+
+    def kept(trial_id, value, epoch):
+        meta = carry.write_carry(tmp_path, RUN, trial_id, {}, f"checkpoint_{epoch:06d}", ckpt,
+                                 [{"epoch": epoch, best: value}])
+        pt = tmp_path / "carried" / RUN / json.loads(meta.read_text())["file"]
+        return load_torch(pt)["best_weights"] is not None, json.loads(meta.read_text())["best_weights"]
+
+    # the run's only trial may end as its best: its carry keeps the weights a final needs
+    assert kept("a", 0.05, 1) == (True, True)
+    # a weaker trial beside it drops them (a third of the file)
+    assert kept("b", 0.04, 1) == (False, False)
+    # once it leads, it keeps them, and the trial it overtook drops them at its next carry
+    assert kept("b", 0.06, 2) == (True, True)
+    assert kept("a", 0.055, 2) == (False, False)
+    # an ended trial's record counts as the run's best too
+    (tmp_path / "trials" / RUN).mkdir(parents=True)
+    (tmp_path / "trials" / RUN / "c.json").write_text(
+        json.dumps({"trial_id": "c", "history": [{"epoch": 9, best: 0.07}]}))
+    assert kept("b", 0.065, 3) == (False, False)

@@ -159,3 +159,65 @@ def test_configs_are_compared_as_configs_the_non_numeric_keys_aside():
     assert finals.config_mismatch({**config, "train": {**config["train"], "lr": 0.5}},
                                   config) == ["train.lr"]
     assert finals.config_mismatch({"not": "a config"}, config) == ["config"]
+
+
+def test_a_trial_continued_from_a_contending_carry_ends_with_a_final_that_stands_in(tmp_path):
+    from ec4srec.search import carry
+    config = tiny_config(epochs=4, extra=["train.patience=10"])
+    lost = LocalSession(tmp_path / "lost", stop_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(PARAMS, {"base": config.to_dict(), "checkpoint_every": 1}, lost)
+    carry.write_carry(tmp_path, "run", "old", PARAMS, "checkpoint_000002",
+                      lost.checkpoints[-1].read_bytes(), [dict(r) for r in lost.reports])
+    carried = carry.read_carries(tmp_path, "run")["old"]
+    # the run's only trial contends for its best: its carry keeps the best weights
+    assert torch.load(carried.path, weights_only=False)["best_weights"] is not None
+    new = LocalSession(tmp_path / "new")
+    run_trial({**PARAMS, carry.CARRIED_KEY: "old"},
+              {"base": config.to_dict(), "checkpoint_every": 1,
+               "carried": {"old": carried.checkpoint_bytes()}}, new)
+    # continued to its end, the trial leaves a final, and the final is the seed re-run exactly
+    assert finals.keep_final(tmp_path, "run", "new", new.checkpoints[-1]) is not None
+    best = apply_params(config.to_dict(), PARAMS)
+    work = tmp_path / "seed"
+    why = finals.seed_from_final(tmp_path, "run", "new", best.to_dict(), best.train.seed, work)
+    assert why is None
+    tested = retrain_seed(best.to_dict(), best.train.seed, str(work))
+    retrained = retrain_seed(best.to_dict(), best.train.seed)
+    assert tested["from_trial"] == "new"
+    assert tested["test"] == retrained["test"] and tested["best_epoch"] == retrained["best_epoch"]
+
+
+def test_a_final_goes_once_its_seed_record_is_written(tmp_path):
+    config = tiny_config(epochs=3)
+    finals.keep_final(tmp_path, "run", "a", trial_end(tmp_path / "trial_a", config)[0])
+    # no record of its seed yet: the final stays
+    assert not finals.drop_spent(tmp_path, "run") and finals.read_final(tmp_path, "run")
+    (tmp_path / "seeds" / "run").mkdir(parents=True)
+    (tmp_path / "seeds" / "run" / f"seed_{config.train.seed + 1}.json").write_text("{}")
+    # another seed's record does not spend it
+    assert not finals.drop_spent(tmp_path, "run")
+    (tmp_path / "seeds" / "run" / f"seed_{config.train.seed}.json").write_text("{}")
+    # its own seed's record does: both files go
+    assert finals.drop_spent(tmp_path, "run")
+    assert list((tmp_path / "finals" / "run").iterdir()) == []
+
+
+def test_a_seed_record_of_another_config_is_set_aside_and_run_again(tmp_path, capsys):
+    from ec4srec.search.study import set_aside_stale
+    config = tiny_config(epochs=2)
+    seed = config.train.seed
+    out = tmp_path / "seeds" / "run" / f"seed_{seed}.json"
+    out.parent.mkdir(parents=True)
+    out.write_text(json.dumps(retrain_seed(config.to_dict(), seed)))
+    # the record names its config: the same best config (where the data lives aside) keeps it
+    moved = apply_params(config.to_dict(), {"data.data_dir": "/elsewhere"})
+    assert not set_aside_stale(out, "run", seed, moved) and out.exists()
+    # the run's best changed since: the record goes to stale/ (kept, not read) and the seed runs
+    other = apply_params(config.to_dict(), {"train.lr": 0.003})
+    assert set_aside_stale(out, "run", seed, other) and not out.exists()
+    assert (out.parent / "stale" / f"seed_{seed}.1.json").is_file()
+    assert "its record is another config's (train.lr differ" in capsys.readouterr().out
+    # a record written before records held their config is kept as it is
+    out.write_text(json.dumps({"seed": seed, "test": {"ndcg@10": 0.1}}))
+    assert not set_aside_stale(out, "run", seed, other) and out.exists()

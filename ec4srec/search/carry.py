@@ -5,11 +5,13 @@ of from scratch (docs/search.md, "Carried trials").
 A carry is two files in ``carried/<run>/``:
 - ``<trial_id>.<checkpoint>.pt``: the trainer checkpoint of the trial's newest reported Ray
   checkpoint, without ``best_weights`` (a search trial never tests, so it never reads them;
-  they are a third of the file);
+  they are a third of the file) unless the trial contends for its run's best
+  (:func:`contends`): then they stay, so that the trial, continued, may end with a final
+  (finals.py) and save its run a seed re-run;
 - ``<trial_id>.json``: ``trial_id``, ``params`` (the trial's searched keys), ``epoch`` (the
   checkpoint's), ``checkpoint`` (the Ray checkpoint folder it came from), ``file``, ``bytes``,
-  ``sha256`` (of the .pt) and ``history`` (the trial's result rows up to ``epoch``, what its
-  ``result.json`` held).
+  ``sha256`` (of the .pt), ``best_weights`` (whether the .pt keeps them) and ``history`` (the
+  trial's result rows up to ``epoch``, what its ``result.json`` held).
 
 Contracts:
 - :func:`write_carry` writes the .pt, then the json (each atomically), then deletes the trial's
@@ -45,8 +47,8 @@ import torch
 
 from ..checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
 from .finals import keep_final
-from .trial_files import (FINISHED_MARKER, RECORDS, TRAINER_FILE, newest_reported_checkpoint,
-                          read_history)
+from .trial_files import (FINISHED_MARKER, OBJECTIVE, RECORDS, TRAINER_FILE,
+                          newest_reported_checkpoint, read_history, trial_records)
 
 CARRIED = "carried"              # carried/<run>/<trial_id>.json + <trial_id>.<checkpoint>.pt
 CARRIED_KEY = "_carried_from"    # a restarted trial's config: the trial id whose carry it continues
@@ -125,6 +127,32 @@ def strip_best_weights(trainer_pt: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def history_best(history: list[dict], objective: str = OBJECTIVE) -> float | None:
+    """The best ``objective`` in a trial's result rows, None without one."""
+    return max((row[objective] for row in history or [] if objective in row), default=None)
+
+
+def contends(exp: Path, run: str, trial_id: str, history: list[dict],
+             objective: str = OBJECTIVE) -> bool:
+    """Whether ``trial_id``, whose result rows so far are ``history``, may still end as ``run``'s
+    best trial: its best ``objective`` is at least every ended trial's of the run (their
+    records) and every other carried trial's (the trial it continues included: its rows open
+    ``history``). Its carry then keeps the best weights (module docstring)."""
+    mine = history_best(history, objective)
+    if mine is None:
+        return False
+    folder = run_folder(exp, run)
+    others = [record.get("history") for record in trial_records(exp, run)]
+    for meta in folder.glob("*.json") if folder.is_dir() else []:
+        if meta.stem != trial_id:
+            try:
+                others.append(json.loads(meta.read_text()).get("history"))
+            except (OSError, ValueError, AttributeError):
+                continue                    # being replaced, or damaged: read_carries says so
+    bests = (history_best(rows, objective) for rows in others)
+    return all(mine >= best for best in bests if best is not None)
+
+
 def carried_epoch(exp: Path, run: str, trial_id: str) -> int | None:
     """The epoch of ``trial_id``'s carry, None when it has none (or an unreadable one)."""
     try:
@@ -135,19 +163,22 @@ def carried_epoch(exp: Path, run: str, trial_id: str) -> int | None:
 
 def write_carry(exp: Path, run: str, trial_id: str, params: dict[str, Any], checkpoint: str,
                 trainer_pt: bytes, history: list[dict]) -> Path | None:
-    """Carry ``trial_id`` at the epoch of ``history``'s last row (module contract). Returns the
-    carry's json, None when it already holds that epoch or a later one."""
+    """Carry ``trial_id`` at the epoch of ``history``'s last row (module contract), with its
+    best weights when it :func:`contends` for the run's best. Returns the carry's json, None
+    when it already holds that epoch or a later one."""
     epoch = int(history[-1]["epoch"])
     have = carried_epoch(exp, run, trial_id)
     if have is not None and have >= epoch:
         return None
-    data = strip_best_weights(trainer_pt)
+    keep_best = contends(exp, run, trial_id, history)
+    data = trainer_pt if keep_best else strip_best_weights(trainer_pt)
     folder = run_folder(exp, run)
     pt = folder / f"{trial_id}.{checkpoint}.pt"
     atomic_write_bytes(pt, data)
     record = {"trial_id": trial_id, "params": {k: v for k, v in params.items() if k != CARRIED_KEY},
               "epoch": epoch, "checkpoint": checkpoint, "file": pt.name, "bytes": len(data),
-              "sha256": hashlib.sha256(data).hexdigest(), "history": history}
+              "sha256": hashlib.sha256(data).hexdigest(), "best_weights": keep_best,
+              "history": history}
     atomic_write_json(folder / f"{trial_id}.json", record)
     for old in folder.glob(f"{trial_id}.*.pt"):
         if old.name != pt.name:

@@ -8,7 +8,8 @@ config is the best trial's, which trained the same epochs (same seed, same numbe
 and a carried continuation are bit-identical to training through) and chose its best epoch the
 same way, on validation. Only a trial that ended on its own qualifies (early stopping or its N
 epochs; not one ASHA pruned or the search deadline cut), and only with its best weights (a trial
-continued from a carry made before its best epoch has none: carries leave them out).
+continued from a carry has them only if it contended for its run's best when carried:
+``carry.contends``).
 
 Contracts:
 - :func:`keep_final` (``durable.TrialRecorder`` as a trial ends, on the carry writer thread;
@@ -25,6 +26,8 @@ Contracts:
   ``from_trial``). Anything else: the job re-trains, as without finals.
 - :func:`pending_final`: a run whose final's seed has no record yet (the budget's seed reserve
   counts that job as done: it costs one test).
+- :func:`drop_spent`: once that seed's record is written, the final goes (its job is done;
+  the record holds its test).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from ..config import Config, ConfigError
 from ..loop_state import LoopState
 from ..report.results import FINALS_DIR, SEED_RECORD
 from ..trainer import CHECKPOINT
-from .trial_files import trial_records
+from .trial_files import OBJECTIVE, trial_records
 
 FROM_TRIAL = "from_trial.json"   # in a seed job's work folder: its checkpoint is a trial's final
 # keys that change no number a run reports (where data lives: its files are checksummed)
@@ -139,7 +142,7 @@ def seed_from_final(exp: Path, run: str, best_trial: str | None, config: dict, s
     return None
 
 
-def pending_final(exp: Path, run: str, objective: str = "valid/best_ndcg@10") -> bool:
+def pending_final(exp: Path, run: str, objective: str = OBJECTIVE) -> bool:
     """Whether ``run`` has a kept final that is its best trial so far (no recorded trial's
     ``objective`` above it) and whose seed has no record yet."""
     meta = read_final(exp, run)
@@ -149,6 +152,19 @@ def pending_final(exp: Path, run: str, objective: str = "valid/best_ndcg@10") ->
     best = max((row[objective] for record in trial_records(exp, run)
                 for row in record.get("history") or [] if objective in row), default=None)
     return best is None or meta["best"] >= best
+
+
+def drop_spent(exp: Path, run: str) -> bool:
+    """Delete ``run``'s kept final when its seed has a record (module contract), each json
+    before its .pt; True when one went."""
+    meta = read_final(exp, run)
+    if meta is None or not (Path(exp) / SEED_RECORD.format(
+            run=run, seed=meta["config"]["train"]["seed"])).exists():
+        return False
+    for path in final_folder(exp, run).glob("*.json"):
+        path.unlink(missing_ok=True)
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    return True
 
 
 def load_final(trainer, work: Path) -> str | None:

@@ -29,6 +29,7 @@ with its first error and exits 1.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -69,7 +70,12 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
     seed job starts only if it can end before the study's deadline (``expected_epochs``: what
     the best trial trained); the ones that cannot are skipped and listed in the cost report.
     The first seed of a run whose best trial (``best_ids``) ended on its own with that seed is
-    that trial, tested from its final checkpoint (finals.py), never skipped for the budget."""
+    that trial, tested from its final checkpoint (finals.py), never skipped for the budget;
+    the final goes once that record is written. A record of another config (the run's best
+    changed since it was written: a resume searched on) is set aside and the seed runs again
+    (:func:`set_aside_stale`)."""
+    for name in best:                    # a final whose seed is recorded has done its job
+        finals.drop_spent(opts.exp_dir, name)
     task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
                                             num_gpus=opts.gpus_per_trial or 0, max_retries=2)
     slots = [0.0] * (budget.slots if budget else 1)      # when each slot is free (planning)
@@ -78,7 +84,7 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
         for name, config in best.items():
             seed = config.train.seed + i
             out = opts.exp_dir / results.SEED_RECORD.format(run=name, seed=seed)
-            if out.exists():
+            if out.exists() and not set_aside_stale(out, name, seed, config):
                 continue
             work = opts.exp_dir / SEED_WORK.format(run=name, seed=seed)
             source = seed_source(opts.exp_dir, name, seed, config, (best_ids or {}).get(name), work)
@@ -107,6 +113,7 @@ def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict
         record = ray.get(ref)
         atomic_write_json(out, record)
         shutil.rmtree(work, ignore_errors=True)
+        finals.drop_spent(opts.exp_dir, name)
         print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
               f"({total - len(pending)}/{total})", flush=True)
 
@@ -146,6 +153,36 @@ def stale_work(work: Path, job: dict) -> str | None:
         return "unreadable"
     differ = finals.config_mismatch(saved, job)
     return f"{', '.join(differ[:4])} differ" if differ else None
+
+
+STALE_SEEDS = "stale"     # seeds/<run>/stale/: records of a config no longer the run's best
+
+
+def set_aside_stale(out: Path, name: str, seed: int, config: Config) -> bool:
+    """Move the seed record ``out`` to ``seeds/<run>/stale/`` (as ``seed_<s>.<n>.json``, the first
+    free n: kept, never read by the tables) when its ``config`` differs from the seed job of
+    ``config`` in a key that changes numbers (finals.NOT_NUMERIC aside); True when it went.
+    A record without a config (written before records held one) or unreadable is kept."""
+    try:
+        saved = json.loads(Path(out).read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(saved, dict):
+        return False
+    job = config.to_dict()
+    job["train"]["seed"] = seed
+    if not (differ := finals.config_mismatch(saved, job)):
+        return False
+    folder = Path(out).parent / STALE_SEEDS
+    n = 1
+    while (folder / f"seed_{seed}.{n}.json").exists():
+        n += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    Path(out).rename(folder / f"seed_{seed}.{n}.json")
+    print(f"[seeds] {name} seed {seed}: its record is another config's ({', '.join(differ[:4])} "
+          f"differ: the run's best changed since): set aside in {folder.name}/, run again",
+          flush=True)
+    return True
 
 
 def seed_epochs(trials, run: str, patience: int, n: int) -> int:

@@ -46,7 +46,7 @@ from ..trainer import CHECKPOINT, NonFiniteLossError, Trainer
 from . import finals
 from .carry import CARRIED_KEY
 from .space import apply_params
-from .trial_files import FINISHED_MARKER, TRAINER_FILE
+from .trial_files import FINISHED_MARKER, OBJECTIVE, TRAINER_FILE
 from .warmcache import WarmupCache
 
 NONFINITE_MARKER = "NONFINITE"
@@ -197,7 +197,7 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], session) -> None:
                     # the protocol train.select_protocol names (evaluate.py): what ASHA compares
                     # this epoch and the searcher maximises at the end
                     "valid/select_ndcg@10": metrics[f"valid/{tr.select_metric}"],
-                    "valid/best_ndcg@10": max(st.best_score, 0.0), "best_epoch": st.best_epoch,
+                    OBJECTIVE: max(st.best_score, 0.0), "best_epoch": st.best_epoch,
                     "importance_update": epoch in updates, "early_stop": early,
                     "train_seconds": round(st.train_seconds, 3),
                     "train_cpu_seconds": round(st.train_cpu_seconds, 3), **static})
@@ -259,7 +259,7 @@ def retrain_seed(config_dict: dict[str, Any], seed: int,
     durable state: study.run_seeds), reporting exactly what the uninterrupted job would; a
     checkpoint that cannot be loaded is named in one line and the job starts from scratch. A
     search trial's final placed there (finals.py) is tested without training; the record then
-    names the trial (``from_trial``)."""
+    names the trial (``from_trial``). The record holds the job's ``config`` (study.stale_record)."""
     config = Config.from_dict(config_dict)
     config.train.seed = seed
     dataset = dataset_for(config.data)
@@ -279,4 +279,5 @@ def retrain_seed(config_dict: dict[str, Any], seed: int,
     with contextlib.redirect_stdout(None):
         record = trainer.fit(run_test=True)
     return {**record, "seed": seed, "resumed_from_epoch": resumed,
-            **({"from_trial": from_trial} if from_trial else {}), **where()}
+            **({"from_trial": from_trial} if from_trial else {}), **where(),
+            "config": config.to_dict()}

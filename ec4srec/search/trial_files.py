@@ -11,6 +11,7 @@ TRAINER_FILE = "trainer.pt"          # in a Ray checkpoint folder: the trainer c
 FINISHED_MARKER = "FINISHED.json"    # in a trial folder: the trial ended on its own
 RECORDS = "trials"                   # <exp>/trials/<run>/<trial_id>.json: an ended trial's record
 RAY_TRIAL_ID = "ray_trial_id"        # the Optuna trial's user attribute naming its Ray trial
+OBJECTIVE = "valid/best_ndcg@10"     # what the search maximises: a trial's best validation so far
 
 
 # Ray's bookkeeping fields a record does not keep (the params are the record's own field)

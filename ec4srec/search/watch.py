@@ -30,8 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from . import carry, compat, durable
 from .budget import Budget, hms
 from .trainable import is_replay
-
-OBJECTIVE = "valid/best_ndcg@10"
+from .trial_files import OBJECTIVE
 # Trials Optuna holds as finished that Ray restored as running (see BudgetedOptunaSearch): the
 # stopper ends them at their first report and the result files and the watcher ignore them.
 ENDED_BEFORE_RESTORE: set[str] = set()
