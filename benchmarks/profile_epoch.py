@@ -7,7 +7,8 @@ parts), ``encoder fwd`` (the backbone's forward over every view), ``loss head`` 
 and the contrastive terms; the chunked CE kernel computes its gradients here), ``backward``
 (autograd through the encoder), ``optimizer`` (zero_grad + Adam). Encoder calls are timed by
 wrapping the model's ``forward``; the rest of ``method.loss`` is split by timing
-``rec_loss``/``pair_nce``-style calls in the method's module namespace. Times are per epoch
+the next-item losses (``methods/objective.py``: full and sampled softmax) and the
+``pair_nce``-style calls in their modules' namespaces. Times are per epoch
 (a fixed sample of ``--batches`` batches, scaled) plus the validation pass and one importance
 update per explainer (a fixed sample of its batches, scaled). The floor estimate counts the
 FLOPs of the logits (forward + two gradient matmuls) and of the encoder (forward + 2x for
@@ -31,8 +32,8 @@ from ec4srec.data import load_dataset
 from ec4srec.data.batches import eval_order, make_batch, train_order
 from ec4srec.data.split import Examples
 from ec4srec.explain import compute_importance
-from ec4srec.methods import base as method_base
 from ec4srec.methods import contrastive as method_contrastive
+from ec4srec.methods import objective as method_objective
 from ec4srec.trainer import Trainer
 
 EXPLAINERS = ("occlusion", "saliency", "integrated_gradients", "attention")
@@ -66,7 +67,7 @@ def profile_method(method: str, dataset, batches: int, overrides: list[str]) -> 
     model = trainer.model
     model.forward = timer.wrap("encoder fwd", model.forward)
     patched = []
-    for module, names in ((method_base, ["rec_loss"]),
+    for module, names in ((method_objective, ["full_softmax_loss", "sampled_softmax_loss"]),
                           (method_contrastive, ["pair_nce", "negative_view_loss",
                                                 "negative_view_supcon"])):
         for name in names:

@@ -320,3 +320,13 @@ def test_the_status_never_shows_fewer_planned_trials_than_the_gate_admitted(caps
                             for t in watcher.running])
     # the budget estimated one trial; the gate admitted two: "0/2", never "0/1, 2 running"
     assert "0/2 trials done, 2 running" in capsys.readouterr().out
+
+
+def test_the_eta_counts_the_running_trials_the_gate_admitted_beyond_the_estimate():
+    from ec4srec.search.watch import StudyWatcher
+    watcher = StudyWatcher("r", planned=1, max_epochs=3, status_every=0)
+    watcher.done, watcher.started = 1, 1000.0          # one trial ended in this driver's 100 s
+    # the estimate said one trial; the gate admitted a second, still running: one more trial's
+    # worth of time is left, not none
+    assert watcher.status_line(1100.0, running=1).endswith("ETA of this run 0:01:40")
+    assert watcher.status_line(1100.0, running=0).endswith("ETA of this run 0:00:00")

@@ -319,7 +319,7 @@ class StudyWatcher(BudgetBound, tune.Callback):
 
     def status_line(self, now: float, running: int) -> str:
         elapsed = now - self.started
-        left = max(0, self.planned - self.earlier - self.done)
+        left = max(0, self.shown_planned(running) - self.earlier - self.done)   # running included
         eta = elapsed / self.done * left if self.done else None
         used, budget = "", self.budget
         plan = budget.plans.get(self.run) if budget is not None else None
