@@ -367,3 +367,11 @@ def test_a_carry_keeps_the_best_weights_while_its_trial_contends_for_the_run_bes
     (tmp_path / "trials" / RUN / "c.json").write_text(
         json.dumps({"trial_id": "c", "history": [{"epoch": 9, best: 0.07}]}))
     assert kept("b", 0.065, 3) == (False, False)
+    # ... unless it errored (never the run's best); a tie contends
+    (tmp_path / "trials" / RUN / "c.json").write_text(
+        json.dumps({"trial_id": "c", "history": [{"epoch": 9, best: 0.07}], "error": "boom"}))
+    assert kept("b", 0.065, 4) == (True, True)
+    assert kept("a", 0.065, 3) == (True, True)
+    # an unreadable record: it cannot tell, so the weights stay
+    (tmp_path / "trials" / RUN / "d.json").write_text('{"trial_id": "d", "hist')
+    assert kept("a", 0.01, 4) == (True, True)

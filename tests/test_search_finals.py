@@ -188,19 +188,46 @@ def test_a_trial_continued_from_a_contending_carry_ends_with_a_final_that_stands
     assert tested["test"] == retrained["test"] and tested["best_epoch"] == retrained["best_epoch"]
 
 
-def test_a_final_goes_once_its_seed_record_is_written(tmp_path):
+def test_a_final_goes_once_its_own_seed_record_is_written(tmp_path):
     config = tiny_config(epochs=3)
-    finals.keep_final(tmp_path, "run", "a", trial_end(tmp_path / "trial_a", config)[0])
+    seed = config.train.seed
+    last = trial_end(tmp_path / "trial_a", config)[0]
+    finals.keep_final(tmp_path, "run", "a", last)
+    records = tmp_path / "seeds" / "run"
+    records.mkdir(parents=True)
     # no record of its seed yet: the final stays
     assert not finals.drop_spent(tmp_path, "run") and finals.read_final(tmp_path, "run")
-    (tmp_path / "seeds" / "run").mkdir(parents=True)
-    (tmp_path / "seeds" / "run" / f"seed_{config.train.seed + 1}.json").write_text("{}")
+    (records / f"seed_{seed + 1}.json").write_text(json.dumps({"from_trial": "a"}))
     # another seed's record does not spend it
     assert not finals.drop_spent(tmp_path, "run")
-    (tmp_path / "seeds" / "run" / f"seed_{config.train.seed}.json").write_text("{}")
-    # its own seed's record does: both files go
-    assert finals.drop_spent(tmp_path, "run")
-    assert list((tmp_path / "finals" / "run").iterdir()) == []
+    other = apply_params(config.to_dict(), {"train.lr": 0.003}).to_dict()
+    (records / f"seed_{seed}.json").write_text(json.dumps({"config": other}))
+    # a record of another config (an earlier best's, to be set aside) does not spend it, nor
+    # one that names neither its trial nor its config
+    assert not finals.drop_spent(tmp_path, "run")
+    (records / f"seed_{seed}.json").write_text(json.dumps({"seed": seed}))
+    assert not finals.drop_spent(tmp_path, "run")
+    # the record its own job wrote (tested from it, or of its config) does: both files go
+    mine = apply_params(config.to_dict(), PARAMS).to_dict()
+    for record in ({"from_trial": "a"}, {"config": mine}):
+        if not finals.read_final(tmp_path, "run"):
+            finals.keep_final(tmp_path, "run", "a", last)
+        (records / f"seed_{seed}.json").write_text(json.dumps(record))
+        assert finals.drop_spent(tmp_path, "run")
+        assert list((tmp_path / "finals" / "run").iterdir()) == []
+
+
+def test_no_final_is_kept_for_a_trial_below_a_recorded_one(tmp_path):
+    config = tiny_config(epochs=3)
+    last, best = trial_end(tmp_path / "trial_a", config)
+    (tmp_path / "trials" / "run").mkdir(parents=True)
+    above = {"trial_id": "b", "history": [{"epoch": 1, "valid/best_ndcg@10": best + 0.1}]}
+    (tmp_path / "trials" / "run" / "b.json").write_text(json.dumps(above))
+    # a pruned trial above it is the run's best: this final would never stand in (14 MB in git)
+    assert finals.keep_final(tmp_path, "run", "a", last) is None
+    # an errored trial is never the run's best (report.results.best_trial_id skips it)
+    (tmp_path / "trials" / "run" / "b.json").write_text(json.dumps({**above, "error": "boom"}))
+    assert finals.keep_final(tmp_path, "run", "a", last) is not None
 
 
 def test_a_seed_record_of_another_config_is_set_aside_and_run_again(tmp_path, capsys):

@@ -47,8 +47,8 @@ import torch
 
 from ..checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
 from .finals import keep_final
-from .trial_files import (FINISHED_MARKER, OBJECTIVE, RECORDS, TRAINER_FILE,
-                          newest_reported_checkpoint, read_history, trial_records)
+from .trial_files import (FINISHED_MARKER, OBJECTIVE, RECORDS, TRAINER_FILE, history_best,
+                          newest_reported_checkpoint, read_history, run_best)
 
 CARRIED = "carried"              # carried/<run>/<trial_id>.json + <trial_id>.<checkpoint>.pt
 CARRIED_KEY = "_carried_from"    # a restarted trial's config: the trial id whose carry it continues
@@ -127,22 +127,22 @@ def strip_best_weights(trainer_pt: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def history_best(history: list[dict], objective: str = OBJECTIVE) -> float | None:
-    """The best ``objective`` in a trial's result rows, None without one."""
-    return max((row[objective] for row in history or [] if objective in row), default=None)
-
-
 def contends(exp: Path, run: str, trial_id: str, history: list[dict],
              objective: str = OBJECTIVE) -> bool:
     """Whether ``trial_id``, whose result rows so far are ``history``, may still end as ``run``'s
-    best trial: its best ``objective`` is at least every ended trial's of the run (their
-    records) and every other carried trial's (the trial it continues included: its rows open
-    ``history``). Its carry then keeps the best weights (module docstring)."""
+    best trial: its best ``objective`` is at least every ended trial's of the run that did not
+    error (their records: ``trial_files.run_best``) and every other carried trial's (the trial
+    it continues included: its rows open ``history``). Its carry then keeps the best weights
+    (module docstring); so does a trial whose run has an unreadable record (it cannot tell)."""
     mine = history_best(history, objective)
     if mine is None:
         return False
+    try:
+        ended = run_best(exp, run, (trial_id,), objective)
+    except (OSError, ValueError):
+        return True
     folder = run_folder(exp, run)
-    others = [record.get("history") for record in trial_records(exp, run)]
+    others = [[{objective: ended}]] if ended is not None else []
     for meta in folder.glob("*.json") if folder.is_dir() else []:
         if meta.stem != trial_id:
             try:

@@ -14,7 +14,8 @@ continued from a carry has them only if it contended for its run's best when car
 Contracts:
 - :func:`keep_final` (``durable.TrialRecorder`` as a trial ends, on the carry writer thread;
   ``carry.carry_unfinished`` for the ended trials of the Ray folders) keeps such a trial when
-  its best validation beats the run's kept final: ``finals/<run>/<trial_id>.pt`` (its newest
+  its best validation beats the run's kept final and no recorded trial's is above it (the
+  run's best trial as far as the records tell): ``finals/<run>/<trial_id>.pt`` (its newest
   trainer checkpoint, reported with its last epoch, with the best weights as the model, no
   optimizer moments, no method state: what a test reads; 14 MB for the Beauty study's base)
   and ``<trial_id>.json`` (trial id, best validation, epoch, the config, bytes, sha256),
@@ -26,8 +27,8 @@ Contracts:
   ``from_trial``). Anything else: the job re-trains, as without finals.
 - :func:`pending_final`: a run whose final's seed has no record yet (the budget's seed reserve
   counts that job as done: it costs one test).
-- :func:`drop_spent`: once that seed's record is written, the final goes (its job is done;
-  the record holds its test).
+- :func:`drop_spent`: once that seed's record is written (this final's job: tested from it,
+  or of its config), the final goes (its job is done; the record holds its test).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from ..config import Config, ConfigError
 from ..loop_state import LoopState
 from ..report.results import FINALS_DIR, SEED_RECORD
 from ..trainer import CHECKPOINT
-from .trial_files import OBJECTIVE, trial_records
+from .trial_files import OBJECTIVE, run_best
 
 FROM_TRIAL = "from_trial.json"   # in a seed job's work folder: its checkpoint is a trial's final
 # keys that change no number a run reports (where data lives: its files are checksummed)
@@ -82,6 +83,12 @@ def keep_final(exp: Path, run: str, trial_id: str, trainer_file: Path) -> Path |
         return None
     kept = read_final(exp, run)
     if kept is not None and kept["trial_id"] != trial_id and kept["best"] >= loop.best_score:
+        return None
+    try:                     # a recorded trial above it is the run's best (its final is gone)
+        rival = run_best(exp, run, (trial_id,))
+    except (OSError, ValueError):
+        rival = None
+    if rival is not None and rival > loop.best_score:
         return None
     best = ckpt["best_weights"]
     final = {**ckpt, "model": best, "best_weights": best, "method": {},
@@ -149,17 +156,29 @@ def pending_final(exp: Path, run: str, objective: str = OBJECTIVE) -> bool:
     if meta is None or (Path(exp) / SEED_RECORD.format(
             run=run, seed=meta["config"]["train"]["seed"])).exists():
         return False
-    best = max((row[objective] for record in trial_records(exp, run)
-                for row in record.get("history") or [] if objective in row), default=None)
+    best = run_best(exp, run, objective=objective)
     return best is None or meta["best"] >= best
 
 
 def drop_spent(exp: Path, run: str) -> bool:
-    """Delete ``run``'s kept final when its seed has a record (module contract), each json
-    before its .pt; True when one went."""
+    """Delete ``run``'s kept final when its seed's record is its job's (module contract): the
+    record was tested from this final (``from_trial``) or holds the final's config. A record
+    of another config (the run's best changed since: ``study.set_aside_stale`` sets it aside)
+    or one that says neither leaves the final. Each json goes before its .pt; True when one
+    went."""
     meta = read_final(exp, run)
-    if meta is None or not (Path(exp) / SEED_RECORD.format(
-            run=run, seed=meta["config"]["train"]["seed"])).exists():
+    if meta is None:
+        return False
+    try:
+        record = json.loads((Path(exp) / SEED_RECORD.format(
+            run=run, seed=meta["config"]["train"]["seed"])).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    config = record.get("config")
+    if not (record.get("from_trial") == meta["trial_id"]
+            or (isinstance(config, dict) and not config_mismatch(config, meta["config"]))):
         return False
     for path in final_folder(exp, run).glob("*.json"):
         path.unlink(missing_ok=True)

@@ -259,7 +259,7 @@ def retrain_seed(config_dict: dict[str, Any], seed: int,
     durable state: study.run_seeds), reporting exactly what the uninterrupted job would; a
     checkpoint that cannot be loaded is named in one line and the job starts from scratch. A
     search trial's final placed there (finals.py) is tested without training; the record then
-    names the trial (``from_trial``). The record holds the job's ``config`` (study.stale_record)."""
+    names the trial (``from_trial``). The record holds the job's ``config`` (study.set_aside_stale)."""
     config = Config.from_dict(config_dict)
     config.train.seed = seed
     dataset = dataset_for(config.data)

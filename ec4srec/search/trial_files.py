@@ -37,6 +37,21 @@ def trial_records(exp: Path, run: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+def history_best(history: list[dict] | None, objective: str = OBJECTIVE) -> float | None:
+    """The best ``objective`` in a trial's result rows, None without one."""
+    return max((row[objective] for row in history or [] if objective in row), default=None)
+
+
+def run_best(exp: Path, run: str, without: tuple[str, ...] = (),
+             objective: str = OBJECTIVE) -> float | None:
+    """The best ``objective`` of ``run``'s ended trials that did not error (their records, the
+    trials of ``without`` aside; as ``report.results.best_trial_id`` skips errored trials),
+    None without one. An unreadable record raises OSError or ValueError."""
+    bests = (history_best(r.get("history"), objective) for r in trial_records(exp, run)
+             if str(r.get("trial_id")) not in without and not r.get("error"))
+    return max((b for b in bests if b is not None), default=None)
+
+
 def read_history(trial_dir: Path) -> list[dict]:
     """A trial folder's result.json rows, one per epoch (the last report of an epoch wins),
     without the fields of :data:`NOT_RECORDED`."""

@@ -33,7 +33,8 @@ from .options import (SECONDS_CLOCKS, SPACE_FILE, StudyOptions, asha_clock, asha
                       run_name)
 from .space import SearchSpace
 from .trainable import train_trial
-from .watch import OBJECTIVE, BudgetedOptunaSearch, BudgetStopper, StudyWatcher
+from .trial_files import OBJECTIVE
+from .watch import BudgetedOptunaSearch, BudgetStopper, StudyWatcher
 
 ASHA_METRIC = "valid/select_ndcg@10"   # NDCG@10 under train.select_protocol (trainable.py)
 ASHA_CLOCK = "guided_epoch"          # epochs since the first importance update (see trainable)
