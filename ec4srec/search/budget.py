@@ -339,6 +339,12 @@ class Budget:
                 plan.closed_by = "budget"
         return ok
 
+    def closing(self, run: str) -> bool:
+        """Whether ``run`` starts no trial again in this driver: it ended, or its gate refused
+        one (its searcher then said FINISHED: watch.BudgetedOptunaSearch)."""
+        plan = self.plans.get(run)
+        return plan is not None and (plan.done or plan.refused > 0)
+
     def note_busy(self, start: float, end: float) -> None:
         """A trial session held a slot from ``start`` to ``end`` (driver clock)."""
         with self._lock:

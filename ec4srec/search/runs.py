@@ -162,7 +162,8 @@ def start_order(opts: StudyOptions, keys: list) -> list:
 
 
 def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | None = None,
-                     reopen: bool = True) -> dict:
+                     reopen: bool = True,
+                     on_poll: Callable[[dict, list[str]], None] | None = None) -> dict:
     """Up to ``opts.concurrent_runs`` runs at once, each its own Tuner (own Optuna study and
     ASHA brackets) in a thread of this driver, sharing the cluster's slots: each runs at most
     ceil(slots / K) trials at once (K: the runs sharing them now, running or waiting for a
@@ -171,7 +172,10 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
     another waits, and the last run takes every slot once the others have ended. Runs start
     in :func:`start_order` as threads free up. Tune catches SIGINT only in the main thread:
     here Ctrl-C ends the driver (Interrupted, exit 130) and ``--resume`` restores each
-    unfinished run from its last experiment snapshot, as after a killed driver."""
+    unfinished run from its last experiment snapshot, as after a killed driver. ``on_poll``
+    (the seed phase's tail: seeds.SeedPhase.tail_starter) is called from this thread as it
+    waits, with the runs that ended (name -> (key, records)) and those not ended, once none is
+    left to start."""
     compat.serialise_ray_registry()
     keys = start_order(opts, keys)
     done: dict[str, tuple] = {}
@@ -211,6 +215,16 @@ def run_concurrently(opts: StudyOptions, keys: list, ranges, budget: Budget | No
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+            if on_poll is not None:
+                with lock:
+                    ended, waiting = dict(done), bool(todo)
+                try:
+                    if not waiting:
+                        on_poll(ended, [run_name(k) for k in keys if run_name(k) not in ended])
+                except Exception as exc:            # noqa: BLE001 - the search goes on without it
+                    say(f"[seeds] no seed job starts beside the search's last trials: "
+                        f"{type(exc).__name__}: {exc}")
+                    on_poll = None
     except KeyboardInterrupt:
         raise Interrupted("SIGINT: the concurrent runs resume from their last snapshots") from None
     if failures:

@@ -29,176 +29,30 @@ with its first error and exits 1.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import ray
-
-from ..checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, load_torch,
-                          os_error_line)
-from ..config import Config, dump_config
-from ..trainer import CHECKPOINT
+from ..checkpoint import atomic_write_json, atomic_write_text, os_error_line
+from ..config import dump_config
 from ..registry import PLAIN
 from ..report import results, tables
-from . import carry, durable, finals, plan
+from . import carry, durable, plan
 from .budget import Budget, hms
-from .carry import SEED_WORK
 from .forecast import announce
 # the study's options are part of its API: importable from here too (tests, benchmarks)
 from .options import (SPACE_FILE, STUDY_VERSION, StudyOptions, asha_clock,  # noqa: F401
                       asha_grace, base_config, best_params, input_error, narrow_space,
                       read_manifest, run_base, run_name, write_manifest)
 from .ranges import dump_ranges, load_ranges
-from .space import apply_params
 from .resume import run_started
 from .runs import Interrupted, run_concurrently, run_search
 from .summary import cost_report, failed_runs, print_summary
-from .trainable import retrain_seed
+# the seed phase (seeds.py); its helpers importable from here too (tests)
+from .seeds import (SeedPhase, best_configs, run_seeds, seed_epochs,  # noqa: F401
+                    seed_source, set_aside_stale, stale_work)
 from .tuner import address_problem, cluster_slots, connect
-
-
-def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int],
-              budget: Budget | None = None, best_ids: dict[str, str] | None = None) -> None:
-    """Re-train each best config with ``opts.seeds`` seeds and test once each, as Ray tasks;
-    seeds already recorded in seeds/<run>/seed_<s>.json are skipped. Each job checkpoints in
-    its work folder under ``carried/`` (:data:`SEED_WORK`: part of the durable state, so a
-    resume on a new machine continues it), removed once its record is written. Under a time budget a
-    seed job starts only if it can end before the study's deadline (``expected_epochs``: what
-    the best trial trained); the ones that cannot are skipped and listed in the cost report.
-    The first seed of a run whose best trial (``best_ids``) ended on its own with that seed is
-    that trial, tested from its final checkpoint (finals.py), never skipped for the budget;
-    the final goes once that record is written. A record of another config (the run's best
-    changed since it was written: a resume searched on) is set aside and the seed runs again
-    (:func:`set_aside_stale`)."""
-    for name in best:                    # a final whose seed is recorded has done its job
-        finals.drop_spent(opts.exp_dir, name)
-    task = ray.remote(retrain_seed).options(num_cpus=opts.cpus_per_trial,
-                                            num_gpus=opts.gpus_per_trial or 0, max_retries=2)
-    slots = [0.0] * (budget.slots if budget else 1)      # when each slot is free (planning)
-    pending = {}
-    for i in range(opts.seeds):                          # seed-major: every run gets seed 1 first
-        for name, config in best.items():
-            seed = config.train.seed + i
-            out = opts.exp_dir / results.SEED_RECORD.format(run=name, seed=seed)
-            if out.exists() and not set_aside_stale(out, name, seed, config):
-                continue
-            work = opts.exp_dir / SEED_WORK.format(run=name, seed=seed)
-            source = seed_source(opts.exp_dir, name, seed, config, (best_ids or {}).get(name), work)
-            if budget is not None and source == "final":        # a final costs one test
-                budget.seed_log.append({"run": name, "seed": seed, "state": "started",
-                                        "from_trial": (best_ids or {}).get(name)})
-            elif budget is not None:
-                slot = min(range(len(slots)), key=slots.__getitem__)
-                fits, end = budget.seed_fits(name, expected_epochs.get(name, config.train.epochs),
-                                             slots[slot])
-                budget.seed_log.append({"run": name, "seed": seed,
-                                        "state": "started" if fits else "skipped: over budget"})
-                if not fits:
-                    print(f"[seeds] {name} seed {seed}: skipped, it cannot end within the "
-                          f"time budget", flush=True)
-                    continue
-                slots[slot] = end
-            pending[task.remote(config.to_dict(), seed, str(work))] = (name, seed, out, work)
-    total = len(pending)
-    if total:
-        print(f"[seeds] {total} seed re-run(s) of {len(best)} best config(s) started; each "
-              f"trains to early stopping and is tested once", flush=True)
-    while pending:
-        [ref], _ = ray.wait(list(pending))
-        name, seed, out, work = pending.pop(ref)
-        record = ray.get(ref)
-        atomic_write_json(out, record)
-        shutil.rmtree(work, ignore_errors=True)
-        finals.drop_spent(opts.exp_dir, name)
-        print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
-              f"({total - len(pending)}/{total})", flush=True)
-
-
-def seed_source(exp: Path, name: str, seed: int, config: Config, best_id: str | None,
-                work: Path) -> str:
-    """Where the seed job of ``name`` in ``work`` starts, said in one line: "final" (its best
-    trial's final checkpoint, tested, not trained: finals.py), "carried" (its own checkpoint,
-    from a driver that lost it) or "scratch"."""
-    why, job = "", config.to_dict()
-    job["train"]["seed"] = seed
-    if (work / CHECKPOINT).is_file() and (stale := stale_work(work, job)):
-        shutil.rmtree(work, ignore_errors=True)
-        print(f"[seeds] {name} seed {seed}: its work folder is another config's ({stale}: the "
-              f"run's best changed since): started again", flush=True)
-    if not (work / CHECKPOINT).is_file():
-        why = finals.seed_from_final(exp, name, best_id, config.to_dict(), seed, work)
-    if (work / finals.FROM_TRIAL).is_file():
-        print(f"[seeds] {name} seed {seed}: its best trial {best_id} ended on its own with this "
-              f"config and seed: tested from its final checkpoint, not re-trained", flush=True)
-        return "final"
-    if (work / CHECKPOINT).is_file():
-        print(f"[seeds] {name} seed {seed}: continues from its carried checkpoint", flush=True)
-        return "carried"
-    if why:
-        print(f"[seeds] {name} seed {seed}: re-trained: {why}", flush=True)
-    return "scratch"
-
-
-def stale_work(work: Path, job: dict) -> str | None:
-    """Why the checkpoint in a seed job's work folder is not this job's (its config differs from
-    ``job`` in a key that changes numbers, finals.NOT_NUMERIC aside; or it cannot be read),
-    None when it is."""
-    try:
-        saved = load_torch(work / CHECKPOINT)["config"]
-    except (CheckpointError, KeyError, TypeError):
-        return "unreadable"
-    differ = finals.config_mismatch(saved, job)
-    return f"{', '.join(differ[:4])} differ" if differ else None
-
-
-STALE_SEEDS = "stale"     # seeds/<run>/stale/: records of a config no longer the run's best
-
-
-def set_aside_stale(out: Path, name: str, seed: int, config: Config) -> bool:
-    """Move the seed record ``out`` to ``seeds/<run>/stale/`` (as ``seed_<s>.<n>.json``, the first
-    free n: kept, never read by the tables) when its ``config`` differs from the seed job of
-    ``config`` in a key that changes numbers (finals.NOT_NUMERIC aside); True when it went.
-    A record without a config (written before records held one) or unreadable is kept."""
-    try:
-        saved = json.loads(Path(out).read_text()).get("config")
-    except (OSError, ValueError, AttributeError):
-        return False
-    if not isinstance(saved, dict):
-        return False
-    job = config.to_dict()
-    job["train"]["seed"] = seed
-    if not (differ := finals.config_mismatch(saved, job)):
-        return False
-    folder = Path(out).parent / STALE_SEEDS
-    n = 1
-    while (folder / f"seed_{seed}.{n}.json").exists():
-        n += 1
-    folder.mkdir(parents=True, exist_ok=True)
-    Path(out).rename(folder / f"seed_{seed}.{n}.json")
-    print(f"[seeds] {name} seed {seed}: its record is another config's ({', '.join(differ[:4])} "
-          f"differ: the run's best changed since): set aside in {folder.name}/, run again",
-          flush=True)
-    return True
-
-
-def seed_epochs(trials, run: str, patience: int, n: int) -> int:
-    """The epochs a seed re-run of ``run``'s best config is expected to train (the seed phase's
-    budget prices it so): it trains to early stopping, so at least the best trial's best epoch
-    plus ``patience``, its own length when it ran further, and the median length of the run's
-    early-stopped trials; at most N. (The best trial's length alone undercounts when ASHA or
-    the deadline cut it: on Beauty a trial cut after 11 epochs gave seeds of 40.)"""
-    rows = trials[trials["run"] == run]
-    best = rows[rows["trial_id"].astype(str) == results.best_trial_id(trials, run)]
-    if not len(best):
-        return n
-    stopped = rows[rows["state"] == "early_stopped"]["epochs"]
-    guesses = [int(best["epochs"].iloc[0]), int(best["best_epoch"].iloc[0]) + patience,
-               int(stopped.median()) if len(stopped) else 0]
-    return min(n, max(guesses))
 
 
 def make_budget(opts: StudyOptions, started: float) -> Budget:
@@ -233,6 +87,7 @@ def run(opts: StudyOptions) -> dict:
 
 def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: float) -> dict:
     all_records = {}
+    seed_phase = SeedPhase(opts, budget)
     if budget.total_s is not None:
         print(f"[budget] {hms(budget.total_s)} for the study ({hms(budget.used_before)} used "
               f"before), {budget.slots} trial slots", flush=True)
@@ -257,29 +112,21 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         reopen = not (opts.staged and stage == 0 and any(
             run_started(exp, run_name(k)) for g in groups[1:] for k in g))
         if opts.concurrent_runs > 1 and len(group) > 1:
-            all_records.update(run_concurrently(opts, group, ranges, budget, reopen))
+            tail = seed_phase.tail_starter() if opts.seeds > 0 else None
+            all_records.update(run_concurrently(opts, group, ranges, budget, reopen, tail))
         else:
             for key in group:
                 print(f"[search] === {run_name(key)} ===", flush=True)
                 all_records[run_name(key)] = (key, run_search(opts, key, ranges, budget, reopen))
     budgets = {name: opts.epochs_of(key[1]) for name, (key, _) in all_records.items()}
     trials, epochs = results.write_trial_tables(exp, all_records, budgets)
-    best, best_ids = {}, {}
-    for name, (key, records) in all_records.items():
-        best_id = results.best_trial_id(trials, name)
-        if best_id is None:
-            continue
-        best_ids[name] = best_id
-        params = next(r["params"] for r in records if str(r["trial_id"]) == best_id)
-        config = apply_params(run_base(opts, key), params)
-        config.train.progress, config.train.tensorboard = "auto", True
-        best[name] = config
+    best, best_ids, expected = best_configs(opts, all_records, trials)
+    for name, config in best.items():
         atomic_write_text(exp / "best" / f"{name}.yaml", dump_config(config))
     if opts.seeds > 0:
         carry.flush()                  # the finals the last trials left are written
-        expected = {name: seed_epochs(trials, name, config.train.patience, budgets[name])
-                    for name, config in best.items()}
-        run_seeds(opts, best, expected, budget, best_ids)
+        seed_phase.start(best, expected, best_ids)
+        seed_phase.wait()
     seeds = results.write_seed_table(exp)
     report_dir = tables.render(exp) if len(seeds) else None
     summary = {"exp": str(exp), "trials": len(trials),

@@ -1,0 +1,97 @@
+"""The seed phase (ec4srec/search/seeds.py): jobs started once each, in batches; the search's
+tail hands the slots its last trials leave free to the seed jobs of the runs that ended."""
+from __future__ import annotations
+
+import pytest
+
+from ec4srec.search import seeds
+from ec4srec.search.budget import Budget
+from ec4srec.search.options import StudyOptions
+from test_budget import Clock, reports
+from test_tuning_helpers import tiny_config
+
+
+class FakeTask:
+    """Stands in for the Ray task: records the jobs started, starts nothing."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def remote(self, config, seed, work):
+        self.jobs.append((config["method"]["name"], seed))
+        return object()
+
+
+def phase_of(tmp_path, budget=None, n_seeds=2):
+    opts = StudyOptions(dataset="synthetic", storage_path=str(tmp_path), name="s", seeds=n_seeds)
+    phase = seeds.SeedPhase(opts, budget)
+    phase.task = FakeTask()
+    return phase
+
+
+def best_of(*methods):
+    return {f"synthetic-{m}-sasrec": tiny_config(m, epochs=2) for m in methods}
+
+
+def test_seed_jobs_start_seed_major_at_most_the_limit_and_once_each(tmp_path):
+    phase = phase_of(tmp_path)
+    best = best_of("sasrec", "cl4srec")
+    seed = best["synthetic-sasrec-sasrec"].train.seed
+    # a capped start takes the first jobs in seed-major order: every run's first seed first
+    assert phase.start(best, {}, limit=1) == 1
+    assert phase.task.jobs == [("sasrec", seed)]
+    assert phase.start(best, {}, limit=2) == 2
+    assert phase.task.jobs[1:] == [("cl4srec", seed), ("sasrec", seed + 1)]
+    # the uncapped start that follows (the driver's, after the search) starts only the rest
+    assert phase.start(best, {}) == 1 and phase.task.jobs[-1] == ("cl4srec", seed + 1)
+    assert phase.start(best, {}) == 0 and len(phase.pending) == phase.total == 4
+
+
+def test_budget_closing_means_ended_or_refused_a_trial(tmp_path):
+    clock = Clock()
+    b = Budget(tmp_path, 1000.0, ["r1", "r2"], {"r1": 0, "r2": 0}, max_epochs=10,
+               num_samples=20, slots=2, seeds=0, clock=clock)
+    b.begin_run("r1")
+    b.begin_run("r2")
+    reports(b.cost, "r1", "t", [50.0] * 5)                 # a full trial = 500 s
+    # admitted a trial: still searching
+    assert b.may_start("r1") and not b.closing("r1")
+    clock.t += 600                                         # no full trial fits any more
+    # refused one: it starts no trial again in this driver
+    assert not b.may_start("r1") and b.closing("r1")
+    # a run that ended is closing too; one the budget does not know is not
+    b.end_run("r2")
+    assert b.closing("r2") and not b.closing("elsewhere")
+
+
+@pytest.mark.parametrize("closing, free, started", [
+    ({"r": True}, 1, 1),      # the last run starts no trial: its free slot takes a seed job
+    ({"r": False}, 1, 0),     # it may still start one: the slot is its
+    ({"r": True}, 0, 0),      # no slot free: nothing waits in Ray's queue for one
+])
+def test_the_searchs_tail_gives_free_slots_to_the_ended_runs_seeds(tmp_path, monkeypatch,
+                                                                   closing, free, started):
+    class FakeBudget:
+        slots = 2
+        seed_log: list = []
+
+        def closing(self, run):
+            return closing[run]
+
+        def seed_fits(self, run, epochs, queue_end):
+            return True, queue_end + 1.0
+
+    phase = phase_of(tmp_path, FakeBudget())
+    best = best_of("sasrec")
+    monkeypatch.setattr(seeds.ray, "available_resources", lambda: {"CPU": float(free)})
+    monkeypatch.setattr(seeds.results, "trial_tables", lambda *a, **k: (None, None))
+    monkeypatch.setattr(seeds, "best_configs", lambda opts, done, trials: (best, {}, {}))
+    on_poll = phase.tail_starter()
+    on_poll({"synthetic-sasrec-sasrec": (("synthetic", "sasrec", "sasrec"), [])}, ["r"])
+    # seed jobs of the ended runs start only while every other run is closing, one per free slot
+    assert len(phase.task.jobs) == started
+    # nothing ended yet: nothing to start whatever the slots
+    phase.task.jobs.clear()
+    phase._tail_checked = 0.0
+    on_poll({}, ["r"])
+    assert phase.task.jobs == []
