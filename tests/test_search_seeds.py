@@ -95,3 +95,33 @@ def test_the_searchs_tail_gives_free_slots_to_the_ended_runs_seeds(tmp_path, mon
     phase._tail_checked = 0.0
     on_poll({}, ["r"])
     assert phase.task.jobs == []
+
+
+def test_run_concurrently_polls_the_tail_once_no_run_is_left_to_start(tmp_path, monkeypatch):
+    import threading
+    from ec4srec.search import runs
+    opts = StudyOptions(dataset="synthetic", storage_path=str(tmp_path), name="s",
+                        concurrent_runs=2, seeds=1)
+    keys = [("synthetic", m, "sasrec") for m in ("sasrec", "cl4srec", "duorec")]
+    release = {runs.run_name(k): threading.Event() for k in keys}
+
+    def fake_search(opts, key, ranges, budget, reopen, lanes):
+        release[runs.run_name(key)].wait(timeout=30)
+        return [{"trial_id": runs.run_name(key)}]
+
+    monkeypatch.setattr(runs, "run_search", fake_search)
+    polls = []
+
+    def on_poll(done, searching):
+        polls.append((sorted(done), sorted(searching)))
+        release["synthetic-cl4srec-sasrec"].set()           # the tail seen: let the rest end
+        release["synthetic-duorec-sasrec"].set()
+
+    # two threads, three runs: the third starts only when the first ends (after 2.5 s)
+    threading.Timer(2.5, release["synthetic-sasrec-sasrec"].set).start()
+    result = runs.run_concurrently(opts, keys, None, None, True, on_poll)
+    assert sorted(result) == sorted(release)
+    # the tail is polled only once no run waits to start: the first run had ended by then, and
+    # each poll names the runs that ended and those still searching
+    assert polls and all("synthetic-sasrec-sasrec" in done for done, _ in polls)
+    assert all(sorted(done + searching) == sorted(release) for done, searching in polls)

@@ -96,7 +96,8 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
     keys = opts.runs()
     groups = ([[k for k in keys if opts.stage_of(k[1]) == "base"],
                [k for k in keys if opts.stage_of(k[1]) == "methods"]] if opts.staged else [keys])
-    for stage, group in enumerate(g for g in groups if g):
+    stages = [g for g in groups if g]
+    for stage, group in enumerate(stages):
         if opts.staged:
             print(f"[search] --- stage {stage + 1}: "
                   f"{'the base model' if stage == 0 else 'every method on the tuned base'} ---",
@@ -112,7 +113,10 @@ def _run_phases(opts: StudyOptions, exp: Path, ranges, budget: Budget, started: 
         reopen = not (opts.staged and stage == 0 and any(
             run_started(exp, run_name(k)) for g in groups[1:] for k in g))
         if opts.concurrent_runs > 1 and len(group) > 1:
-            tail = seed_phase.tail_starter() if opts.seeds > 0 else None
+            # the last stage's tail only: an earlier stage's seed jobs would hold the next
+            # stage's slots for hours
+            last = stage == len(stages) - 1
+            tail = seed_phase.tail_starter() if opts.seeds > 0 and last else None
             all_records.update(run_concurrently(opts, group, ranges, budget, reopen, tail))
         else:
             for key in group:
