@@ -64,6 +64,24 @@ def test_budget_closing_means_ended_or_refused_a_trial(tmp_path):
     assert b.closing("r2") and not b.closing("elsewhere")
 
 
+def test_a_run_past_its_share_is_closing_unless_a_carried_restart_is_left(tmp_path):
+    clock = Clock()
+    b = Budget(tmp_path, 1000.0, ["r1"], {"r1": 0}, max_epochs=10, num_samples=20, slots=2,
+               seeds=0, clock=clock)
+    plan = b.begin_run("r1")
+    # its gate never asked (a restored searcher that said FINISHED under an earlier driver)
+    assert plan.refused == 0 and not b.closing("r1")
+    clock.t = plan.deadline
+    # its share's deadline passed: no new trial can ever be admitted
+    assert b.closing("r1")
+    left = [1]
+    b.carries_left["r1"] = lambda: left[0]
+    # ... but a carried restart still to start is admitted regardless
+    assert not b.closing("r1")
+    left[0] = 0
+    assert b.closing("r1")
+
+
 @pytest.mark.parametrize("closing, free, started", [
     ({"r": True}, 1, 1),      # the last run starts no trial: its free slot takes a seed job
     ({"r": False}, 1, 0),     # it may still start one: the slot is its

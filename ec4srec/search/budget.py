@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint import atomic_write_json
@@ -73,6 +74,7 @@ class Budget:
         self.num_samples, self.seeds = num_samples, seeds
         self.seeds_done = dict(seeds_done or {})          # run -> seed re-runs recorded
         self.closed: set[str] = set()      # runs that never reopen (a staged study's stage 1)
+        self.carries_left: dict[str, Callable[[], int]] = {}   # run -> carried restarts to start
         self.carrying: set[str] = set()    # runs with a carried trial: in progress (carry.py)
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once
@@ -341,9 +343,13 @@ class Budget:
 
     def closing(self, run: str) -> bool:
         """Whether ``run`` starts no trial again in this driver: it ended, or its gate refused
-        one (its searcher then said FINISHED: watch.BudgetedOptunaSearch)."""
-        plan = self.plans.get(run)
-        return plan is not None and (plan.done or plan.refused > 0)
+        one (its searcher said FINISHED) or never can (its share's deadline passed), and no
+        carried restart is left to start (the gate admits those regardless)."""
+        plan, left = self.plans.get(run), self.carries_left.get(run)
+        if plan is None or (left is not None and left()):
+            return False
+        spent = self.deadline is not None and plan.deadline is not None and self.clock() >= plan.deadline
+        return plan.done or plan.refused > 0 or spent
 
     def note_busy(self, start: float, end: float) -> None:
         """A trial session held a slot from ``start`` to ``end`` (driver clock)."""
