@@ -86,12 +86,14 @@ def test_a_run_past_its_share_is_closing_unless_a_carried_restart_is_left(tmp_pa
     ({"r": True}, 1, 1),      # the last run starts no trial: its free slot takes a seed job
     ({"r": False}, 1, 0),     # it may still start one: the slot is its
     ({"r": True}, 0, 0),      # no slot free: nothing waits in Ray's queue for one
+    ({"r": True}, 2, 1),      # Ray shows 2 free, but the run's restored trial waits for one
 ])
 def test_the_searchs_tail_gives_free_slots_to_the_ended_runs_seeds(tmp_path, monkeypatch,
                                                                    closing, free, started):
     class FakeBudget:
         slots = 2
         seed_log: list = []
+        live_trials = {"r": lambda: 1}         # the last run's one trial holds a slot
 
         def closing(self, run):
             return closing[run]

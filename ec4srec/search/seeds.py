@@ -9,8 +9,10 @@ Contracts:
 - The search's tail (:meth:`SeedPhase.tail_starter`, called by ``runs.run_concurrently`` as it
   polls): once every run of the stage has either ended or been refused a new trial by the
   budget's gate (``Budget.closing``: it starts no trial again in this driver), the slots its
-  last trials leave free take seed jobs of the runs that have ended, one per free slot
-  (``ray.available_resources``), instead of idling until the last trial ends.
+  last trials leave free take seed jobs of the runs that have ended, one per free slot (the
+  budget's slots less the live trials of the runs still searching, restored ones included, and
+  the seed jobs running; at most Ray's free resources), instead of idling until the last
+  trial ends.
 - :func:`best_configs`: each run's best config (validation only), its trial id and the
   epochs its seed jobs are expected to train: one rule for the tail and the driver.
 """
@@ -129,7 +131,14 @@ class SeedPhase:
                     or not all(budget.closing(run) for run in searching)):
                 return
             self._tail_checked = now
-            free = int(ray.available_resources().get("CPU", 0) // max(self.opts.cpus_per_trial, 1e-9))
+            # the slots no live trial holds or waits for (a restored trial may not have its
+            # slot yet) and no seed job of this phase runs in, at most what Ray has free
+            live = sum(budget.live_trials[run]() for run in searching if run in budget.live_trials)
+            running = len(ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)[1]) \
+                if self.pending else 0
+            cpus = ray.available_resources().get("CPU", 0)
+            free = min(budget.slots - live - running,
+                       int(cpus // max(self.opts.cpus_per_trial, 1e-9)))
             if self.opts.gpus_per_trial:
                 free = min(free, int(ray.available_resources().get("GPU", 0)
                                      // self.opts.gpus_per_trial))

@@ -238,7 +238,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
         compat.restored_tune_config(tuner).search_alg.lane_cap = cap
         compat.restored_tune_config(tuner).search_alg.on_carry = \
             carry_replayer(compat.restored_tune_config(tuner).scheduler)
-        register_carries(budget, name, compat.restored_tune_config(tuner).search_alg)
+        register_searcher(budget, name, compat.restored_tune_config(tuner).search_alg)
         return tuner, compat.restored_num_samples(tuner, num)
     storage = optuna_storage(opts)
     existing_names = {s.study_name for s in storage.get_all_studies()}
@@ -279,7 +279,7 @@ def make_tuner(opts: StudyOptions, key, ranges, planned: int | None = None,
     searcher.carry_points = {carry.params_key(c.params): (rid, c.epoch, c.history)
                              for rid, c in continued.items()}
     searcher.on_carry = carry_replayer(scheduler)
-    register_carries(budget, name, searcher)
+    register_searcher(budget, name, searcher)
     # ASHA judges the new trials against the ended ones too, as an uninterrupted run's would
     if records and (seeded := compat.replay_asha(
             scheduler, [(str(r["trial_id"]), r.get("history") or []) for r in records])):
@@ -313,11 +313,13 @@ def carry_replayer(scheduler) -> Callable[[str, list[dict]], None]:
     return lambda trial_id, history: compat.replay_asha(scheduler, [(trial_id, history)], prefix="")
 
 
-def register_carries(budget: Budget | None, run: str, searcher) -> None:
+def register_searcher(budget: Budget | None, run: str, searcher) -> None:
     """Let the budget see the carried restarts ``searcher`` has yet to start
-    (``Budget.closing``: a run with one may still start a trial)."""
+    (``Budget.closing``: a run with one may still start a trial) and its live trials (started,
+    not ended, restored ones included: the slots the run holds or waits for; seeds.py)."""
     if budget is not None:
         budget.carries_left[run] = lambda: len(getattr(searcher, "carry_points", None) or {})
+        budget.live_trials[run] = searcher.live_trials
 
 
 def lane_cap(opts: StudyOptions, lanes: int | Callable[[], int]) -> tuple[int, Callable[[], int] | None]:
