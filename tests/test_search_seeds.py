@@ -93,7 +93,7 @@ def test_the_searchs_tail_gives_free_slots_to_the_ended_runs_seeds(tmp_path, mon
     class FakeBudget:
         slots = 2
         seed_log: list = []
-        live_trials = {"r": lambda: 1}         # the last run's one trial holds a slot
+        unfinished = {"r": 1}                  # the last run's one trial holds or awaits a slot
 
         def closing(self, run):
             return closing[run]
@@ -110,6 +110,13 @@ def test_the_searchs_tail_gives_free_slots_to_the_ended_runs_seeds(tmp_path, mon
     on_poll({"synthetic-sasrec-sasrec": (("synthetic", "sasrec", "sasrec"), [])}, ["r"])
     # seed jobs of the ended runs start only while every other run is closing, one per free slot
     assert len(phase.task.jobs) == started
+    # before the last run's Tune loop has counted its trials: nothing starts
+    phase.task.jobs.clear()
+    phase._tail_checked = 0.0
+    del FakeBudget.unfinished["r"]
+    on_poll({"synthetic-sasrec-sasrec": (("synthetic", "sasrec", "sasrec"), [])}, ["r"])
+    assert phase.task.jobs == []
+    FakeBudget.unfinished["r"] = 1
     # nothing ended yet: nothing to start whatever the slots
     phase.task.jobs.clear()
     phase._tail_checked = 0.0

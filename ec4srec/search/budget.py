@@ -74,9 +74,9 @@ class Budget:
         self.num_samples, self.seeds = num_samples, seeds
         self.seeds_done = dict(seeds_done or {})          # run -> seed re-runs recorded
         self.closed: set[str] = set()      # runs that never reopen (a staged study's stage 1)
-        # run -> its searcher's carried restarts to start, and its live trials (tuner.py)
+        # run -> carried restarts to start (tuner.py); trials not ended, pending too (watch.py)
         self.carries_left: dict[str, Callable[[], int]] = {}
-        self.live_trials: dict[str, Callable[[], int]] = {}
+        self.unfinished: dict[str, int] = {}
         self.carrying: set[str] = set()    # runs with a carried trial: in progress (carry.py)
         self.slots, self.clock = max(1, int(slots)), clock
         self.concurrency = max(1, int(concurrency))      # runs sharing the slots at once

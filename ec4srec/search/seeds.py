@@ -10,9 +10,9 @@ Contracts:
   polls): once every run of the stage has either ended or been refused a new trial by the
   budget's gate (``Budget.closing``: it starts no trial again in this driver), the slots its
   last trials leave free take seed jobs of the runs that have ended, one per free slot (the
-  budget's slots less the live trials of the runs still searching, restored ones included, and
-  the seed jobs running; at most Ray's free resources), instead of idling until the last
-  trial ends.
+  budget's slots less the trials Tune has not ended in the runs still searching, pending ones
+  included: ``Budget.unfinished``, and the seed jobs running; at most Ray's free resources),
+  instead of idling until the last trial ends.
 - :func:`best_configs`: each run's best config (validation only), its trial id and the
   epochs its seed jobs are expected to train: one rule for the tail and the driver.
 """
@@ -131,9 +131,12 @@ class SeedPhase:
                     or not all(budget.closing(run) for run in searching)):
                 return
             self._tail_checked = now
-            # the slots no live trial holds or waits for (a restored trial may not have its
-            # slot yet) and no seed job of this phase runs in, at most what Ray has free
-            live = sum(budget.live_trials[run]() for run in searching if run in budget.live_trials)
+            # the slots no unfinished trial holds or waits for (a restored trial may not have
+            # its slot yet) and no seed job of this phase runs in, at most what Ray has free;
+            # not before each searching run's Tune loop has said how many it has
+            if any(run not in budget.unfinished for run in searching):
+                return
+            live = sum(budget.unfinished[run] for run in searching)
             running = len(ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)[1]) \
                 if self.pending else 0
             cpus = ray.available_resources().get("CPU", 0)

@@ -315,11 +315,9 @@ def carry_replayer(scheduler) -> Callable[[str, list[dict]], None]:
 
 def register_searcher(budget: Budget | None, run: str, searcher) -> None:
     """Let the budget see the carried restarts ``searcher`` has yet to start
-    (``Budget.closing``: a run with one may still start a trial) and its live trials (started,
-    not ended, restored ones included: the slots the run holds or waits for; seeds.py)."""
+    (``Budget.closing``: a run with one may still start a trial)."""
     if budget is not None:
         budget.carries_left[run] = lambda: len(getattr(searcher, "carry_points", None) or {})
-        budget.live_trials[run] = searcher.live_trials
 
 
 def lane_cap(opts: StudyOptions, lanes: int | Callable[[], int]) -> tuple[int, Callable[[], int] | None]:

@@ -290,6 +290,9 @@ class StudyWatcher(BudgetBound, tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         self._count_earlier(trials)
+        if self.budget is not None:     # the slots this run holds or waits for (seeds.py)
+            self.budget.unfinished[self.run] = sum(
+                1 for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED"))
         now = time.time()
         if now - self.last_status < self._every():
             return
