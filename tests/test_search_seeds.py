@@ -2,6 +2,8 @@
 tail hands the slots its last trials leave free to the seed jobs of the runs that ended."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ec4srec.search import seeds
@@ -152,3 +154,43 @@ def test_run_concurrently_polls_the_tail_once_no_run_is_left_to_start(tmp_path, 
     # each poll names the runs that ended and those still searching
     assert polls and all("synthetic-sasrec-sasrec" in done for done, _ in polls)
     assert all(sorted(done + searching) == sorted(release) for done, searching in polls)
+
+
+@pytest.mark.parametrize("spent", [True, False])
+def test_a_restored_run_whose_share_is_spent_ends_complete_not_stalled(tmp_path, monkeypatch, spent):
+    from types import SimpleNamespace
+    from ec4srec.search import runs
+    opts = StudyOptions(dataset="synthetic", storage_path=str(tmp_path), name="s", seeds=0)
+    key = ("synthetic", "sasrec", "sasrec")
+    clock = Clock()
+    names = [runs.run_name(key), "other"]              # its share: half the search time
+    budget = Budget(opts.exp_dir, 1000.0, names, {n: 0 for n in names},
+                    max_epochs=3, num_samples=5, slots=1, seeds=0, clock=clock)
+    ended = SimpleNamespace(metrics={"done": True, "epoch": 3, "trial_id": "a"}, error=None,
+                            metrics_dataframe=None, path=str(tmp_path / "trial_a"), config={})
+    fits = []
+
+    def fake_tuner(opts, key, ranges, planned, budget, lanes):
+        if not fits:        # the restored Tuner: made before its share ran out
+            clock.t = budget.plans[runs.run_name(key)].deadline if spent else clock.t
+        fits.append(key)
+        return object(), 5
+
+    monkeypatch.setattr(runs.tune.Tuner, "can_restore", lambda path: True)
+    monkeypatch.setattr(runs, "make_tuner", fake_tuner)
+    monkeypatch.setattr(runs.compat, "tune_fit", lambda tuner: ([ended], False))
+    asides = []
+    monkeypatch.setattr(runs.durable, "set_aside",
+                        lambda exp, run, why: asides.append(why) or Path(f"{run}.{why}-1"))
+    # the restored Tuner ended its one trial of 5 and creates no more (Tune restored a searcher
+    # that said FINISHED under an earlier driver: it never asks the gate again)
+    if spent:
+        records = runs.run_search(opts, key, None, budget)
+        assert not budget.search_over()
+        # its share spent, the budget ended it: complete, nothing set aside as stalled
+        assert asides == [] and [r["trial_id"] for r in records] == ["a"] and len(fits) == 1
+    else:
+        with pytest.raises(runs.Interrupted):
+            runs.run_search(opts, key, None, budget)
+        # with its share left it stalled: set aside, and a fresh Tuner went on (here it stalls too)
+        assert asides[0] == "stalled" and len(fits) == 2

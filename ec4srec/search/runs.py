@@ -111,7 +111,10 @@ def run_search(opts: StudyOptions, key, ranges, budget: Budget | None = None,
         grid, signalled = compat.tune_fit(tuner) if num > 0 else ([], False)
         carry.flush()        # its trials' carries and finals land before the folder may move
         deadline_passed = budget is not None and budget.search_over()
-        closed = deadline_passed or (plan is not None and plan.closed_by == "budget")
+        # the budget ended it: the gate refused a trial, or can never admit one (its share
+        # spent: a restored searcher that said FINISHED under an earlier driver never asks)
+        closed = deadline_passed or (plan is not None and plan.closed_by == "budget") \
+            or (budget is not None and budget.closing(run_name(key)))
         finished = sum(1 for r in grid if r.error is not None or ended(r.metrics or {}))
         short = len(grid) < num and not closed
         # a restored Tuner whose trials all ended short of its number with no Ctrl-C, deadline
