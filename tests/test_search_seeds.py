@@ -194,3 +194,28 @@ def test_a_restored_run_whose_share_is_spent_ends_complete_not_stalled(tmp_path,
             runs.run_search(opts, key, None, budget)
         # with its share left it stalled: set aside, and a fresh Tuner went on (here it stalls too)
         assert asides[0] == "stalled" and len(fits) == 2
+
+
+def test_seeds_csv_holds_each_record_as_it_lands(tmp_path, monkeypatch):
+    import pandas as pd
+    phase = phase_of(tmp_path, n_seeds=2)
+    best = best_of("sasrec")
+    phase.start(best, {})
+    seed = best["synthetic-sasrec-sasrec"].train.seed
+    records = iter([{"method": "sasrec", "backbone": "sasrec", "seed": s, "test": {"ndcg@10": v},
+                     "valid": {}} for s, v in ((seed, 0.1), (seed + 1, 0.2))])
+    seen = []
+
+    def one_lands(refs):
+        if seen:        # the first record is on disk: seeds.csv already has it
+            seen.append(len(pd.read_csv(phase.opts.exp_dir / "seeds.csv")))
+        seen.append("wait")
+        return [refs[0]], refs[1:]
+
+    monkeypatch.setattr(seeds.ray, "wait", one_lands)
+    monkeypatch.setattr(seeds.ray, "get", lambda ref: next(records))
+    phase.wait()
+    # seeds.csv is rewritten after each record, not only at the end of the seed phase
+    assert seen == ["wait", 1, "wait"]
+    table = pd.read_csv(phase.opts.exp_dir / "seeds.csv")
+    assert sorted(table["test/ndcg@10"]) == [0.1, 0.2]

@@ -110,7 +110,7 @@ class SeedPhase:
         return started
 
     def wait(self) -> None:
-        """Wait for every job started, writing each record as it lands."""
+        """Wait for every job started, writing each record as it lands (and seeds.csv)."""
         while self.pending:
             [ref], _ = ray.wait(list(self.pending))
             name, seed, out, work = self.pending.pop(ref)
@@ -118,6 +118,9 @@ class SeedPhase:
             atomic_write_json(out, record)
             shutil.rmtree(work, ignore_errors=True)
             finals.drop_spent(self.opts.exp_dir, name)
+            # seeds.csv (what the tables and an export read) holds every record so far: the
+            # seed phase of a study that spans machines ends in a later driver
+            results.write_seed_table(self.opts.exp_dir)
             print(f"[seeds] {name} seed {seed}: test ndcg@10 {record['test']['ndcg@10']:.4f} "
                   f"({self.total - len(self.pending)}/{self.total})", flush=True)
 
