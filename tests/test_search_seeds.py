@@ -206,7 +206,7 @@ def test_seeds_csv_holds_each_record_as_it_lands(tmp_path, monkeypatch):
                      "valid": {}} for s, v in ((seed, 0.1), (seed + 1, 0.2))])
     seen = []
 
-    def one_lands(refs):
+    def one_lands(refs, timeout=None):
         if seen:        # the first record is on disk: seeds.csv already has it
             seen.append(len(pd.read_csv(phase.opts.exp_dir / "seeds.csv")))
         seen.append("wait")
@@ -219,3 +219,25 @@ def test_seeds_csv_holds_each_record_as_it_lands(tmp_path, monkeypatch):
     assert seen == ["wait", 1, "wait"]
     table = pd.read_csv(phase.opts.exp_dir / "seeds.csv")
     assert sorted(table["test/ndcg@10"]) == [0.1, 0.2]
+
+
+def test_the_ledger_counts_the_seed_phase_as_it_goes(tmp_path, monkeypatch):
+    import json
+    clock = Clock()
+    budget = Budget(tmp_path / "s", 1000.0, ["r"], {"r": 0}, max_epochs=3, num_samples=5,
+                    slots=2, seeds=1, clock=clock)
+    phase = phase_of(tmp_path, budget, n_seeds=1)
+    phase.pending = {"job": ("r", 1, tmp_path / "out.json", tmp_path / "work")}
+    waits = iter([([], ["job"]), (["job"], [])])
+
+    def wait(refs, timeout=None):
+        clock.t += 600.0                 # ten minutes of a seed job
+        return next(waits)
+
+    monkeypatch.setattr(seeds.ray, "wait", wait)
+    monkeypatch.setattr(seeds.ray, "get", lambda ref: {"test": {"ndcg@10": 0.1}})
+    monkeypatch.setattr(seeds.results, "write_seed_table", lambda exp: None)
+    phase.wait()
+    # a driver killed in its seed phase (every session's end) has charged the time it ran
+    used = json.loads((tmp_path / "s" / "budget.json").read_text())["used_s"]
+    assert used >= 600.0

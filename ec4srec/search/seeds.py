@@ -112,7 +112,12 @@ class SeedPhase:
     def wait(self) -> None:
         """Wait for every job started, writing each record as it lands (and seeds.csv)."""
         while self.pending:
-            [ref], _ = ray.wait(list(self.pending))
+            ready, _ = ray.wait(list(self.pending), timeout=60.0)
+            if self.budget is not None:     # the ledger counts the seed phase's time as it goes
+                self.budget.write(force=False)
+            if not ready:
+                continue
+            [ref] = ready
             name, seed, out, work = self.pending.pop(ref)
             record = ray.get(ref)
             atomic_write_json(out, record)
