@@ -53,7 +53,7 @@ from .trial_files import (FINISHED_MARKER, OBJECTIVE, RECORDS, TRAINER_FILE, his
 CARRIED = "carried"              # carried/<run>/<trial_id>.json + <trial_id>.<checkpoint>.pt
 CARRIED_KEY = "_carried_from"    # a restarted trial's config: the trial id whose carry it continues
 # a seed re-run's work folder (its trainer's output, checkpoint.pt included): carried with the
-# trials, so a resume on a new machine continues the job (study.run_seeds)
+# trials, so a resume on a new machine continues the job (seeds.SeedPhase)
 SEED_WORK = CARRIED + "/seeds/{run}/seed_{seed}"
 
 
@@ -142,14 +142,13 @@ def contends(exp: Path, run: str, trial_id: str, history: list[dict],
     except (OSError, ValueError):
         return True
     folder = run_folder(exp, run)
-    others = [[{objective: ended}]] if ended is not None else []
+    bests = [ended]
     for meta in folder.glob("*.json") if folder.is_dir() else []:
         if meta.stem != trial_id:
             try:
-                others.append(json.loads(meta.read_text()).get("history"))
+                bests.append(history_best(json.loads(meta.read_text()).get("history"), objective))
             except (OSError, ValueError, AttributeError):
                 continue                    # being replaced, or damaged: read_carries says so
-    bests = (history_best(rows, objective) for rows in others)
     return all(mine >= best for best in bests if best is not None)
 
 

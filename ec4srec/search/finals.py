@@ -20,7 +20,7 @@ Contracts:
   optimizer moments, no method state: what a test reads; 14 MB for the Beauty study's base)
   and ``<trial_id>.json`` (trial id, best validation, epoch, the config, bytes, sha256),
   written .pt first, each atomically; the run's other finals go. One per run.
-- :func:`seed_from_final` (``study.run_seeds``): when the kept final is the run's best trial and
+- :func:`seed_from_final` (``seeds.SeedPhase``): when the kept final is the run's best trial and
   its config equals the seed job's in every key that changes numbers (``NOT_NUMERIC`` aside),
   the final (checked against its size and SHA-256) becomes the job's checkpoint, with
   ``FROM_TRIAL`` beside it; the job then trains no epoch and tests once (its record says

@@ -79,7 +79,7 @@ def make_budget(opts: StudyOptions, started: float, slots: int) -> Budget:
                   asha_grace(opts, clock, epochs[run]) / clock_scale(opts, clock),
                   opts.reduction_factor)
             for run, clock in clocks.items() if clock}
-    # the seed re-runs recorded so far (study.run_seeds does not run them again), and a kept
+    # the seed re-runs recorded so far (seeds.SeedPhase does not run them again), and a kept
     # final's: that job is one test (finals.py)
     seeds_done = {run: min(opts.seeds, len(list(opts.exp_dir.glob(SEED_RECORD.format(
         run=run, seed="*")))) + pending_final(opts.exp_dir, run)) for run in names}

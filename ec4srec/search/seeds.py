@@ -183,14 +183,6 @@ def best_configs(opts: StudyOptions, records: dict, trials) -> tuple[dict, dict,
     return best, best_ids, expected
 
 
-def run_seeds(opts: StudyOptions, best: dict[str, Config], expected_epochs: dict[str, int],
-              budget: Budget | None = None, best_ids: dict[str, str] | None = None) -> None:
-    """Start every seed job of ``best`` and wait for them (:class:`SeedPhase`)."""
-    phase = SeedPhase(opts, budget)
-    phase.start(best, expected_epochs, best_ids)
-    phase.wait()
-
-
 def seed_source(exp: Path, name: str, seed: int, config: Config, best_id: str | None,
                 work: Path) -> str:
     """Where the seed job of ``name`` in ``work`` starts, said in one line: "final" (its best

@@ -50,7 +50,7 @@ from .resume import run_started
 from .runs import Interrupted, run_concurrently, run_search
 from .summary import cost_report, failed_runs, print_summary
 # the seed phase (seeds.py); its helpers importable from here too (tests)
-from .seeds import (SeedPhase, best_configs, run_seeds, seed_epochs,  # noqa: F401
+from .seeds import (SeedPhase, best_configs, seed_epochs,  # noqa: F401
                     seed_source, set_aside_stale, stale_work)
 from .tuner import address_problem, cluster_slots, connect
 

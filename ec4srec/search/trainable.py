@@ -256,7 +256,7 @@ def retrain_seed(config_dict: dict[str, Any], seed: int,
     ``work_dir`` it writes nothing. With it the job is the trainer's output folder there: it
     checkpoints as a run does (``train.checkpoint_every``, ``train.checkpoint_minutes``) and
     continues from the checkpoint it finds (a seed job its machine lost, carried in the
-    durable state: study.run_seeds), reporting exactly what the uninterrupted job would; a
+    durable state: seeds.SeedPhase), reporting exactly what the uninterrupted job would; a
     checkpoint that cannot be loaded is named in one line and the job starts from scratch. A
     search trial's final placed there (finals.py) is tested without training; the record then
     names the trial (``from_trial``). The record holds the job's ``config`` (study.set_aside_stale)."""
